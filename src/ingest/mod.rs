@@ -1,0 +1,271 @@
+//! OTLP receivers (gRPC and HTTP) and what they share: admission control,
+//! span validation, and the hand-off to the durable store.
+//!
+//! Memory is bounded by one budget of in-flight bytes: a request holds its
+//! share from the moment its body is read until its spans are on disk. A
+//! request that cannot get its share within `queue_wait` is turned away as
+//! throttled (HTTP 429 / gRPC `RESOURCE_EXHAUSTED`, retry after a second);
+//! a store that fails to write answers 503 / `UNAVAILABLE`.
+
+pub mod grpc;
+pub mod http;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::agl::index::{summarize, RecordSummary};
+use crate::store::{Store, StoreError};
+
+/// How long a throttled client is asked to wait before retrying.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot decode the request body: {0}")]
+    Decode(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("unsupported {what}: {value:?}")]
+    Unsupported { what: &'static str, value: String },
+    #[error("the server is busy; retry later")]
+    Busy,
+    #[error("the store cannot accept data now: {0}")]
+    Unavailable(String),
+    #[error("timed out reading the request body")]
+    BodyTimeout,
+}
+
+/// Counters of the receivers, shared by both protocols.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub accepted_spans: AtomicU64,
+    pub rejected_spans: AtomicU64,
+    pub throttled_requests: AtomicU64,
+    pub failed_requests: AtomicU64,
+    pub metrics_requests: AtomicU64,
+    pub logs_requests: AtomicU64,
+}
+
+/// Limits of the receivers.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, before and after decompression.
+    pub max_body: usize,
+    /// Bytes of requests in flight (read, queued, being written) at once.
+    pub max_inflight: usize,
+    /// How long a request may wait for room before it is throttled.
+    pub queue_wait: Duration,
+    /// How long reading one request body may take.
+    pub body_timeout: Duration,
+}
+
+/// What a successful export reports back.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub rejected_spans: i64,
+    pub error_message: String,
+}
+
+pub struct Ingest {
+    store: Store<RecordSummary>,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+    pub limits: Limits,
+    pub counters: Arc<Counters>,
+}
+
+/// Reserved room in the in-flight budget; released when dropped.
+pub struct Admission {
+    permit: Option<OwnedSemaphorePermit>,
+    kib: u32,
+}
+
+fn now_unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Ingest {
+    pub fn new(store: Store<RecordSummary>, limits: Limits, counters: Arc<Counters>) -> Ingest {
+        let budget_kib = (limits.max_inflight / 1024).clamp(1, u32::MAX as usize >> 1) as u32;
+        Ingest {
+            store,
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+            limits,
+            counters,
+        }
+    }
+
+    pub fn admission(&self) -> Admission {
+        Admission {
+            permit: None,
+            kib: 0,
+        }
+    }
+
+    /// Grows `admission` to cover `bytes`, waiting at most `queue_wait`.
+    pub async fn reserve(
+        &self,
+        admission: &mut Admission,
+        bytes: usize,
+    ) -> Result<(), IngestError> {
+        let want = (bytes.div_ceil(1024).max(1) as u64).min(self.budget_kib as u64) as u32;
+        if want <= admission.kib {
+            return Ok(());
+        }
+        let more = want - admission.kib;
+        let acquired = tokio::time::timeout(
+            self.limits.queue_wait,
+            self.budget.clone().acquire_many_owned(more),
+        )
+        .await;
+        let permit = match acquired {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(IngestError::Unavailable("shutting down".into())),
+            Err(_) => {
+                self.counters
+                    .throttled_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(IngestError::Busy);
+            }
+        };
+        match &mut admission.permit {
+            Some(p) => p.merge(permit),
+            None => admission.permit = Some(permit),
+        }
+        admission.kib = want;
+        Ok(())
+    }
+
+    /// Validates an export, stores its valid spans durably, and reports the
+    /// rejected ones. `raw` is the request's protobuf encoding when the caller
+    /// has it (saves re-encoding when nothing is rejected).
+    pub async fn export(
+        &self,
+        mut request: ExportTraceServiceRequest,
+        raw: Option<Bytes>,
+    ) -> Result<Accepted, IngestError> {
+        let (kept, rejected) = retain_valid_spans(&mut request);
+        let accepted = Accepted {
+            rejected_spans: rejected as i64,
+            error_message: if rejected > 0 {
+                format!("{rejected} span(s) rejected: trace_id must be 16 bytes and span_id 8 bytes, not all zero; parent_span_id empty or 8 bytes")
+            } else {
+                String::new()
+            },
+        };
+        self.counters
+            .rejected_spans
+            .fetch_add(rejected as u64, Ordering::Relaxed);
+        if kept == 0 {
+            return Ok(accepted);
+        }
+        let bytes = match raw {
+            Some(raw) if rejected == 0 => raw,
+            _ => Bytes::from(request.encode_to_vec()),
+        };
+        let summary = summarize(&request);
+        drop(request);
+        match self.store.append(now_unix_nanos(), bytes, summary).await {
+            Ok(_) => {
+                self.counters
+                    .accepted_spans
+                    .fetch_add(kept as u64, Ordering::Relaxed);
+                Ok(accepted)
+            }
+            Err(e) => {
+                self.counters
+                    .failed_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(IngestError::Unavailable(match e {
+                    StoreError::Closed => "shutting down".into(),
+                    other => other.to_string(),
+                }))
+            }
+        }
+    }
+}
+
+fn valid_id(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|&b| b != 0)
+}
+
+/// Drops spans whose ids are malformed; returns (kept, rejected).
+fn retain_valid_spans(request: &mut ExportTraceServiceRequest) -> (usize, usize) {
+    let (mut kept, mut rejected) = (0, 0);
+    for rs in &mut request.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|span| {
+                let ok = valid_id(&span.trace_id, 16)
+                    && valid_id(&span.span_id, 8)
+                    && (span.parent_span_id.is_empty() || span.parent_span_id.len() == 8);
+                if ok {
+                    kept += 1;
+                } else {
+                    rejected += 1;
+                }
+                ok
+            });
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    request
+        .resource_spans
+        .retain(|rs| !rs.scope_spans.is_empty());
+    (kept, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn span(trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>) -> Span {
+        Span {
+            trace_id: trace,
+            span_id: id,
+            parent_span_id: parent,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected_individually() {
+        let mut req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span(vec![1; 16], vec![1; 8], vec![]),
+                        span(vec![1; 16], vec![2; 8], vec![1; 8]),
+                        span(vec![0; 16], vec![1; 8], vec![]),
+                        span(vec![1; 15], vec![1; 8], vec![]),
+                        span(vec![1; 16], vec![0; 8], vec![]),
+                        span(vec![1; 16], vec![1; 8], vec![1; 3]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(retain_valid_spans(&mut req), (2, 4));
+        let mut none = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(vec![], vec![], vec![])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(retain_valid_spans(&mut none), (0, 1));
+        assert!(none.resource_spans.is_empty());
+    }
+}
