@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Size at which the write-ahead log starts a new segment file.
     #[arg(long, env = "OCLAGL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub segment_size: usize,
+    /// Make every acknowledged export durable with fdatasync before answering.
+    /// `false` still writes the log (a killed process loses nothing) but an OS
+    /// crash or power cut may lose the last acknowledged exports.
+    #[arg(long, env = "OCLAGL_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
 }
 
 impl Default for ServeArgs {
@@ -125,6 +130,7 @@ pub async fn serve(
     let (store, writer, stats) = Store::open(
         &wal_dir,
         args.segment_size as u64,
+        args.fsync,
         8192,
         |pos, record| view.recover(pos, &record),
         committed_tx,

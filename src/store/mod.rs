@@ -76,11 +76,12 @@ impl<M: Send + 'static> Store<M> {
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
+        sync: bool,
         queue_capacity: usize,
         mut on_recovered: impl FnMut(Pos, Record),
         committed: SyncSender<Committed<M>>,
     ) -> Result<(Store<M>, JoinHandle<()>, RecoveryStats), StoreError> {
-        let (wal, stats) = wal::Wal::open(dir, segment_bytes, |pos, payload| {
+        let (wal, stats) = wal::Wal::open(dir, segment_bytes, sync, |pos, payload| {
             match Record::decode(payload.as_slice()) {
                 Ok(record) => on_recovered(pos, record),
                 // A frame with a valid checksum that is not a Record was not
@@ -181,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, crx) = std::sync::mpsc::sync_channel(1024);
         let (store, writer, _) =
-            Store::<u32>::open(dir.path(), 1 << 20, 64, |_, _| {}, ctx).unwrap();
+            Store::<u32>::open(dir.path(), 1 << 20, true, 64, |_, _| {}, ctx).unwrap();
         let mut tasks = Vec::new();
         for i in 0..200u32 {
             let store = store.clone();
@@ -206,6 +207,7 @@ mod tests {
         Store::<u32>::open(
             dir.path(),
             1 << 20,
+            true,
             1,
             |pos, rec| replayed.push((pos, rec)),
             ctx,

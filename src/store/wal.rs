@@ -51,6 +51,8 @@ pub struct Wal {
     active_id: u64,
     active_len: u64,
     segment_bytes: u64,
+    /// `fdatasync` each batch (durable); off only for benchmarks and scratch use.
+    sync: bool,
     buf: Vec<u8>,
 }
 
@@ -118,6 +120,7 @@ impl Wal {
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
+        sync: bool,
         mut on_record: impl FnMut(Pos, Vec<u8>),
     ) -> io::Result<(Wal, RecoveryStats)> {
         fs::create_dir_all(dir)?;
@@ -190,6 +193,7 @@ impl Wal {
                 active_id,
                 active_len,
                 segment_bytes,
+                sync,
                 buf: Vec::new(),
             },
             stats,
@@ -229,10 +233,13 @@ impl Wal {
             self.buf[start..start + 4].copy_from_slice(&len);
             self.buf[start + 4..start + 8].copy_from_slice(&crc);
         }
-        let written = self
-            .active
-            .write_all(&self.buf)
-            .and_then(|()| self.active.sync_data());
+        let written = self.active.write_all(&self.buf).and_then(|()| {
+            if self.sync {
+                self.active.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             // Cut whatever part of the batch reached the file, so that a later
             // append does not follow a partial frame.
@@ -302,7 +309,7 @@ mod tests {
 
     fn open(dir: &Path) -> (Wal, Vec<(Pos, Vec<u8>)>, RecoveryStats) {
         let mut seen = Vec::new();
-        let (wal, stats) = Wal::open(dir, 1 << 20, |p, b| seen.push((p, b))).unwrap();
+        let (wal, stats) = Wal::open(dir, 1 << 20, true, |p, b| seen.push((p, b))).unwrap();
         (wal, seen, stats)
     }
 
@@ -378,7 +385,7 @@ mod tests {
     #[test]
     fn segments_roll_and_replay_across_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 64, |_, _| {}).unwrap().0;
+        let mut wal = Wal::open(dir.path(), 64, true, |_, _| {}).unwrap().0;
         for i in 0..10u8 {
             append(&mut wal, &[&[i; 40]]);
         }
