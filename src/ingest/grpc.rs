@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tonic::codec::CompressionEncoding;
@@ -64,12 +64,7 @@ impl TraceService for Grpc {
             .await
             .map_err(status)?;
         let accepted = self.0.export(request, None).await.map_err(status)?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: accepted.rejected_spans,
-                error_message: accepted.error_message,
-            }),
-        }))
+        Ok(Response::new(accepted.into_response()))
     }
 }
 

@@ -19,9 +19,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -105,17 +103,35 @@ async fn read_body(
     let read = async {
         let mut body = body;
         let mut buf = BytesMut::new();
+        // Once throttled, the rest of the body is read and dropped, so the
+        // client gets its 429 on a healthy connection instead of a reset.
+        let mut throttled = None;
+        let mut seen = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| IngestError::Decode(format!("body: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
-                    return Err(IngestError::TooLarge { limit });
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len();
+            if seen > limit {
+                return Err(IngestError::TooLarge { limit });
+            }
+            if throttled.is_some() {
+                continue;
+            }
+            match ingest.reserve(admission, seen).await {
+                Ok(()) => buf.extend_from_slice(&data),
+                Err(e) => {
+                    *admission = ingest.admission();
+                    buf = BytesMut::new();
+                    throttled = Some(e);
                 }
-                ingest.reserve(admission, buf.len() + data.len()).await?;
-                buf.extend_from_slice(&data);
             }
         }
-        Ok(buf.freeze())
+        match throttled {
+            Some(e) => Err(e),
+            None => Ok(buf.freeze()),
+        }
     };
     let raw = tokio::time::timeout(ingest.limits.body_timeout, read)
         .await
@@ -228,15 +244,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         };
     let raw = (encoding == Encoding::Protobuf).then_some(bytes);
     match ingest.export(request, raw).await {
-        Ok(accepted) => encode(
-            encoding,
-            &ExportTraceServiceResponse {
-                partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: accepted.rejected_spans,
-                    error_message: accepted.error_message,
-                }),
-            },
-        ),
+        Ok(accepted) => encode(encoding, &accepted.into_response()),
         Err(e) => error_response(encoding, &e),
     }
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -70,6 +72,18 @@ pub struct Limits {
 pub struct Accepted {
     pub rejected_spans: i64,
     pub error_message: String,
+}
+
+impl Accepted {
+    /// The OTLP answer: `partial_success` only when spans were rejected.
+    pub fn into_response(self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.rejected_spans > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: self.rejected_spans,
+                error_message: self.error_message,
+            }),
+        }
+    }
 }
 
 pub struct Ingest {

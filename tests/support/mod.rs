@@ -1,0 +1,296 @@
+//! Shared helpers for black-box tests: start the real `oclagl` binary on
+//! ephemeral ports in a temporary folder, build OTLP spans, read trace files.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
+
+/// A running `oclagl serve` with its own data and traces folders.
+pub struct Server {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts in a fresh temporary folder (kept in `dir`).
+    pub fn start(extra: &[&str]) -> (Server, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let server = Server::start_in(tmp.path(), extra);
+        (server, tmp)
+    }
+
+    /// Starts (or restarts) on the data in `dir`, with a short quiet period.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = [
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push("--data-dir".into());
+        args.push(dir.join("data").display().to_string());
+        args.push("--traces-dir".into());
+        args.push(dir.join("traces").display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("OCLAGL_LOG", "info")
+            // Flags given in `extra` override this (also checks env support).
+            .env("OCLAGL_QUIET", "200ms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn oclagl");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("oclagl serve ready") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line.clone());
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("oclagl did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        let field = |name: &str| -> SocketAddr {
+            let start =
+                ready.find(&format!("{name}=")).expect("addr in ready line") + name.len() + 1;
+            let rest = &ready[start..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        Server {
+            grpc: field("grpc"),
+            http: field("http"),
+            child,
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn traces_dir(&self) -> PathBuf {
+        self.dir.join("traces")
+    }
+
+    /// `kill -9`.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "oclagl did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory of the server process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("oclagl exited ({status}):\n{}", self.log());
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A finished span with the given ids (parent `None` for a root).
+pub fn span(
+    trace: [u8; 16],
+    id: u64,
+    parent: Option<u64>,
+    name: &str,
+    attrs: Vec<KeyValue>,
+) -> Span {
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: name.into(),
+        kind: 1,
+        start_time_unix_nano: 1_770_000_000_000_000_000 + id,
+        end_time_unix_nano: 1_770_000_001_000_000_000 + id,
+        attributes: attrs,
+        status: Some(Status {
+            message: String::new(),
+            code: 1,
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Trace files in `dir`, parsed, by file name.
+pub fn trace_files(dir: &Path) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("rollout_") && name.ends_with(".json") {
+            let text = std::fs::read_to_string(entry.path()).expect("read trace file");
+            out.push((
+                name,
+                serde_json::from_str(&text).expect("trace file is JSON"),
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Waits until `check` holds for the trace files in `dir`.
+pub fn wait_for_files(
+    dir: &Path,
+    what: &str,
+    check: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let files = trace_files(dir);
+        if check(&files) {
+            return files;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}; files: {:#?}",
+                files.iter().map(|f| &f.0).collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The span ids found across trace files.
+pub fn span_ids(files: &[(String, Value)]) -> std::collections::HashSet<String> {
+    files
+        .iter()
+        .flat_map(|(_, f)| f["spans"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["span_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The Python interpreter of the test venv (made by `tests/run.sh`).
+pub fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash tests/run.sh`, which installs the Python peers (OpenTelemetry SDK, agentlightning 0.3.0)",
+        p.display()
+    );
+    p
+}
+
+pub fn py_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(name)
+}
+
+/// Runs a Python script of `tests/py` and returns its stdout; fails the test
+/// with its output when it exits non-zero.
+pub fn run_py(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(py_script(script))
+        .args(args)
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
