@@ -464,3 +464,60 @@ async fn sigterm_writes_pending_files_and_restart_keeps_names() {
     });
     assert_eq!(files[0].0, name);
 }
+
+#[tokio::test]
+async fn a_trace_file_of_unnamed_spans_is_folded_into_the_rollout_that_claims_the_trace() {
+    let (server, _tmp) = Server::start(&[]);
+    // The gateway's own spans arrive first and name no rollout.
+    let native = request(
+        vec![kv("service.name", "openclaw")],
+        vec![span([0x42; 16], 2, Some(1), "openclaw.model.call", vec![])],
+    );
+    assert_eq!(
+        post(&server, "/v1/traces", PROTOBUF, native.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let files = wait_for_files(&server.traces_dir(), "trace-derived file", |f| f.len() == 1);
+    assert!(
+        files[0].0.starts_with("rollout_ro-424242424242_"),
+        "{}",
+        files[0].0
+    );
+    assert_eq!(files[0].1["attempt_id"], "at-42424242");
+    assert_eq!(files[0].1["status"], "running", "its root has not arrived");
+
+    // Then the rollout's root span names the rollout for the whole trace.
+    let root = request(
+        vec![kv("service.name", "oclagl")],
+        vec![span(
+            [0x42; 16],
+            1,
+            None,
+            "rollout",
+            vec![
+                kv("agentlightning.rollout_id", "ro-0000000000aa"),
+                kv("agentlightning.attempt_id", "at-000000aa"),
+            ],
+        )],
+    );
+    assert_eq!(
+        post(&server, "/v1/traces", PROTOBUF, root.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let files = wait_for_files(&server.traces_dir(), "merged file", |f| {
+        f.len() == 1 && f[0].1["rollout_id"] == "ro-0000000000aa"
+    });
+    let doc = &files[0].1;
+    assert_eq!(doc["span_count"], 2);
+    assert_eq!(doc["status"], "succeeded");
+    for s in doc["spans"].as_array().unwrap() {
+        assert_eq!(s["rollout_id"], "ro-0000000000aa");
+        assert_eq!(s["attempt_id"], "at-000000aa");
+    }
+    assert_eq!(doc["spans"][0]["name"], "openclaw.model.call");
+    assert_eq!(doc["spans"][0]["sequence_id"], 1);
+}
