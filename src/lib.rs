@@ -3,10 +3,15 @@
 //!
 //! The modules follow the data: [`ingest`] receives OTLP, [`store`] makes it
 //! durable, [`agl`] groups spans into rollouts and writes AGL trace files, and
-//! [`serve`] wires them into the `oclagl serve` sidecar.
+//! [`serve`] wires them into the `oclagl serve` sidecar. On the gateway side,
+//! [`gateway`] holds the clients for the four ways to run an agent turn,
+//! [`rollout`] records one turn as OTel spans, and [`collect`] runs many.
 
 pub mod agl;
 pub mod args;
+pub mod collect;
+pub mod gateway;
 pub mod ingest;
+pub mod rollout;
 pub mod serve;
 pub mod store;

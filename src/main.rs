@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Run the sidecar: OTLP receivers, durable store and AGL trace files.
     Serve(oclagl::serve::ServeArgs),
+    /// Run every prompt of a file through the gateway, one rollout each.
+    Collect(oclagl::collect::CollectArgs),
+    /// Run one task through the gateway as a rollout and print the reply.
+    Run(oclagl::collect::RunArgs),
 }
 
 async fn shutdown_signal() {
@@ -41,7 +45,17 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("oclagl: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -59,7 +73,40 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => oclagl::serve::serve(args, shutdown_signal(), |_| {})
                 .await
-                .context("oclagl serve failed"),
+                .context("oclagl serve failed")
+                .map(|()| 0),
+            Command::Collect(args) => {
+                let json = args.json;
+                let summary = oclagl::collect::collect(args, shutdown_signal()).await?;
+                eprintln!("{}", summary.line());
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&summary)?);
+                }
+                Ok(if summary.interrupted {
+                    130
+                } else {
+                    i32::from(summary.failed > 0)
+                })
+            }
+            Command::Run(args) => {
+                let json = args.json;
+                let outcome = oclagl::collect::run(args, shutdown_signal()).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                } else if let Some(reply) = &outcome.reply {
+                    println!("{reply}");
+                }
+                match &outcome.error {
+                    None => {
+                        eprintln!("rollout {} succeeded", outcome.rollout_id);
+                        Ok(0)
+                    }
+                    Some(e) => {
+                        eprintln!("rollout {} failed: {e}", outcome.rollout_id);
+                        Ok(1)
+                    }
+                }
+            }
         }
     })
 }

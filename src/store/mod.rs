@@ -35,6 +35,8 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 pub enum StoreError {
     #[error("cannot open the store in {path}: {source}")]
     Open { path: String, source: io::Error },
+    #[error("the store in {path} is in use by another oclagl process (is `oclagl serve` running? then send to it: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318)")]
+    Locked { path: String },
     #[error("store write failed: {0}")]
     Write(Arc<io::Error>),
     #[error("the store is shut down")]
@@ -81,6 +83,7 @@ impl<M: Send + 'static> Store<M> {
         mut on_recovered: impl FnMut(Pos, Record),
         committed: SyncSender<Committed<M>>,
     ) -> Result<(Store<M>, JoinHandle<()>, RecoveryStats), StoreError> {
+        let lock = lock(dir)?;
         let (wal, stats) = wal::Wal::open(dir, segment_bytes, sync, |pos, payload| {
             match Record::decode(payload.as_slice()) {
                 Ok(record) => on_recovered(pos, record),
@@ -96,7 +99,10 @@ impl<M: Send + 'static> Store<M> {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let writer = std::thread::Builder::new()
             .name("oclagl-store".into())
-            .spawn(move || write_loop(wal, rx, committed))
+            .spawn(move || {
+                write_loop(wal, rx, committed);
+                drop(lock);
+            })
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
                 source,
@@ -122,6 +128,30 @@ impl<M: Send + 'static> Store<M> {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Takes the folder's exclusive lock (released when the file is dropped, or
+/// by the OS when the process dies).
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Open { path, source }),
     }
 }
 
@@ -196,6 +226,9 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+        let (other, _) = std::sync::mpsc::sync_channel(1);
+        let again = Store::<u32>::open(dir.path(), 1 << 20, true, 1, |_, _| {}, other);
+        assert!(matches!(again, Err(StoreError::Locked { .. })));
         drop(store);
         writer.join().unwrap();
         let committed: Vec<_> = crx.try_iter().collect();

@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use serde_json::Value;
 
+pub mod fake_fork;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
 
 /// A running `oclagl serve` with its own data and traces folders.

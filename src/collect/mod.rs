@@ -1,0 +1,408 @@
+//! `oclagl collect` (many prompts) and `oclagl run` (one task): drive the
+//! gateway and record each rollout through [`crate::rollout::Emitter`].
+
+pub mod prompts;
+
+use std::io::IsTerminal;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::{watch, Semaphore};
+
+use crate::args::parse_duration;
+use crate::gateway::{Gateway, GatewayConfig, GatewayError, Mode, Secret};
+use crate::rollout::otel::{LocalStore, Telemetry, TelemetryError};
+use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
+
+/// How to reach the gateway (the seed's environment variables work as is).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// internal (fork endpoint), ws (upstream WebSocket), openai (upstream
+    /// /v1/chat/completions) or cli (`openclaw agent`). Default: internal when
+    /// INTERNAL_SECRET is set, else ws when OPENCLAW_GATEWAY_TOKEN is set.
+    #[arg(long = "gateway", env = "OCLAGL_GATEWAY", value_enum)]
+    pub mode: Option<Mode>,
+    /// Gateway base URL.
+    #[arg(
+        long,
+        env = "GATEWAY_BASE_URL",
+        default_value = "http://127.0.0.1:18789"
+    )]
+    pub gateway_url: String,
+    /// The fork's gateway.agl.internalAgentRunSecret (internal mode).
+    #[arg(long, env = "INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
+    /// The upstream gateway.auth.token (ws, openai and cli modes).
+    #[arg(long, env = "OPENCLAW_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Session to run in.
+    #[arg(long, env = "SESSION_KEY", default_value = "agent:main:main")]
+    pub session_key: String,
+    /// Agent id (ws/openai/cli modes), when not the default agent.
+    #[arg(long, env = "OPENCLAW_AGENT_ID")]
+    pub agent: Option<String>,
+    /// The openclaw command (cli mode).
+    #[arg(long, env = "OPENCLAW_BIN", default_value = "openclaw")]
+    pub openclaw_bin: PathBuf,
+    /// Per-rollout timeout.
+    #[arg(long, env = "OCLAGL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Retries of a rollout on connection errors, 429 and 503 (same idempotency key).
+    #[arg(long, env = "OCLAGL_RETRIES", default_value_t = 3)]
+    pub retries: u32,
+}
+
+/// Where rollouts are stored when no OTEL_EXPORTER_OTLP_ENDPOINT is set.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// Store used in-process when no OTLP endpoint is configured.
+    #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
+    pub data_dir: PathBuf,
+    /// Trace files folder (also what --resume reads).
+    #[arg(long, env = "OCLAGL_TRACES_DIR", default_value = "./traces")]
+    pub traces_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectArgs {
+    /// Prompts: one per line, or JSONL {"prompt", "id"?, "metadata"?}.
+    #[arg(default_value = "prompts.txt")]
+    pub file: PathBuf,
+    /// Rollouts run at once.
+    #[arg(long, short = 'c', env = "MAX_CONCURRENT", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Skip prompts that already have a succeeded rollout in the traces folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The task (prompt) to run.
+    pub prompt: String,
+    /// Print the outcome as JSON on stdout instead of the reply.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error(transparent)]
+    Prompts(#[from] prompts::PromptsError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Gateway(GatewayError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error("--concurrency must be at least 1")]
+    Concurrency,
+}
+
+/// What a collection did.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub destination: String,
+    pub rollouts: Vec<Outcome>,
+}
+
+impl GatewayArgs {
+    /// Resolves the mode and checks that what it needs is there.
+    pub fn config(&self) -> Result<GatewayConfig, CollectError> {
+        let secret = Secret::new(self.internal_secret.clone().unwrap_or_default());
+        let token = Secret::new(self.token.clone().unwrap_or_default());
+        let mode = match self.mode {
+            Some(m) => m,
+            None if !secret.is_empty() => Mode::Internal,
+            None if !token.is_empty() => Mode::Ws,
+            None => {
+                return Err(CollectError::Config(
+                    "no gateway credentials: set INTERNAL_SECRET (fork gateway, gateway.agl.internalAgentRunSecret) or OPENCLAW_GATEWAY_TOKEN (upstream gateway), or choose --gateway".into(),
+                ))
+            }
+        };
+        if mode == Mode::Internal && secret.is_empty() {
+            return Err(CollectError::Config(
+                "--gateway internal needs INTERNAL_SECRET (the fork's gateway.agl.internalAgentRunSecret)".into(),
+            ));
+        }
+        if self.session_key.trim().is_empty() {
+            return Err(CollectError::Config(
+                "SESSION_KEY is empty: set it, e.g. agent:main:main".into(),
+            ));
+        }
+        Ok(GatewayConfig {
+            mode,
+            base_url: self.gateway_url.trim_end_matches('/').to_string(),
+            internal_secret: secret,
+            token,
+            openclaw_bin: self.openclaw_bin.clone(),
+            agent_id: self.agent.clone(),
+        })
+    }
+
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            session_key: self.session_key.clone(),
+            timeout: self.timeout,
+            retries: self.retries,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// Checks that the gateway's port answers, so a wrong URL is one clear line.
+async fn preflight(cfg: &GatewayConfig) -> Result<(), CollectError> {
+    if cfg.mode == Mode::Cli {
+        return Ok(());
+    }
+    let unreachable = |why: String| {
+        CollectError::Config(format!(
+            "cannot reach the gateway at {} ({why}): is it running? set GATEWAY_BASE_URL",
+            cfg.base_url
+        ))
+    };
+    let rest = cfg
+        .base_url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(&cfg.base_url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let default_port = if cfg.base_url.starts_with("https") || cfg.base_url.starts_with("wss") {
+        443
+    } else {
+        80
+    };
+    let hostport = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("no address".into()))?;
+    tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(())
+}
+
+/// An error that would fail every rollout the same way: stop at once.
+fn fatal(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::Unauthorized { .. } | GatewayError::Spawn { .. }
+    )
+}
+
+fn progress(total: usize) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// Runs every prompt of `args.file` as a rollout.
+pub async fn collect(
+    args: CollectArgs,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Summary, CollectError> {
+    if args.concurrency == 0 {
+        return Err(CollectError::Concurrency);
+    }
+    let cfg = args.gateway.config()?;
+    let mut tasks = prompts::load(&args.file)?;
+    let total = tasks.len();
+    if args.resume {
+        let done = prompts::collected(&args.local.traces_dir);
+        tasks.retain(|t| !done.contains(&prompts::resume_key(t.id.as_deref(), &t.prompt)));
+    }
+    let skipped = total - tasks.len();
+    preflight(&cfg).await?;
+    let telemetry = Telemetry::start(&LocalStore {
+        data_dir: args.local.data_dir.clone(),
+        traces_dir: args.local.traces_dir.clone(),
+    })
+    .await?;
+    let destination = telemetry.destination.clone();
+    let emitter = Arc::new(Emitter::new(telemetry.tracer(), Gateway::new(cfg)));
+    let options = Arc::new(args.gateway.options());
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let started = Instant::now();
+    let bar = progress(tasks.len());
+    let todo = tasks.len();
+
+    let limit = Arc::new(Semaphore::new(args.concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(todo);
+    let mut fatal_error: Option<GatewayError> = None;
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let mut interrupted = false;
+    tokio::pin!(interrupt);
+    let mut pending = tasks.into_iter();
+    loop {
+        // Start what the concurrency limit allows.
+        while fatal_error.is_none() && !interrupted {
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(task) = pending.next() else { break };
+            let (emitter, options, cancel) = (emitter.clone(), options.clone(), cancel_rx.clone());
+            running.spawn(async move {
+                let outcome = emitter.run(&task, &options, cancel).await;
+                drop(permit);
+                outcome
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(Ok(outcome)) = joined else { continue };
+                match outcome.status {
+                    RolloutStatus::Succeeded => ok += 1,
+                    RolloutStatus::Failed => failed += 1,
+                }
+                let line = match &outcome.error {
+                    None => format!("{} succeeded in {:.1}s", outcome.rollout_id, outcome.seconds),
+                    Some(e) => format!("{} failed: {e}", outcome.rollout_id),
+                };
+                match &bar {
+                    Some(bar) => {
+                        bar.inc(1);
+                        bar.set_message(format!("ok {ok} failed {failed}"));
+                        if outcome.error.is_some() { bar.println(line); }
+                    }
+                    None => eprintln!("[{}/{todo}] {line}", ok + failed),
+                }
+                if let Some(e) = &outcome.gateway_error {
+                    if fatal(e) && fatal_error.is_none() {
+                        fatal_error = Some(e.clone());
+                        let _ = cancel_tx.send(true);
+                    }
+                }
+                outcomes.push(outcome);
+            }
+            _ = &mut interrupt, if !interrupted => {
+                interrupted = true;
+                eprintln!("interrupted: stopping the running rollouts and flushing their spans");
+                let _ = cancel_tx.send(true);
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    telemetry.shutdown().await?;
+    if let Some(e) = fatal_error {
+        return Err(CollectError::Gateway(e));
+    }
+    Ok(Summary {
+        total,
+        succeeded: ok,
+        failed,
+        skipped,
+        interrupted,
+        seconds: started.elapsed().as_secs_f64(),
+        destination,
+        rollouts: outcomes,
+    })
+}
+
+impl Summary {
+    /// The closing line for people.
+    pub fn line(&self) -> String {
+        let rate = (self.succeeded + self.failed) as f64 / self.seconds.max(1e-9);
+        let mut s = format!(
+            "collected {} rollouts: {} succeeded, {} failed in {:.1}s ({rate:.1}/s) -> {}",
+            self.succeeded + self.failed,
+            self.succeeded,
+            self.failed,
+            self.seconds,
+            self.destination
+        );
+        if self.skipped > 0 {
+            s.push_str(&format!("; {} skipped (--resume)", self.skipped));
+        }
+        if self.interrupted {
+            s.push_str("; interrupted");
+        }
+        s
+    }
+}
+
+/// Runs one task as a rollout.
+pub async fn run(
+    args: RunArgs,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Outcome, CollectError> {
+    let cfg = args.gateway.config()?;
+    if args.prompt.trim().is_empty() {
+        return Err(CollectError::Config(
+            "the task is empty: oclagl run \"your prompt\"".into(),
+        ));
+    }
+    preflight(&cfg).await?;
+    let telemetry = Telemetry::start(&LocalStore {
+        data_dir: args.local.data_dir.clone(),
+        traces_dir: args.local.traces_dir.clone(),
+    })
+    .await?;
+    let emitter = Emitter::new(telemetry.tracer(), Gateway::new(cfg));
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let task = Task {
+        prompt: args.prompt.clone(),
+        ..Default::default()
+    };
+    let options = args.gateway.options();
+    let outcome = {
+        let work = emitter.run(&task, &options, cancel_rx);
+        tokio::pin!(work);
+        tokio::select! {
+            o = &mut work => o,
+            _ = interrupt => {
+                let _ = cancel_tx.send(true);
+                work.await
+            }
+        }
+    };
+    telemetry.shutdown().await?;
+    if let Some(e) = outcome.gateway_error.as_ref().filter(|e| fatal(e)) {
+        return Err(CollectError::Gateway(e.clone()));
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,71 @@
+//! The fork's internal run endpoint: `POST /_openclaw/internal/agent-run`.
+
+use serde::Deserialize;
+
+use super::{connect_error, status_error, GatewayConfig, GatewayError, Message, Reply, Turn};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    ok: bool,
+    #[serde(default)]
+    response_text: Option<String>,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+pub(super) async fn run(
+    http: &reqwest::Client,
+    cfg: &GatewayConfig,
+    turn: &Turn,
+) -> Result<Reply, GatewayError> {
+    let url = format!(
+        "{}/_openclaw/internal/agent-run",
+        cfg.base_url.trim_end_matches('/')
+    );
+    let body = serde_json::json!({
+        "sessionKey": turn.session_key,
+        "message": turn.message,
+        "idempotencyKey": turn.idempotency_key,
+        "mode": "cli",
+    });
+    let resp = http
+        .post(&url)
+        .header("X-OpenClaw-Internal-Secret", cfg.internal_secret.expose())
+        .header("X-OpenClaw-Idempotency-Key", &turn.idempotency_key)
+        .json(&body)
+        .timeout(turn.timeout)
+        .send()
+        .await
+        .map_err(|e| connect_error(&url, &e, turn.timeout))?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| connect_error(&url, &e, turn.timeout))?;
+    if !status.is_success() {
+        return Err(status_error(
+            status,
+            &headers,
+            &text,
+            "INTERNAL_SECRET (it must equal gateway.agl.internalAgentRunSecret)",
+        ));
+    }
+    let answer: Answer = serde_json::from_str(&text)
+        .map_err(|e| GatewayError::Protocol(format!("agent-run answer: {e}")))?;
+    if !answer.ok {
+        return Err(GatewayError::RunFailed(
+            answer.error.unwrap_or_else(|| "ok:false".into()),
+        ));
+    }
+    Ok(Reply {
+        text: answer.response_text.unwrap_or_default(),
+        run_id: answer.run_id,
+        transcript: answer.messages,
+        ..Default::default()
+    })
+}

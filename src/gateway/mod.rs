@@ -1,0 +1,368 @@
+//! Clients for the four ways to run an agent turn on an OpenClaw gateway.
+//!
+//! - `internal`: the fork's `POST /_openclaw/internal/agent-run` (the seed's path).
+//! - `ws`: the upstream WebSocket `agent` method; carries the caller's
+//!   `traceparent`, so the gateway's spans and model calls join the rollout.
+//! - `openai`: the upstream `POST /v1/chat/completions`.
+//! - `cli`: `openclaw agent --message … --json`.
+
+mod cli;
+mod internal;
+mod openai;
+mod ws;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret (internal secret, gateway token): never printed, compared in
+/// constant time.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Constant-time comparison (time depends only on the lengths).
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = (a.len() ^ b.len()) as u64;
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            diff |= u64::from(x ^ y);
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Internal,
+    Ws,
+    Openai,
+    Cli,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Internal => "internal",
+            Mode::Ws => "ws",
+            Mode::Openai => "openai",
+            Mode::Cli => "cli",
+        }
+    }
+}
+
+/// Everything needed to reach a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub mode: Mode,
+    pub base_url: String,
+    pub internal_secret: Secret,
+    pub token: Secret,
+    pub openclaw_bin: PathBuf,
+    pub agent_id: Option<String>,
+}
+
+/// One agent turn to run.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub message: String,
+    pub session_key: String,
+    pub idempotency_key: String,
+    /// W3C `traceparent` of the calling span (sent where the gateway adopts it).
+    pub traceparent: Option<String>,
+    pub timeout: Duration,
+}
+
+/// A message of the run's transcript, as the gateway reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default, deserialize_with = "content_text")]
+    pub content: String,
+}
+
+/// Transcript content may be a string or a list of `{type:"text", text}` parts.
+fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(|t| t.as_str()).or(p.as_str()))
+            .collect::<Vec<_>>()
+            .join(""),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+/// Token counts the gateway reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub total: Option<i64>,
+}
+
+/// What the gateway answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub run_id: Option<String>,
+    /// The run's transcript when the gateway returns one (internal mode);
+    /// otherwise empty and the conversation is the prompt and the reply.
+    pub transcript: Vec<Message>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum GatewayError {
+    #[error("the gateway rejected the credentials (401): check {hint}")]
+    Unauthorized { hint: &'static str },
+    #[error("the gateway rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the gateway is busy ({status}); retry after {retry_after:?}")]
+    Busy {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("cannot reach the gateway at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the gateway did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("unexpected answer from the gateway: {0}")]
+    Protocol(String),
+    #[error("the agent run failed: {0}")]
+    RunFailed(String),
+    #[error("cannot run {bin}: {reason}")]
+    Spawn { bin: String, reason: String },
+}
+
+impl GatewayError {
+    /// Worth retrying with the same idempotency key.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Busy { .. } | GatewayError::Connect { .. }
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::Busy { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Parses `Retry-After` (seconds; HTTP dates are treated as one second).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    Some(
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1)),
+    )
+}
+
+/// Maps an HTTP error status to a gateway error.
+pub(crate) fn status_error(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    hint: &'static str,
+) -> GatewayError {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .map(|e| e.get("message").unwrap_or(e).clone())
+                .and_then(|e| e.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| body.chars().take(300).collect());
+    match status.as_u16() {
+        401 | 403 => GatewayError::Unauthorized { hint },
+        429 | 502 | 503 | 504 => GatewayError::Busy {
+            status: status.as_u16(),
+            retry_after: retry_after(headers),
+        },
+        code => GatewayError::Rejected {
+            status: code,
+            message,
+        },
+    }
+}
+
+pub(crate) fn connect_error(url: &str, e: &reqwest::Error, timeout: Duration) -> GatewayError {
+    if e.is_timeout() {
+        GatewayError::Timeout(timeout)
+    } else {
+        GatewayError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// A client for one gateway; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Gateway {
+    cfg: GatewayConfig,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig) -> Gateway {
+        Gateway {
+            cfg,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    /// Runs one agent turn.
+    pub async fn run(&self, turn: &Turn) -> Result<Reply, GatewayError> {
+        let work = async {
+            match self.cfg.mode {
+                Mode::Internal => internal::run(&self.http, &self.cfg, turn).await,
+                Mode::Ws => ws::run(&self.cfg, turn).await,
+                Mode::Openai => openai::run(&self.http, &self.cfg, turn).await,
+                Mode::Cli => cli::run(&self.cfg, turn).await,
+            }
+        };
+        tokio::time::timeout(turn.timeout, work)
+            .await
+            .unwrap_or(Err(GatewayError::Timeout(turn.timeout)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_and_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(s.matches("hunter2"));
+        assert!(!s.matches("hunter3"));
+        assert!(!s.matches("hunter22"));
+        assert!(!s.matches(""));
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn transcript_content_parts_become_text() {
+        let m: Message =
+            serde_json::from_str(r#"{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#)
+                .unwrap();
+        assert_eq!(m.content, "ab");
+    }
+
+    #[test]
+    fn statuses_map_to_retryable_or_not() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        let e = status_error(
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            &h,
+            "{\"ok\":false,\"error\":\"Gateway not ready\"}",
+            "x",
+        );
+        assert!(e.retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        let e = status_error(
+            reqwest::StatusCode::BAD_REQUEST,
+            &h,
+            "{\"ok\":false,\"error\":\"sessionKey and message required\"}",
+            "x",
+        );
+        assert_eq!(
+            e,
+            GatewayError::Rejected {
+                status: 400,
+                message: "sessionKey and message required".into()
+            }
+        );
+        assert!(!status_error(reqwest::StatusCode::UNAUTHORIZED, &h, "", "x").retryable());
+    }
+}
+
+/// Reads the final `agent` result shared by the WebSocket method and the CLI:
+/// `{runId, status, result:{payloads:[{text}], meta:{agentMeta:{provider, model, usage}}}}`.
+pub(crate) fn agent_result(v: &serde_json::Value) -> Result<Reply, GatewayError> {
+    let status = v["status"].as_str().unwrap_or("");
+    if status != "ok" {
+        let detail = v
+            .get("error")
+            .or_else(|| v.pointer("/result/error"))
+            .map(|e| {
+                e.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string())
+            })
+            .unwrap_or_default();
+        return Err(match status {
+            "timeout" => GatewayError::RunFailed(
+                format!("the agent run timed out {detail}")
+                    .trim()
+                    .to_string(),
+            ),
+            _ => GatewayError::RunFailed(format!("status {status:?} {detail}").trim().to_string()),
+        });
+    }
+    let text = v
+        .pointer("/result/payloads")
+        .and_then(|p| p.as_array())
+        .map(|payloads| {
+            payloads
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let meta = v.pointer("/result/meta/agentMeta");
+    let s = |k: &str| meta.and_then(|m| m[k].as_str()).map(str::to_string);
+    let n = |k: &str| meta.and_then(|m| m["usage"][k].as_i64());
+    Ok(Reply {
+        text,
+        run_id: v["runId"].as_str().map(str::to_string),
+        transcript: Vec::new(),
+        provider: s("provider"),
+        model: s("model"),
+        usage: Usage {
+            input: n("input"),
+            output: n("output"),
+            total: n("total"),
+        },
+    })
+}

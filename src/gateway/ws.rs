@@ -1,0 +1,149 @@
+//! The upstream WebSocket protocol: `connect`, then the `agent` method, whose
+//! request frame carries the caller's `traceparent`.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use super::{agent_result, GatewayConfig, GatewayError, Reply, Turn};
+
+/// Gateway wire protocol version spoken (openclaw 2026.9: 4).
+const PROTOCOL: u32 = 4;
+
+fn ws_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    }
+}
+
+fn frame_error(payload: &Value) -> String {
+    let err = payload.get("error").unwrap_or(payload);
+    let code = err.get("code").and_then(Value::as_str).unwrap_or("");
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+    format!("{code} {message}").trim().to_string()
+}
+
+pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, GatewayError> {
+    let url = ws_url(&cfg.base_url);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .map_err(|e| GatewayError::Connect {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    let connect = json!({
+        "type": "req", "id": "connect", "method": "connect",
+        "params": {
+            "minProtocol": PROTOCOL, "maxProtocol": PROTOCOL,
+            "client": {"id": "gateway-client", "version": env!("CARGO_PKG_VERSION"), "platform": std::env::consts::OS, "mode": "backend"},
+            "role": "operator",
+            "scopes": ["operator.read", "operator.write"],
+            "caps": [],
+            "auth": {"token": cfg.token.expose()},
+        }
+    });
+    let mut params = json!({
+        "message": turn.message,
+        "idempotencyKey": turn.idempotency_key,
+        "sessionKey": turn.session_key,
+        "timeout": turn.timeout.as_secs().max(1),
+    });
+    if let Some(agent) = &cfg.agent_id {
+        params["agentId"] = json!(agent);
+    }
+    let mut agent = json!({"type": "req", "id": "agent", "method": "agent", "params": params});
+    if let Some(tp) = &turn.traceparent {
+        agent["traceparent"] = json!(tp);
+    }
+    let closed = || GatewayError::Protocol("the gateway closed the connection".into());
+    let mut connected = false;
+    loop {
+        let msg = socket
+            .next()
+            .await
+            .ok_or_else(closed)?
+            .map_err(|e| GatewayError::Protocol(e.to_string()))?;
+        let text = match msg {
+            Frame::Text(t) => t.to_string(),
+            Frame::Close(_) => return Err(closed()),
+            _ => continue,
+        };
+        let frame: Value = serde_json::from_str(&text)
+            .map_err(|e| GatewayError::Protocol(format!("frame is not JSON: {e}")))?;
+        match (frame["type"].as_str(), frame["id"].as_str()) {
+            (Some("event"), _) if frame["event"] == "connect.challenge" && !connected => {
+                socket
+                    .send(Frame::text(connect.to_string()))
+                    .await
+                    .map_err(|e| GatewayError::Protocol(e.to_string()))?;
+            }
+            (Some("res"), Some("connect")) => {
+                if frame["ok"] != true {
+                    let reason = frame_error(&frame);
+                    return Err(
+                        if reason.contains("AUTH")
+                            || reason.to_lowercase().contains("auth")
+                            || reason.contains("token")
+                        {
+                            GatewayError::Unauthorized {
+                                hint: "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
+                            }
+                        } else {
+                            GatewayError::Rejected {
+                                status: 0,
+                                message: reason,
+                            }
+                        },
+                    );
+                }
+                connected = true;
+                socket
+                    .send(Frame::text(agent.to_string()))
+                    .await
+                    .map_err(|e| GatewayError::Protocol(e.to_string()))?;
+            }
+            (Some("res"), Some("agent")) => {
+                if frame["ok"] != true {
+                    let err = &frame["error"];
+                    if err["retryable"] == true || err["code"] == "UNAVAILABLE" {
+                        let retry_after = err["retryAfterMs"]
+                            .as_u64()
+                            .map(std::time::Duration::from_millis);
+                        return Err(GatewayError::Busy {
+                            status: 503,
+                            retry_after,
+                        });
+                    }
+                    return Err(GatewayError::Rejected {
+                        status: 0,
+                        message: frame_error(&frame),
+                    });
+                }
+                let payload = &frame["payload"];
+                if payload["status"] == "accepted" {
+                    continue;
+                }
+                let _ = socket.close(None).await;
+                return agent_result(payload);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_switch_scheme() {
+        assert_eq!(
+            super::ws_url("http://127.0.0.1:18789/"),
+            "ws://127.0.0.1:18789"
+        );
+        assert_eq!(super::ws_url("https://gw.example"), "wss://gw.example");
+    }
+}

@@ -1,0 +1,408 @@
+//! One rollout = one agent turn on the gateway, recorded as OTel spans.
+//!
+//! This is the only rollout emitter: `collect`, `run` and `bridge` all call
+//! [`Emitter::run`]. A rollout's spans (all in one trace):
+//! - `oclagl.rollout` (root): `agentlightning.rollout_id` / `attempt_id`, the
+//!   task input, prompt, gateway mode and session key; status OK or ERROR.
+//! - `gateway.agent_run` (CLIENT), one per try: the gateway call.
+//! - `gen_ai`, one per assistant turn the gateway reports, in the seed's
+//!   convention: `gen_ai.prompt.<i>.*` is the conversation before the turn,
+//!   `gen_ai.completion.0.*` the turn (AGL's `TraceToMessages` reads these).
+//! - `agentlightning.message` with the reply.
+
+pub mod otel;
+
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::agl::view::TASK_INPUT;
+use crate::gateway::{Gateway, GatewayError, Message, Reply, Turn};
+
+/// One task to run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Task {
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// How a rollout is run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub session_key: String,
+    pub timeout: Duration,
+    /// Tries after the first on retryable errors.
+    pub retries: u32,
+    /// Idempotency key to use (the bridge passes the caller's); a fresh one
+    /// otherwise. Retries reuse it so the gateway never runs a turn twice.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutStatus {
+    Succeeded,
+    Failed,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub rollout_id: String,
+    pub attempt_id: String,
+    pub status: RolloutStatus,
+    pub reply: Option<String>,
+    pub run_id: Option<String>,
+    pub error: Option<String>,
+    pub tries: u32,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub gateway_error: Option<GatewayError>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+/// `ro-` + 12 hex and `at-` + 8 hex, like AGL's store.
+pub fn new_ids() -> (String, String) {
+    (
+        format!("ro-{}", random_hex(6)),
+        format!("at-{}", random_hex(4)),
+    )
+}
+
+/// W3C `traceparent` of a span context.
+fn traceparent(cx: &Context) -> String {
+    let sc = cx.span().span_context().clone();
+    format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
+}
+
+/// Backoff before retry `n` (1-based): 0.5 s doubling, at most 8 s, or what
+/// the gateway asked for.
+fn backoff(n: u32, asked: Option<Duration>) -> Duration {
+    asked.unwrap_or_else(|| Duration::from_millis(500u64 << (n - 1).min(4)))
+}
+
+/// The conversation turns to record: from the transcript when the gateway
+/// returned one, else the prompt and the reply.
+fn turns(prompt: &str, reply: &Reply) -> Vec<(Vec<Message>, Message)> {
+    let mut transcript = reply.transcript.clone();
+    if transcript.is_empty() {
+        transcript = vec![
+            Message {
+                role: "user".into(),
+                content: prompt.into(),
+            },
+            Message {
+                role: "assistant".into(),
+                content: reply.text.clone(),
+            },
+        ];
+    }
+    transcript
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == "assistant")
+        .map(|(i, m)| (transcript[..i].to_vec(), m.clone()))
+        .collect()
+}
+
+/// The OpenAI chat role for a role of the gateway's transcript.
+fn openai_role(role: &str) -> &str {
+    match role {
+        "toolResult" | "tool_result" | "toolresult" => "tool",
+        other => other,
+    }
+}
+
+pub struct Emitter {
+    tracer: SdkTracer,
+    gateway: Gateway,
+}
+
+impl Emitter {
+    pub fn new(tracer: SdkTracer, gateway: Gateway) -> Emitter {
+        Emitter { tracer, gateway }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Runs one rollout and records it; `cancel` turning true aborts it (the
+    /// rollout is then recorded as failed, "interrupted").
+    pub async fn run(
+        &self,
+        task: &Task,
+        opts: &RunOptions,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Outcome {
+        let started = Instant::now();
+        let (rollout_id, attempt_id) = new_ids();
+        let mode = self.gateway.config().mode;
+        let task_input = serde_json::to_string(task).unwrap_or_default();
+        let root = self
+            .tracer
+            .span_builder("oclagl.rollout")
+            .with_kind(SpanKind::Internal)
+            .with_attributes([
+                KeyValue::new("agentlightning.rollout_id", rollout_id.clone()),
+                KeyValue::new("agentlightning.attempt_id", attempt_id.clone()),
+                KeyValue::new(TASK_INPUT, task_input),
+                KeyValue::new("oclagl.prompt", task.prompt.clone()),
+                KeyValue::new("oclagl.mode", mode.as_str()),
+                KeyValue::new("oclagl.session_key", opts.session_key.clone()),
+            ])
+            .start_with_context(&self.tracer, &Context::new());
+        let root_cx = Context::new().with_span(root);
+        let idempotency_key = opts
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| format!("oclagl-{}", random_hex(8)));
+
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            let mut call = self
+                .tracer
+                .span_builder("gateway.agent_run")
+                .with_kind(SpanKind::Client)
+                .with_attributes([
+                    KeyValue::new("oclagl.mode", mode.as_str()),
+                    KeyValue::new("oclagl.try", i64::from(tries)),
+                    KeyValue::new("oclagl.idempotency_key", idempotency_key.clone()),
+                    KeyValue::new("server.address", self.gateway.config().base_url.clone()),
+                ])
+                .start_with_context(&self.tracer, &root_cx);
+            let call_cx = root_cx.with_span_context_of(&call);
+            let turn = Turn {
+                message: task.prompt.clone(),
+                session_key: opts.session_key.clone(),
+                idempotency_key: idempotency_key.clone(),
+                traceparent: Some(traceparent(&call_cx)),
+                timeout: opts.timeout,
+            };
+            let result = tokio::select! {
+                r = self.gateway.run(&turn) => r,
+                _ = cancel.wait_for(|c| *c) => Err(GatewayError::RunFailed("interrupted".into())),
+            };
+            match &result {
+                Ok(reply) => {
+                    if let Some(run_id) = &reply.run_id {
+                        call.set_attribute(KeyValue::new("oclagl.run_id", run_id.clone()));
+                    }
+                    call.set_status(Status::Ok);
+                }
+                Err(e) => {
+                    call.add_event(
+                        "exception",
+                        vec![
+                            KeyValue::new("exception.type", "GatewayError"),
+                            KeyValue::new("exception.message", e.to_string()),
+                        ],
+                    );
+                    call.set_status(Status::error(e.to_string()));
+                }
+            }
+            call.end();
+            match result {
+                Err(e) if e.retryable() && tries <= opts.retries && !*cancel.borrow() => {
+                    let wait = backoff(tries, e.retry_after());
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.wait_for(|c| *c) => break Err(GatewayError::RunFailed("interrupted".into())),
+                    }
+                }
+                other => break other,
+            }
+        };
+
+        let root_span = root_cx.span();
+        let outcome = match result {
+            Ok(reply) => {
+                self.record_turns(&root_cx, &task.prompt, &reply);
+                let mut message = self
+                    .tracer
+                    .span_builder("agentlightning.message")
+                    .with_attributes([KeyValue::new(
+                        "agentlightning.message.body",
+                        reply.text.clone(),
+                    )])
+                    .start_with_context(&self.tracer, &root_cx);
+                message.end();
+                root_span.set_status(Status::Ok);
+                Outcome {
+                    rollout_id,
+                    attempt_id,
+                    status: RolloutStatus::Succeeded,
+                    reply: Some(reply.text),
+                    run_id: reply.run_id,
+                    error: None,
+                    tries,
+                    seconds: started.elapsed().as_secs_f64(),
+                    gateway_error: None,
+                }
+            }
+            Err(e) => {
+                root_span.add_event(
+                    "exception".to_string(),
+                    vec![
+                        KeyValue::new("exception.type", "GatewayError"),
+                        KeyValue::new("exception.message", e.to_string()),
+                    ],
+                );
+                root_span.set_status(Status::error(e.to_string()));
+                Outcome {
+                    rollout_id,
+                    attempt_id,
+                    status: RolloutStatus::Failed,
+                    reply: None,
+                    run_id: None,
+                    error: Some(e.to_string()),
+                    tries,
+                    seconds: started.elapsed().as_secs_f64(),
+                    gateway_error: Some(e),
+                }
+            }
+        };
+        root_span.end();
+        outcome
+    }
+
+    fn record_turns(&self, parent: &Context, prompt: &str, reply: &Reply) {
+        let all = turns(prompt, reply);
+        let last = all.len().saturating_sub(1);
+        for (n, (history, answer)) in all.into_iter().enumerate() {
+            let mut attrs = Vec::with_capacity(history.len() * 2 + 8);
+            for (i, m) in history.iter().enumerate() {
+                let role = openai_role(&m.role);
+                if role == "tool" {
+                    // The fork's transcript flattens tool calls to text, so
+                    // the real call id is unknown; the LLM proxy records it.
+                    attrs.push(KeyValue::new(
+                        format!("gen_ai.prompt.{i}.tool_call_id"),
+                        format!("call_{i}"),
+                    ));
+                }
+                attrs.push(KeyValue::new(
+                    format!("gen_ai.prompt.{i}.role"),
+                    role.to_string(),
+                ));
+                attrs.push(KeyValue::new(
+                    format!("gen_ai.prompt.{i}.content"),
+                    m.content.clone(),
+                ));
+            }
+            attrs.push(KeyValue::new("gen_ai.completion.0.role", answer.role));
+            attrs.push(KeyValue::new("gen_ai.completion.0.content", answer.content));
+            if let Some(model) = &reply.model {
+                attrs.push(KeyValue::new("gen_ai.request.model", model.clone()));
+                attrs.push(KeyValue::new("gen_ai.response.model", model.clone()));
+            }
+            if let Some(provider) = &reply.provider {
+                attrs.push(KeyValue::new("gen_ai.system", provider.clone()));
+            }
+            if n == last {
+                let usage = [
+                    ("gen_ai.usage.prompt_tokens", reply.usage.input),
+                    ("gen_ai.usage.completion_tokens", reply.usage.output),
+                    ("gen_ai.usage.total_tokens", reply.usage.total),
+                ];
+                for (key, value) in usage {
+                    if let Some(v) = value {
+                        attrs.push(KeyValue::new(key, v));
+                    }
+                }
+            }
+            let mut span = self
+                .tracer
+                .span_builder("gen_ai")
+                .with_kind(SpanKind::Client)
+                .with_attributes(attrs)
+                .start_with_context(&self.tracer, parent);
+            span.end();
+        }
+    }
+}
+
+trait WithSpanContextOf {
+    fn with_span_context_of(&self, span: &opentelemetry_sdk::trace::Span) -> Context;
+}
+
+impl WithSpanContextOf for Context {
+    /// A context whose current span context is `span`'s (for `traceparent`).
+    fn with_span_context_of(&self, span: &opentelemetry_sdk::trace::Span) -> Context {
+        self.with_remote_span_context(span.span_context().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_agl_shape() {
+        let (r, a) = new_ids();
+        assert!(
+            r.starts_with("ro-") && r.len() == 15 && r[3..].chars().all(|c| c.is_ascii_hexdigit())
+        );
+        assert!(a.starts_with("at-") && a.len() == 11);
+        assert_ne!(new_ids().0, r);
+    }
+
+    #[test]
+    fn every_assistant_turn_gets_the_conversation_before_it() {
+        let m = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+        };
+        let reply = Reply {
+            text: "done".into(),
+            transcript: vec![
+                m("system", "sys"),
+                m("user", "hi"),
+                m("assistant", "calling ls"),
+                m("toolResult", "a.txt"),
+                m("assistant", "done"),
+            ],
+            ..Default::default()
+        };
+        let t = turns("hi", &reply);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].0.len(), 2);
+        assert_eq!(t[1].0.len(), 4);
+        assert_eq!(t[1].1.content, "done");
+        let plain = turns(
+            "q",
+            &Reply {
+                text: "a".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(plain, vec![(vec![m("user", "q")], m("assistant", "a"))]);
+    }
+
+    #[test]
+    fn backoff_doubles_and_honours_retry_after() {
+        assert_eq!(backoff(1, None), Duration::from_millis(500));
+        assert_eq!(backoff(3, None), Duration::from_secs(2));
+        assert_eq!(backoff(9, None), Duration::from_secs(8));
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+}

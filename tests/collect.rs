@@ -1,0 +1,387 @@
+//! Black-box tests of `oclagl collect` and `oclagl run` in internal mode,
+//! against a fake of the fork gateway (the one gateway that cannot be
+//! installed here). The real upstream gateway is exercised in `gateway.rs`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::fake_fork::{transcript, FakeFork};
+use support::{span_ids, trace_files, Server, BIN};
+
+const SECRET: &str = "s3cret-internal-value";
+
+fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Child {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args);
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "INTERNAL_SECRET",
+        "OPENCLAW_GATEWAY_TOKEN",
+        "GATEWAY_BASE_URL",
+        "SESSION_KEY",
+        "MAX_CONCURRENT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.spawn().expect("spawn oclagl")
+}
+
+async fn run_oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let child = oclagl(dir, env, args);
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+/// Every byte under `dir` (recursively), to look for secrets.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
+    let fork = FakeFork::start(SECRET, Duration::from_millis(20)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("prompts.txt"),
+        "What is 2+2?\nExplain recursion in one sentence.\nSay ünïcødé ✓\n",
+    )
+    .unwrap();
+    let env = [
+        ("GATEWAY_BASE_URL", fork.url()),
+        ("INTERNAL_SECRET", SECRET.to_string()),
+        ("SESSION_KEY", "agent:dev:main".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // No file argument: prompts.txt, as the seed did.
+    let out = run_oclagl(tmp.path(), &env, &["collect", "--json"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 succeeded, 0 failed"), "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["succeeded"], 3);
+
+    let files = trace_files(&tmp.path().join("traces"));
+    assert_eq!(files.len(), 3, "one trace file per prompt");
+    for (_, doc) in &files {
+        let rollout = doc["rollout_id"].as_str().unwrap();
+        let attempt = doc["attempt_id"].as_str().unwrap();
+        assert!(
+            rollout.starts_with("ro-") && rollout.len() == 15,
+            "{rollout}"
+        );
+        assert!(
+            attempt.starts_with("at-") && attempt.len() == 11,
+            "{attempt}"
+        );
+        assert_eq!(doc["status"], "succeeded");
+        let names: Vec<_> = doc["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        for expected in [
+            "oclagl.rollout",
+            "gateway.agent_run",
+            "gen_ai",
+            "agentlightning.message",
+        ] {
+            assert!(names.contains(&expected), "{names:?}");
+        }
+        let root = doc["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "oclagl.rollout")
+            .unwrap();
+        assert_eq!(root["attributes"]["oclagl.session_key"], "agent:dev:main");
+        assert_eq!(root["attributes"]["oclagl.mode"], "internal");
+        assert_eq!(
+            doc["task_input"]["prompt"],
+            root["attributes"]["oclagl.prompt"]
+        );
+    }
+    // The fork got the seed's request, idempotency key in header and body.
+    let seen = fork.requests();
+    assert_eq!(seen.len(), 3);
+    for (key, body) in &seen {
+        assert_eq!(body["sessionKey"], "agent:dev:main");
+        assert_eq!(body["mode"], "cli");
+        assert_eq!(key.as_deref(), body["idempotencyKey"].as_str());
+    }
+
+    // AGL reads every file and TraceToMessages rebuilds the conversation.
+    let checked: Value = serde_json::from_str(&support::run_py(
+        "check_messages.py",
+        &[tmp.path().join("traces").to_str().unwrap()],
+    ))
+    .unwrap();
+    let r = &checked["Explain recursion in one sentence."];
+    assert_eq!(r["n_gen_ai"], 2, "one gen_ai span per assistant turn");
+    let mut expected: Vec<Value> = transcript("Explain recursion in one sentence.")
+        .as_array()
+        .unwrap()
+        .clone();
+    let msgs = r["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), expected.len());
+    for (got, want) in msgs.iter().zip(expected.iter_mut()) {
+        if want["role"] == "toolResult" {
+            want["role"] = json!("tool");
+        }
+        assert_eq!(got["role"], want["role"]);
+        assert_eq!(got["content"], want["content"]);
+    }
+
+    // The secret is nowhere: not in trace files, the store, or the output.
+    assert!(
+        !contains(&all_bytes(tmp.path()), SECRET),
+        "secret written to disk"
+    );
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_reuse_the_idempotency_key_and_failures_are_recorded() {
+    let fork = FakeFork::start(SECRET, Duration::ZERO).await;
+    // The first call gets 503 and is retried.
+    fork.state.script.lock().unwrap().push_back(503);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.jsonl"),
+        "{\"prompt\":\"first\",\"id\":\"a\"}\n",
+    )
+    .unwrap();
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    let out = run_oclagl(
+        tmp.path(),
+        &env,
+        &["collect", "p.jsonl", "--concurrency", "1"],
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let seen = fork.requests();
+    assert_eq!(seen.len(), 2, "one retry after 503");
+    assert_eq!(seen[0].0, seen[1].0, "the retry reuses the idempotency key");
+
+    // A 400 fails the rollout; it is still recorded, and the exit code says so.
+    fork.state.script.lock().unwrap().push_back(400);
+    std::fs::write(
+        tmp.path().join("p.jsonl"),
+        "{\"prompt\":\"second\",\"id\":\"b\"}\n{\"prompt\":\"first\",\"id\":\"a\"}\n",
+    )
+    .unwrap();
+    let out = run_oclagl(
+        tmp.path(),
+        &env,
+        &["collect", "p.jsonl", "--concurrency", "1", "--resume"],
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("0 succeeded, 1 failed") && stderr.contains("1 skipped"),
+        "{stderr}"
+    );
+    let files = trace_files(&tmp.path().join("traces"));
+    let failed: Vec<_> = files.iter().filter(|f| f.1["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].1["task_input"],
+        json!({"prompt": "second", "id": "b"})
+    );
+    let root = failed[0].1["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "oclagl.rollout")
+        .unwrap();
+    assert_eq!(root["status"]["status_code"], "ERROR");
+    assert!(root["status"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("400"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_one_clear_line() {
+    let fork = FakeFork::start(SECRET, Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = fork.url();
+    let ok_env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    std::fs::write(tmp.path().join("empty.txt"), "\n\n").unwrap();
+    std::fs::write(tmp.path().join("p.txt"), "hi\n").unwrap();
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        (
+            ok_env.to_vec(),
+            vec!["collect", "missing.txt"],
+            "missing.txt not found",
+        ),
+        (
+            ok_env.to_vec(),
+            vec!["collect", "empty.txt"],
+            "has no prompts",
+        ),
+        (
+            vec![("GATEWAY_BASE_URL", url.as_str())],
+            vec!["collect", "p.txt"],
+            "INTERNAL_SECRET",
+        ),
+        (
+            vec![
+                ("GATEWAY_BASE_URL", "http://127.0.0.1:9"),
+                ("INTERNAL_SECRET", SECRET),
+            ],
+            vec!["collect", "p.txt"],
+            "cannot reach the gateway",
+        ),
+        (
+            vec![
+                ("GATEWAY_BASE_URL", url.as_str()),
+                ("INTERNAL_SECRET", "wrong"),
+            ],
+            vec!["collect", "p.txt"],
+            "401",
+        ),
+        (
+            ok_env.to_vec(),
+            vec!["collect", "p.txt", "--concurrency", "0"],
+            "--concurrency",
+        ),
+    ];
+    for (env, args, expected) in cases {
+        let out = run_oclagl(tmp.path(), &env, &args).await;
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.starts_with("oclagl:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(lines[0].contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("wrong") || expected != "401",
+            "the secret was echoed: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_collect_export_through_otlp_to_a_running_sidecar() {
+    let fork = FakeFork::start(SECRET, Duration::ZERO).await;
+    let (server, _srv) = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = fork.url();
+    for (protocol, endpoint) in [
+        ("http/protobuf", server.url("")),
+        ("grpc", format!("http://{}", server.grpc)),
+    ] {
+        let env = [
+            ("GATEWAY_BASE_URL", url.as_str()),
+            ("INTERNAL_SECRET", SECRET),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ];
+        let out = run_oclagl(tmp.path(), &env, &["run", &format!("via {protocol}")]).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stdout.trim(), format!("echo: via {protocol}"));
+    }
+    assert!(
+        !tmp.path().join("traces").exists(),
+        "with an endpoint, nothing is stored locally"
+    );
+    let files = support::wait_for_files(&server.traces_dir(), "two rollouts", |f| {
+        f.len() == 2 && f.iter().all(|x| x.1["status"] == "succeeded")
+    });
+    assert!(span_ids(&files).len() >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_flushes_and_records_interrupted_rollouts() {
+    let fork = FakeFork::start(SECRET, Duration::from_secs(30)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("prompts.txt"),
+        "slow one\nslow two\nslow three\n",
+    )
+    .unwrap();
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    let child = oclagl(tmp.path(), &env, &["collect", "--concurrency", "2"]);
+    let started = Instant::now();
+    while fork.requests().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "rollouts did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "Ctrl-C must not wait for the gateway"
+    );
+    let files = trace_files(&tmp.path().join("traces"));
+    assert_eq!(
+        files.len(),
+        2,
+        "the two running rollouts are flushed: {stderr}"
+    );
+    for (_, doc) in &files {
+        assert_eq!(doc["status"], "failed");
+    }
+}
