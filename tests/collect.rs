@@ -249,7 +249,8 @@ async fn bad_input_gives_one_clear_line() {
     ];
     std::fs::write(tmp.path().join("empty.txt"), "\n\n").unwrap();
     std::fs::write(tmp.path().join("p.txt"), "hi\n").unwrap();
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Env, Vec<&str>, &str)> = vec![
         (
             ok_env.to_vec(),
             vec!["collect", "missing.txt"],

@@ -265,57 +265,6 @@ impl Gateway {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_and_never_print() {
-        let s = Secret::new("hunter2");
-        assert!(s.matches("hunter2"));
-        assert!(!s.matches("hunter3"));
-        assert!(!s.matches("hunter22"));
-        assert!(!s.matches(""));
-        assert_eq!(format!("{s:?}"), "Secret(***)");
-    }
-
-    #[test]
-    fn transcript_content_parts_become_text() {
-        let m: Message =
-            serde_json::from_str(r#"{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#)
-                .unwrap();
-        assert_eq!(m.content, "ab");
-    }
-
-    #[test]
-    fn statuses_map_to_retryable_or_not() {
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert("retry-after", "3".parse().unwrap());
-        let e = status_error(
-            reqwest::StatusCode::SERVICE_UNAVAILABLE,
-            &h,
-            "{\"ok\":false,\"error\":\"Gateway not ready\"}",
-            "x",
-        );
-        assert!(e.retryable());
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
-        let e = status_error(
-            reqwest::StatusCode::BAD_REQUEST,
-            &h,
-            "{\"ok\":false,\"error\":\"sessionKey and message required\"}",
-            "x",
-        );
-        assert_eq!(
-            e,
-            GatewayError::Rejected {
-                status: 400,
-                message: "sessionKey and message required".into()
-            }
-        );
-        assert!(!status_error(reqwest::StatusCode::UNAUTHORIZED, &h, "", "x").retryable());
-    }
-}
-
 /// Reads the final `agent` result shared by the WebSocket method and the CLI:
 /// `{runId, status, result:{payloads:[{text}], meta:{agentMeta:{provider, model, usage}}}}`.
 pub(crate) fn agent_result(v: &serde_json::Value) -> Result<Reply, GatewayError> {
@@ -365,4 +314,55 @@ pub(crate) fn agent_result(v: &serde_json::Value) -> Result<Reply, GatewayError>
             total: n("total"),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_and_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(s.matches("hunter2"));
+        assert!(!s.matches("hunter3"));
+        assert!(!s.matches("hunter22"));
+        assert!(!s.matches(""));
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn transcript_content_parts_become_text() {
+        let m: Message =
+            serde_json::from_str(r#"{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#)
+                .unwrap();
+        assert_eq!(m.content, "ab");
+    }
+
+    #[test]
+    fn statuses_map_to_retryable_or_not() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        let e = status_error(
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            &h,
+            "{\"ok\":false,\"error\":\"Gateway not ready\"}",
+            "x",
+        );
+        assert!(e.retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        let e = status_error(
+            reqwest::StatusCode::BAD_REQUEST,
+            &h,
+            "{\"ok\":false,\"error\":\"sessionKey and message required\"}",
+            "x",
+        );
+        assert_eq!(
+            e,
+            GatewayError::Rejected {
+                status: 400,
+                message: "sessionKey and message required".into()
+            }
+        );
+        assert!(!status_error(reqwest::StatusCode::UNAUTHORIZED, &h, "", "x").retryable());
+    }
 }

@@ -21,11 +21,28 @@ fn ws_url(base: &str) -> String {
     }
 }
 
-fn frame_error(payload: &Value) -> String {
-    let err = payload.get("error").unwrap_or(payload);
-    let code = err.get("code").and_then(Value::as_str).unwrap_or("");
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("");
-    format!("{code} {message}").trim().to_string()
+/// The error of a failed `res` frame: `{code, message, retryable?, retryAfterMs?}`.
+fn response_error(frame: &Value, handshake: bool) -> GatewayError {
+    let err = &frame["error"];
+    let code = err["code"].as_str().unwrap_or("");
+    let message = format!("{code} {}", err["message"].as_str().unwrap_or(""))
+        .trim()
+        .to_string();
+    if err["retryable"] == true || code == "UNAVAILABLE" {
+        return GatewayError::Busy {
+            status: 503,
+            retry_after: err["retryAfterMs"]
+                .as_u64()
+                .map(std::time::Duration::from_millis),
+        };
+    }
+    let auth = code.contains("AUTH") || message.to_lowercase().contains("token");
+    if handshake && auth {
+        return GatewayError::Unauthorized {
+            hint: "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
+        };
+    }
+    GatewayError::Rejected { status: 0, message }
 }
 
 pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, GatewayError> {
@@ -84,22 +101,7 @@ pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, Gatew
             }
             (Some("res"), Some("connect")) => {
                 if frame["ok"] != true {
-                    let reason = frame_error(&frame);
-                    return Err(
-                        if reason.contains("AUTH")
-                            || reason.to_lowercase().contains("auth")
-                            || reason.contains("token")
-                        {
-                            GatewayError::Unauthorized {
-                                hint: "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
-                            }
-                        } else {
-                            GatewayError::Rejected {
-                                status: 0,
-                                message: reason,
-                            }
-                        },
-                    );
+                    return Err(response_error(&frame, true));
                 }
                 connected = true;
                 socket
@@ -109,20 +111,7 @@ pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, Gatew
             }
             (Some("res"), Some("agent")) => {
                 if frame["ok"] != true {
-                    let err = &frame["error"];
-                    if err["retryable"] == true || err["code"] == "UNAVAILABLE" {
-                        let retry_after = err["retryAfterMs"]
-                            .as_u64()
-                            .map(std::time::Duration::from_millis);
-                        return Err(GatewayError::Busy {
-                            status: 503,
-                            retry_after,
-                        });
-                    }
-                    return Err(GatewayError::Rejected {
-                        status: 0,
-                        message: frame_error(&frame),
-                    });
+                    return Err(response_error(&frame, false));
                 }
                 let payload = &frame["payload"];
                 if payload["status"] == "accepted" {

@@ -38,13 +38,16 @@ pub struct LocalStore {
     pub traces_dir: PathBuf,
 }
 
+/// The in-process sidecar: its stop signal and its task.
+type Sidecar = (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ServeError>>,
+);
+
 /// The SDK provider, and the in-process sidecar when there is one.
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    sidecar: Option<(
-        oneshot::Sender<()>,
-        tokio::task::JoinHandle<Result<(), ServeError>>,
-    )>,
+    sidecar: Option<Sidecar>,
     /// Where spans are sent, for messages to the user.
     pub destination: String,
 }

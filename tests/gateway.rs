@@ -1,0 +1,210 @@
+//! `oclagl collect` / `run` against the real OpenClaw gateway (npm), whose
+//! model is a scripted provider served here. One gateway serves every
+//! scenario of this file, so they run in one test, one after another.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::gateway::{start_provider, Gateway, TOKEN};
+use support::trace_files;
+
+fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(support::BIN);
+    cmd.current_dir(dir).args(args);
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "INTERNAL_SECRET",
+        "OPENCLAW_GATEWAY_TOKEN",
+        "GATEWAY_BASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).stdin(Stdio::null());
+    let out = cmd.output().expect("run oclagl");
+    assert!(
+        out.status.success(),
+        "oclagl {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn trace_id_of(doc: &Value) -> String {
+    doc["spans"][0]["trace_id"].as_str().unwrap().to_string()
+}
+
+fn messages(traces: &Path) -> Value {
+    serde_json::from_str(&support::run_py(
+        "check_messages.py",
+        &[traces.to_str().unwrap()],
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_openai_and_cli_modes_against_the_real_gateway() {
+    let (provider_addr, provider) = start_provider().await;
+    let gateway =
+        tokio::task::spawn_blocking(move || Gateway::start(&format!("http://{provider_addr}/v1")))
+            .await
+            .unwrap();
+    let url = gateway.url();
+    let base_env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("OPENCLAW_GATEWAY_TOKEN", TOKEN),
+    ];
+
+    // --- ws: two prompts, one of which makes the model call a tool.
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ws.path().join("prompts.txt"),
+        "Say hello\nPlease use the ls tool to list the files\n",
+    )
+    .unwrap();
+    let dir = ws.path().to_path_buf();
+    let env: Vec<(String, String)> = base_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        oclagl(
+            &dir,
+            &env,
+            &["collect", "--gateway", "ws", "--timeout", "120s"],
+        )
+    })
+    .await
+    .unwrap();
+    let files = trace_files(&ws.path().join("traces"));
+    assert_eq!(files.len(), 2, "gateway log:\n{}", gateway.log());
+    let calls = provider.calls.lock().unwrap().clone();
+    let prompts = ["Say hello", "Please use the ls tool to list the files"];
+    for (_, doc) in &files {
+        assert_eq!(doc["status"], "succeeded");
+        let trace = trace_id_of(doc);
+        let prompt = doc["task_input"]["prompt"].as_str().unwrap();
+        let mine: Vec<_> = calls
+            .iter()
+            .filter(|c| support::gateway::prompt_of(&c.body, &prompts) == Some(prompt))
+            .collect();
+        let expected_calls = if prompt.contains("ls tool") { 2 } else { 1 };
+        let seen: Vec<_> = calls
+            .iter()
+            .map(|c| support::gateway::user_texts(&c.body))
+            .collect();
+        assert_eq!(
+            mine.len(),
+            expected_calls,
+            "provider calls for {prompt:?}; user texts seen: {seen:#?}"
+        );
+        for call in mine {
+            let tp = call
+                .traceparent
+                .as_deref()
+                .expect("the gateway sends traceparent to the provider");
+            assert_eq!(
+                tp.split('-').nth(1),
+                Some(trace.as_str()),
+                "the model call joins the rollout's trace"
+            );
+        }
+    }
+    let tool_round = calls
+        .iter()
+        .find(|c| {
+            c.body["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+        })
+        .expect("the gateway ran the tool and called the model again");
+    assert!(
+        tool_round.body["messages"].to_string().contains("call"),
+        "tool result follows the tool call"
+    );
+    let checked = messages(&ws.path().join("traces"));
+    let hello = &checked["Say hello"];
+    assert_eq!(hello["messages"][0]["role"], "user");
+    assert_eq!(hello["messages"][0]["content"], "Say hello");
+    assert_eq!(
+        hello["messages"][1]["content"],
+        "Hello from the mock model."
+    );
+    let tool = &checked["Please use the ls tool to list the files"];
+    assert_eq!(
+        tool["messages"][1]["content"],
+        "The folder listing is done."
+    );
+
+    // --- openai: one run through /v1/chat/completions.
+    let oa = tempfile::tempdir().unwrap();
+    let dir = oa.path().to_path_buf();
+    let env: Vec<(String, String)> = base_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        oclagl(
+            &dir,
+            &env,
+            &["run", "--gateway", "openai", "Say hello over HTTP"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Hello from the mock model."
+    );
+    let checked = messages(&oa.path().join("traces"));
+    assert_eq!(checked["Say hello over HTTP"]["status"], "succeeded");
+    assert_eq!(
+        checked["Say hello over HTTP"]["messages"][1]["content"],
+        "Hello from the mock model."
+    );
+
+    // --- cli: `openclaw agent --json` against the same gateway.
+    let cli = tempfile::tempdir().unwrap();
+    let wrapper = gateway.cli_wrapper();
+    let dir = cli.path().to_path_buf();
+    let env: Vec<(String, String)> = base_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("OPENCLAW_BIN".to_string(), wrapper.display().to_string())])
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        oclagl(
+            &dir,
+            &env,
+            &[
+                "run",
+                "--gateway",
+                "cli",
+                "--agent",
+                "main",
+                "Say hello from the CLI",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Hello from the mock model."
+    );
+    let checked = messages(&cli.path().join("traces"));
+    assert_eq!(checked["Say hello from the CLI"]["status"], "succeeded");
+
+    // The gateway token is in no file oclagl wrote.
+    for dir in [ws.path(), oa.path(), cli.path()] {
+        for (name, doc) in trace_files(&dir.join("traces")) {
+            assert!(!doc.to_string().contains(TOKEN), "token in {name}");
+        }
+    }
+}
