@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde_json::Value;
 
 pub mod fake_fork;
+pub mod gateway;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
 
