@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Rust, Python 3.11 and Node.
-# Installs the Python peers the black-box tests use (the OpenTelemetry SDK as a
-# real OTLP client, agentlightning 0.3.0 as the reference for AGL's span model)
-# into target/venv, then runs every Rust test.
+# Installs the peers the black-box tests use (the OpenTelemetry SDK as a real
+# OTLP client and agentlightning 0.3.0 as the reference for AGL's span model,
+# into target/venv; the real OpenClaw gateway from npm into target/openclaw),
+# then runs every Rust test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +14,8 @@ if ! "$venv/bin/python" -c "import agentlightning, opentelemetry.exporter.otlp.p
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "${peers[@]}"
 fi
+
+# The real OpenClaw gateway for tests/gateway.rs.
+bash tests/install-openclaw.sh
 
 cargo test --locked "$@"
