@@ -33,6 +33,23 @@ fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     out
 }
 
+/// Runs `oclagl` on a blocking thread (the provider needs the runtime).
+async fn oclagl_async(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let dir = dir.to_path_buf();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        oclagl(&dir, &env, &args)
+    })
+    .await
+    .unwrap()
+}
+
 fn trace_id_of(doc: &Value) -> String {
     doc["spans"][0]["trace_id"].as_str().unwrap().to_string()
 }
@@ -65,21 +82,12 @@ async fn ws_openai_and_cli_modes_against_the_real_gateway() {
         "Say hello\nPlease use the ls tool to list the files\n",
     )
     .unwrap();
-    let dir = ws.path().to_path_buf();
-    let env: Vec<(String, String)> = base_env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        oclagl(
-            &dir,
-            &env,
-            &["collect", "--gateway", "ws", "--timeout", "120s"],
-        )
-    })
-    .await
-    .unwrap();
+    oclagl_async(
+        ws.path(),
+        &base_env,
+        &["collect", "--gateway", "ws", "--timeout", "120s"],
+    )
+    .await;
     let files = trace_files(&ws.path().join("traces"));
     assert_eq!(files.len(), 2, "gateway log:\n{}", gateway.log());
     let calls = provider.calls.lock().unwrap().clone();
@@ -142,21 +150,12 @@ async fn ws_openai_and_cli_modes_against_the_real_gateway() {
 
     // --- openai: one run through /v1/chat/completions.
     let oa = tempfile::tempdir().unwrap();
-    let dir = oa.path().to_path_buf();
-    let env: Vec<(String, String)> = base_env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        oclagl(
-            &dir,
-            &env,
-            &["run", "--gateway", "openai", "Say hello over HTTP"],
-        )
-    })
-    .await
-    .unwrap();
+    let out = oclagl_async(
+        oa.path(),
+        &base_env,
+        &["run", "--gateway", "openai", "Say hello over HTTP"],
+    )
+    .await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "Hello from the mock model."
@@ -171,29 +170,17 @@ async fn ws_openai_and_cli_modes_against_the_real_gateway() {
     // --- cli: `openclaw agent --json` against the same gateway.
     let cli = tempfile::tempdir().unwrap();
     let wrapper = gateway.cli_wrapper();
-    let dir = cli.path().to_path_buf();
-    let env: Vec<(String, String)> = base_env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([("OPENCLAW_BIN".to_string(), wrapper.display().to_string())])
-        .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        oclagl(
-            &dir,
-            &env,
-            &[
-                "run",
-                "--gateway",
-                "cli",
-                "--agent",
-                "main",
-                "Say hello from the CLI",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let wrapper = wrapper.display().to_string();
+    let env = [base_env[0], base_env[1], ("OPENCLAW_BIN", wrapper.as_str())];
+    let args = [
+        "run",
+        "--gateway",
+        "cli",
+        "--agent",
+        "main",
+        "Say hello from the CLI",
+    ];
+    let out = oclagl_async(cli.path(), &env, &args).await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "Hello from the mock model."

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{connect_error, status_error, GatewayConfig, GatewayError, Message, Reply, Turn};
+use super::{send, GatewayConfig, GatewayError, Message, Reply, Turn};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -33,28 +33,18 @@ pub(super) async fn run(
         "idempotencyKey": turn.idempotency_key,
         "mode": "cli",
     });
-    let resp = http
+    let req = http
         .post(&url)
         .header("X-OpenClaw-Internal-Secret", cfg.internal_secret.expose())
         .header("X-OpenClaw-Idempotency-Key", &turn.idempotency_key)
-        .json(&body)
-        .timeout(turn.timeout)
-        .send()
-        .await
-        .map_err(|e| connect_error(&url, &e, turn.timeout))?;
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| connect_error(&url, &e, turn.timeout))?;
-    if !status.is_success() {
-        return Err(status_error(
-            status,
-            &headers,
-            &text,
-            "INTERNAL_SECRET (it must equal gateway.agl.internalAgentRunSecret)",
-        ));
-    }
+        .json(&body);
+    let text = send(
+        req,
+        &url,
+        turn.timeout,
+        "INTERNAL_SECRET (it must equal gateway.agl.internalAgentRunSecret)",
+    )
+    .await?;
     let answer: Answer = serde_json::from_str(&text)
         .map_err(|e| GatewayError::Protocol(format!("agent-run answer: {e}")))?;
     if !answer.ok {

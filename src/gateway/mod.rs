@@ -219,7 +219,32 @@ pub(crate) fn status_error(
     }
 }
 
-pub(crate) fn connect_error(url: &str, e: &reqwest::Error, timeout: Duration) -> GatewayError {
+/// Sends an HTTP request to the gateway and returns the body of a 2xx answer;
+/// other answers become the matching [`GatewayError`] (`hint` names the
+/// credential to check on a 401).
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    timeout: Duration,
+    hint: &'static str,
+) -> Result<String, GatewayError> {
+    let resp = req
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| connect_error(url, &e, timeout))?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| connect_error(url, &e, timeout))?;
+    if !status.is_success() {
+        return Err(status_error(status, &headers, &text, hint));
+    }
+    Ok(text)
+}
+
+fn connect_error(url: &str, e: &reqwest::Error, timeout: Duration) -> GatewayError {
     if e.is_timeout() {
         GatewayError::Timeout(timeout)
     } else {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{connect_error, status_error, GatewayConfig, GatewayError, Reply, Turn, Usage};
+use super::{send, GatewayConfig, GatewayError, Reply, Turn, Usage};
 
 pub(super) async fn run(
     http: &reqwest::Client,
@@ -21,28 +21,17 @@ pub(super) async fn run(
     let mut req = http
         .post(&url)
         .header("x-openclaw-session-key", &turn.session_key)
-        .json(&body)
-        .timeout(turn.timeout);
+        .json(&body);
     if !cfg.token.is_empty() {
         req = req.bearer_auth(cfg.token.expose());
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| connect_error(&url, &e, turn.timeout))?;
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| connect_error(&url, &e, turn.timeout))?;
-    if !status.is_success() {
-        return Err(status_error(
-            status,
-            &headers,
-            &text,
-            "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
-        ));
-    }
+    let text = send(
+        req,
+        &url,
+        turn.timeout,
+        "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
+    )
+    .await?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| GatewayError::Protocol(format!("chat completion: {e}")))?;
     let content = v

@@ -90,10 +90,11 @@ fn traceparent(cx: &Context) -> String {
     format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
 }
 
-/// Backoff before retry `n` (1-based): 0.5 s doubling, at most 8 s, or what
-/// the gateway asked for.
+/// Backoff before retry `n` (1-based): 0.5 s doubling up to 8 s, and never
+/// less than what the gateway asked for (`Retry-After`).
 fn backoff(n: u32, asked: Option<Duration>) -> Duration {
-    asked.unwrap_or_else(|| Duration::from_millis(500u64 << (n - 1).min(4)))
+    let step = Duration::from_millis(500u64 << (n - 1).min(4));
+    asked.map_or(step, |asked| asked.max(step))
 }
 
 /// The conversation turns to record: from the transcript when the gateway

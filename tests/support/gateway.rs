@@ -232,6 +232,7 @@ impl Gateway {
             .args(["gateway", "run"])
             .env("HOME", home.path())
             .env("PATH", path_with_node())
+            .env("NO_COLOR", "1")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -259,7 +260,9 @@ impl Gateway {
                 );
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
+                // /health answers before the gateway takes agent runs; its
+                // log says when it does.
+                if buf.starts_with("HTTP/1.1 200") && self.log().contains("[gateway] ready") {
                     return;
                 }
             }
