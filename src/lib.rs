@@ -9,6 +9,7 @@
 
 pub mod agl;
 pub mod args;
+pub mod bridge;
 pub mod collect;
 pub mod gateway;
 pub mod ingest;

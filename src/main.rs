@@ -22,6 +22,8 @@ enum Command {
     Collect(oclagl::collect::CollectArgs),
     /// Run one task through the gateway as a rollout and print the reply.
     Run(oclagl::collect::RunArgs),
+    /// Serve web UI chat for the fork gateway (gateway.agl.bridgeUrl), one rollout per message.
+    Bridge(oclagl::bridge::BridgeArgs),
 }
 
 async fn shutdown_signal() {
@@ -88,6 +90,10 @@ fn real_main() -> anyhow::Result<i32> {
                     i32::from(summary.failed > 0)
                 })
             }
+            Command::Bridge(args) => oclagl::bridge::run(args, shutdown_signal())
+                .await
+                .context("oclagl bridge failed")
+                .map(|()| 0),
             Command::Run(args) => {
                 let json = args.json;
                 let outcome = oclagl::collect::run(args, shutdown_signal()).await?;

@@ -264,10 +264,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cfg: GatewayConfig) -> Gateway {
-        Gateway {
-            cfg,
-            http: reqwest::Client::new(),
-        }
+        Gateway::with_client(cfg, reqwest::Client::new())
+    }
+
+    /// A gateway that shares an HTTP connection pool with others.
+    pub fn with_client(cfg: GatewayConfig, http: reqwest::Client) -> Gateway {
+        Gateway { cfg, http }
     }
 
     pub fn config(&self) -> &GatewayConfig {
