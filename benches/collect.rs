@@ -39,7 +39,11 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let bin = std::env::var("OCLAGL_BIN").unwrap_or_else(|_| "target/release/oclagl".into());
+    let bin = std::env::var("OCLAGL_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/oclagl")
+        });
     let fork = fake_fork::FakeFork::start("bench-secret", latency).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let lines: Vec<String> = (0..prompts)

@@ -1,0 +1,146 @@
+//! The deployment files agree with oclagl's defaults: ports, environment
+//! variables, volume names and probes.
+
+use std::path::Path;
+
+use oclagl::serve::ServeArgs;
+use serde_yaml::Value;
+
+fn load(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+#[test]
+fn compose_wires_the_gateway_to_the_sidecar() {
+    let defaults = ServeArgs::default();
+    let compose = &load("deploy/docker-compose.yml")[0];
+    let oclagl = &compose["services"]["oclagl"];
+    let env = &oclagl["environment"];
+    assert_eq!(
+        s(&env["OCLAGL_GRPC_ADDR"]),
+        format!("0.0.0.0:{}", defaults.grpc_addr.port())
+    );
+    assert_eq!(
+        s(&env["OCLAGL_HTTP_ADDR"]),
+        format!("0.0.0.0:{}", defaults.http_addr.port())
+    );
+    let published: Vec<String> = oclagl["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    for port in [defaults.grpc_addr.port(), defaults.http_addr.port()] {
+        assert!(
+            published.contains(&format!("127.0.0.1:{port}:{port}")),
+            "{published:?}"
+        );
+    }
+    // The data folder is the mounted volume, and the traces live inside it.
+    let data = s(&env["OCLAGL_DATA_DIR"]);
+    let mounts: Vec<String> = oclagl["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    assert!(
+        mounts.contains(&format!("oclagl-data:{data}")),
+        "{mounts:?}"
+    );
+    assert!(s(&env["OCLAGL_TRACES_DIR"]).starts_with(&data));
+    assert!(compose["volumes"]
+        .as_mapping()
+        .unwrap()
+        .contains_key("oclagl-data"));
+    // The gateway exports to the sidecar's OTLP/HTTP port.
+    let gw = &compose["services"]["openclaw"]["environment"];
+    assert_eq!(
+        s(&gw["OTEL_EXPORTER_OTLP_ENDPOINT"]),
+        format!("http://oclagl:{}", defaults.http_addr.port())
+    );
+    assert_eq!(s(&gw["OTEL_EXPORTER_OTLP_PROTOCOL"]), "http/protobuf");
+    assert!(s(&oclagl["healthcheck"]["test"][1]).contains("/health"));
+}
+
+#[test]
+fn kubernetes_runs_oclagl_as_a_sidecar_of_the_gateway() {
+    let defaults = ServeArgs::default();
+    let docs = load("deploy/k8s/oclagl-sidecar.yaml");
+    let by_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == Value::from(kind))
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let config = &by_kind("ConfigMap")["data"];
+    let pod = &by_kind("Deployment")["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().unwrap();
+    let find = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c["name"] == Value::from(name))
+            .unwrap()
+    };
+    let (gateway, sidecar) = (find("openclaw"), find("oclagl"));
+    // Same pod: the gateway reaches the sidecar on loopback, at its default port.
+    let env = gateway["env"].as_sequence().unwrap();
+    let endpoint = env
+        .iter()
+        .find(|e| e["name"] == Value::from("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .unwrap();
+    assert_eq!(
+        s(&endpoint["value"]),
+        format!("http://127.0.0.1:{}", defaults.http_addr.port())
+    );
+    assert!(defaults.http_addr.ip().is_loopback());
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(s(&sidecar[probe]["httpGet"]["path"]), "/health");
+        assert_eq!(
+            s(&sidecar[probe]["httpGet"]["port"]),
+            defaults.http_addr.port().to_string()
+        );
+    }
+    let ports: Vec<String> = sidecar["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| s(&p["containerPort"]))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            defaults.grpc_addr.port().to_string(),
+            defaults.http_addr.port().to_string()
+        ]
+    );
+    // The ConfigMap's data dir is the mounted volume, which the pod declares.
+    assert_eq!(
+        s(&sidecar["envFrom"][0]["configMapRef"]["name"]),
+        s(&by_kind("ConfigMap")["metadata"]["name"])
+    );
+    let mount = &sidecar["volumeMounts"][0];
+    assert_eq!(s(&mount["mountPath"]), s(&config["OCLAGL_DATA_DIR"]));
+    assert!(s(&config["OCLAGL_TRACES_DIR"]).starts_with(&s(&config["OCLAGL_DATA_DIR"])));
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("mounted volume is declared");
+    assert_eq!(
+        s(&volume["persistentVolumeClaim"]["claimName"]),
+        s(&by_kind("PersistentVolumeClaim")["metadata"]["name"])
+    );
+    assert!(oclagl::args::parse_duration(&s(&config["OCLAGL_QUIET"])).is_ok());
+}
