@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// crash or power cut may lose the last acknowledged exports.
     #[arg(long, env = "OCLAGL_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
+    /// On shutdown, how long to keep writing pending trace files; the rest is
+    /// rewritten from the store at the next start.
+    #[arg(long, env = "OCLAGL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServeArgs {
@@ -150,7 +154,7 @@ pub async fn serve(
     }
     let view_thread = std::thread::Builder::new()
         .name("oclagl-view".into())
-        .spawn(move || view.run(committed_rx))
+        .spawn(move || view.run(committed_rx, args.shutdown_timeout))
         .map_err(|e| ServeError::Server(e.to_string()))?;
 
     let ingest = Arc::new(Ingest::new(

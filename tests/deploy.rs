@@ -80,24 +80,19 @@ fn kubernetes_runs_oclagl_as_a_sidecar_of_the_gateway() {
     let docs = load("deploy/k8s/oclagl-sidecar.yaml");
     let by_kind = |kind: &str| {
         docs.iter()
-            .find(|d| d["kind"] == Value::from(kind))
+            .find(|d| d["kind"] == *kind)
             .unwrap_or_else(|| panic!("no {kind}"))
     };
     let config = &by_kind("ConfigMap")["data"];
     let pod = &by_kind("Deployment")["spec"]["template"]["spec"];
     let containers = pod["containers"].as_sequence().unwrap();
-    let find = |name: &str| {
-        containers
-            .iter()
-            .find(|c| c["name"] == Value::from(name))
-            .unwrap()
-    };
+    let find = |name: &str| containers.iter().find(|c| c["name"] == *name).unwrap();
     let (gateway, sidecar) = (find("openclaw"), find("oclagl"));
     // Same pod: the gateway reaches the sidecar on loopback, at its default port.
     let env = gateway["env"].as_sequence().unwrap();
     let endpoint = env
         .iter()
-        .find(|e| e["name"] == Value::from("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .find(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT")
         .unwrap();
     assert_eq!(
         s(&endpoint["value"]),

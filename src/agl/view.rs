@@ -51,18 +51,22 @@ pub struct ViewConfig {
 struct Dirty {
     since: Pos,
     last_activity: Instant,
+    /// Bumped on every change, so a write started before a change does not
+    /// mark the rollout clean.
+    generation: u64,
 }
 
 pub struct View {
     cfg: ViewConfig,
     index: Index,
-    reader: WalReader,
     dirty: HashMap<Arc<str>, Dirty>,
     /// Trace files on disk, by file stem.
     files: HashMap<String, String>,
     /// Files of trace-derived rollouts merged away, deleted once the rollout
     /// they joined is written.
     stale: HashMap<Arc<str>, Vec<String>>,
+    /// Which named rollout each trace-derived rollout was folded into.
+    merged: HashMap<Arc<str>, Arc<str>>,
     checkpoint: Pos,
     next_pos: Pos,
     changes: Vec<Change>,
@@ -97,12 +101,12 @@ impl View {
         let files = trace_file::scan(&cfg.traces_dir).map_err(dir_err)?;
         let checkpoint = read_checkpoint(&cfg.data_dir.join(CHECKPOINT))?;
         Ok(View {
-            reader: WalReader::new(&cfg.wal_dir),
             cfg,
             index: Index::default(),
             dirty: HashMap::new(),
             files,
             stale: HashMap::new(),
+            merged: HashMap::new(),
             checkpoint,
             next_pos: Pos::default(),
             changes: Vec::new(),
@@ -121,34 +125,33 @@ impl View {
         }
     }
 
+    /// Marks a rollout as needing its file (re)written.
+    fn touch(&mut self, id: Arc<str>, pos: Pos) {
+        let now = Instant::now();
+        let d = self.dirty.entry(id).or_insert(Dirty {
+            since: pos,
+            last_activity: now,
+            generation: 0,
+        });
+        d.last_activity = now;
+        d.generation += 1;
+    }
+
     fn observe(&mut self, pos: Pos, received: u64, summary: &RecordSummary, changed: bool) {
         let mut changes = std::mem::take(&mut self.changes);
         changes.clear();
         self.index.observe(pos, received, summary, &mut changes);
-        let now = Instant::now();
         for change in changes.drain(..) {
             match change {
-                Change::Touched(id) if changed => {
-                    self.dirty
-                        .entry(id)
-                        .or_insert(Dirty {
-                            since: pos,
-                            last_activity: now,
-                        })
-                        .last_activity = now;
-                }
+                Change::Touched(id) if changed => self.touch(id, pos),
                 Change::Touched(_) => {}
                 Change::Merged { gone, into } => {
                     self.dirty.remove(&gone);
                     if let Some(file) = self.files.remove(&trace_file::file_stem(&gone)) {
                         self.stale.entry(into.clone()).or_default().push(file);
+                        self.touch(into.clone(), pos);
                     }
-                    if self.stale.contains_key(&into) {
-                        self.dirty.entry(into).or_insert(Dirty {
-                            since: pos,
-                            last_activity: now,
-                        });
-                    }
+                    self.merged.insert(gone, into);
                 }
             }
         }
@@ -159,29 +162,88 @@ impl View {
         };
     }
 
-    /// Runs until the store closes the channel, then writes every pending
-    /// rollout at once.
-    pub fn run(mut self, committed: Receiver<Committed<RecordSummary>>) {
+    /// Runs until the store closes the channel. The index is updated here,
+    /// at once; trace files are written by a second thread in batches, so a
+    /// slow disk or many small rollouts never hold back the store (and with
+    /// it the acknowledgements). On close, pending rollouts are written for
+    /// at most `shutdown_deadline`; whatever is left is rewritten from the
+    /// log at the next start (the checkpoint says from where).
+    pub fn run(
+        mut self,
+        committed: Receiver<Committed<RecordSummary>>,
+        shutdown_deadline: Duration,
+    ) {
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Vec<Job>>(1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<Done>>();
+        let writer = FileWriter {
+            reader: WalReader::new(&self.cfg.wal_dir),
+            traces_dir: self.cfg.traces_dir.clone(),
+        };
+        let writer = match std::thread::Builder::new()
+            .name("oclagl-trace-files".into())
+            .spawn(move || writer.run(job_rx, done_tx))
+        {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the trace file writer");
+                return;
+            }
+        };
         let tick =
             (self.cfg.quiet / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let mut busy = false;
         let mut next_tick = Instant::now() + tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match committed.recv_timeout(wait) {
-                Ok(c) => self.observe(c.pos, c.received_unix_nano, &c.meta, true),
+                Ok(c) => {
+                    self.observe(c.pos, c.received_unix_nano, &c.meta, true);
+                    if Instant::now() < next_tick {
+                        continue;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if Instant::now() >= next_tick {
-                self.write_due(false);
-                next_tick = Instant::now() + tick;
+            next_tick = Instant::now() + tick;
+            if let Ok(done) = done_rx.try_recv() {
+                self.finish(done);
+                busy = false;
+            }
+            if !busy {
+                busy = self.dispatch(&job_tx, false);
             }
         }
-        self.write_due(true);
+        // Shutdown: write what is pending, within the deadline.
+        let deadline = Instant::now() + shutdown_deadline;
+        loop {
+            if busy {
+                match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(done) => self.finish(done),
+                    Err(_) => break,
+                }
+            }
+            if self.dirty.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            busy = self.dispatch(&job_tx, true);
+            if !busy {
+                break;
+            }
+        }
+        if !self.dirty.is_empty() {
+            tracing::warn!(
+                rollouts = self.dirty.len(),
+                "shutdown deadline reached; their trace files are rewritten at the next start"
+            );
+        }
+        drop(job_tx);
+        let _ = writer.join();
     }
 
-    /// Writes the rollouts that have been quiet long enough (all if `all`).
-    pub fn write_due(&mut self, all: bool) {
+    /// Hands the due rollouts (every pending one if `all`) to the writer;
+    /// returns whether a batch was sent.
+    fn dispatch(&mut self, jobs: &std::sync::mpsc::SyncSender<Vec<Job>>, all: bool) -> bool {
         let now = Instant::now();
         let quiet = self.cfg.quiet;
         let mut due: Vec<(Pos, Arc<str>)> = self
@@ -191,24 +253,69 @@ impl View {
             .map(|(id, d)| (d.since, id.clone()))
             .collect();
         if due.is_empty() {
-            return;
+            return false;
         }
         due.sort_unstable();
-        for chunk in due.chunks(BATCH) {
-            let mut decoded: HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>> = HashMap::new();
-            for (_, id) in chunk {
-                match self.write_rollout(id, &mut decoded) {
-                    Ok(()) => {
-                        self.dirty.remove(id);
+        due.truncate(BATCH);
+        let batch: Vec<Job> =
+            due.into_iter()
+                .filter_map(|(_, id)| {
+                    let Some(rollout) = self.index.get(&id).cloned() else {
+                        self.dirty.remove(&id);
+                        return None;
+                    };
+                    let stem = trace_file::file_stem(&id);
+                    let name =
+                        self.files.get(&stem).cloned().unwrap_or_else(|| {
+                            trace_file::file_name(&stem, rollout.first_received)
+                        });
+                    Some(Job {
+                        generation: self.dirty.get(&id).map_or(0, |d| d.generation),
+                        stale: self.stale.remove(&id).unwrap_or_default(),
+                        id,
+                        rollout,
+                        name,
+                    })
+                })
+                .collect();
+        !batch.is_empty() && jobs.send(batch).is_ok()
+    }
+
+    /// Takes the writer's results: a written rollout is clean unless it got
+    /// spans meanwhile; then the checkpoint moves up.
+    fn finish(&mut self, done: Vec<Done>) {
+        for d in done {
+            match d.error {
+                None if self.index.get(&d.id).is_none() => {
+                    // Merged into a named rollout while being written: the
+                    // file is stale, to delete when that rollout is written.
+                    match self.merged.get(&d.id).cloned() {
+                        Some(into) => {
+                            self.stale.entry(into.clone()).or_default().push(d.name);
+                            self.touch(into, self.next_pos);
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(self.cfg.traces_dir.join(&d.name));
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(rollout = %id, error = %e, "cannot write trace file; will retry")
+                }
+                None => {
+                    self.files.insert(trace_file::file_stem(&d.id), d.name);
+                    let unchanged = self
+                        .dirty
+                        .get(&d.id)
+                        .is_some_and(|x| x.generation == d.generation);
+                    if unchanged {
+                        self.dirty.remove(&d.id);
+                    }
+                }
+                Some(e) => {
+                    tracing::error!(rollout = %d.id, error = %e, "cannot write trace file; will retry");
+                    if !d.stale.is_empty() {
+                        self.stale.entry(d.id).or_default().extend(d.stale);
                     }
                 }
             }
-        }
-        if let Ok(dir) = std::fs::File::open(&self.cfg.traces_dir) {
-            let _ = dir.sync_all();
         }
         self.save_checkpoint();
     }
@@ -229,17 +336,75 @@ impl View {
             Err(e) => tracing::warn!(error = %e, "cannot save view checkpoint"),
         }
     }
+}
 
-    fn write_rollout(
+/// A rollout to (re)write, with what the writer needs for it.
+struct Job {
+    id: Arc<str>,
+    rollout: Rollout,
+    name: String,
+    /// Files of trace-derived rollouts folded into this one, to delete.
+    stale: Vec<String>,
+    generation: u64,
+}
+
+struct Done {
+    id: Arc<str>,
+    name: String,
+    generation: u64,
+    /// Files still to delete (given back when the write failed).
+    stale: Vec<String>,
+    error: Option<String>,
+}
+
+/// The trace file writer thread.
+struct FileWriter {
+    reader: WalReader,
+    traces_dir: PathBuf,
+}
+
+impl FileWriter {
+    fn run(mut self, jobs: Receiver<Vec<Job>>, done: std::sync::mpsc::Sender<Vec<Done>>) {
+        while let Ok(batch) = jobs.recv() {
+            let mut decoded = HashMap::new();
+            let mut results: Vec<Done> = batch
+                .into_iter()
+                .map(|job| {
+                    let error = self.write(&job, &mut decoded).err().map(|e| e.to_string());
+                    Done {
+                        id: job.id,
+                        name: job.name,
+                        generation: job.generation,
+                        stale: if error.is_some() {
+                            job.stale
+                        } else {
+                            Vec::new()
+                        },
+                        error,
+                    }
+                })
+                .collect();
+            // One flush for the whole batch instead of an fsync per file;
+            // only after it may the checkpoint pass these rollouts.
+            if let Err(e) = sync_filesystem(&self.traces_dir) {
+                for r in &mut results {
+                    r.error
+                        .get_or_insert_with(|| format!("cannot sync the traces folder: {e}"));
+                }
+            }
+            if done.send(results).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn write(
         &mut self,
-        id: &Arc<str>,
+        job: &Job,
         decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
     ) -> io::Result<()> {
-        let Some(rollout) = self.index.get(id) else {
-            return Ok(());
-        };
-        let mut requests = Vec::with_capacity(rollout.records.len());
-        for pos in &rollout.records {
+        let mut requests = Vec::with_capacity(job.rollout.records.len());
+        for pos in &job.rollout.records {
             let request = match decoded.get(pos) {
                 Some(r) => r.clone(),
                 None => {
@@ -250,21 +415,31 @@ impl View {
             };
             requests.extend(request);
         }
-        let file = build_trace_file(id, rollout, &requests);
-        let stem = trace_file::file_stem(id);
-        let name = self
-            .files
-            .get(&stem)
-            .cloned()
-            .unwrap_or_else(|| trace_file::file_name(&stem, rollout.first_received));
+        let file = build_trace_file(&job.id, &job.rollout, &requests);
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-        trace_file::write_atomic(&self.cfg.traces_dir, &name, &bytes)?;
-        self.files.insert(stem, name);
-        for old in self.stale.remove(id).unwrap_or_default() {
-            let _ = std::fs::remove_file(self.cfg.traces_dir.join(old));
+        // Atomic (temporary file + rename); durable with the batch's sync.
+        let tmp = self.traces_dir.join(format!(".{}.tmp", job.name));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, self.traces_dir.join(&job.name))?;
+        for old in &job.stale {
+            if *old != job.name {
+                let _ = std::fs::remove_file(self.traces_dir.join(old));
+            }
         }
         Ok(())
     }
+}
+
+/// `syncfs` on the file system holding `dir`: the data and renames of every
+/// file written there reach the disk.
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir)?;
+    // SAFETY: `d` stays open for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn read_export(reader: &mut WalReader, pos: Pos) -> Option<Arc<ExportTraceServiceRequest>> {
