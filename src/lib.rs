@@ -11,6 +11,7 @@ pub mod agl;
 pub mod args;
 pub mod bridge;
 pub mod collect;
+pub mod export;
 pub mod gateway;
 pub mod ingest;
 pub mod rollout;

@@ -24,6 +24,8 @@ enum Command {
     Run(oclagl::collect::RunArgs),
     /// Serve web UI chat for the fork gateway (gateway.agl.bridgeUrl), one rollout per message.
     Bridge(oclagl::bridge::BridgeArgs),
+    /// Build an SFT dataset (JSONL) from trace files or the store.
+    ExportSft(oclagl::export::ExportArgs),
 }
 
 async fn shutdown_signal() {
@@ -90,6 +92,7 @@ fn real_main() -> anyhow::Result<i32> {
                     i32::from(summary.failed > 0)
                 })
             }
+            Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),
             Command::Bridge(args) => oclagl::bridge::run(args, shutdown_signal())
                 .await
                 .context("oclagl bridge failed")

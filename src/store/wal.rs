@@ -101,6 +101,79 @@ fn read_frame(file: &File, offset: u64, file_len: u64) -> io::Result<Option<Vec<
     Ok(Some(payload))
 }
 
+/// Where the intact frames of a segment end.
+struct SegmentEnd {
+    file_len: u64,
+    magic_ok: bool,
+    /// Offset just past the last intact frame.
+    offset: u64,
+    records: u64,
+}
+
+/// Calls `on_record` for each intact frame of segment `id` from its start,
+/// stopping at the first frame that is not whole and intact.
+fn read_segment(
+    file: &File,
+    id: u64,
+    on_record: &mut impl FnMut(Pos, Vec<u8>),
+) -> io::Result<SegmentEnd> {
+    let file_len = file.metadata()?.len();
+    let mut magic = [0u8; 8];
+    let magic_ok = file_len >= 8 && {
+        file.read_exact_at(&mut magic, 0)?;
+        &magic == MAGIC
+    };
+    let mut offset = MAGIC.len() as u64;
+    let mut records = 0;
+    if magic_ok {
+        while let Some(payload) = read_frame(file, offset, file_len)? {
+            let next = offset + (FRAME_HEADER + payload.len()) as u64;
+            on_record(
+                Pos {
+                    segment: id,
+                    offset,
+                },
+                payload,
+            );
+            records += 1;
+            offset = next;
+        }
+    }
+    Ok(SegmentEnd {
+        file_len,
+        magic_ok,
+        offset,
+        records,
+    })
+}
+
+/// Reads every intact record of the log in `dir`, in log order, without
+/// writing anything: safe while `oclagl serve` appends to the same log. As on
+/// open, a frame that is torn or fails its checksum ends its segment; here
+/// nothing is cut off, and `truncated_bytes` counts what the last segment
+/// holds past its last intact frame (a write in progress, or a torn tail the
+/// next open will cut).
+pub fn scan(dir: &Path, mut on_record: impl FnMut(Pos, Vec<u8>)) -> io::Result<RecoveryStats> {
+    let ids = list_segments(dir)?;
+    let mut stats = RecoveryStats {
+        segments: ids.len(),
+        ..Default::default()
+    };
+    for (i, &id) in ids.iter().enumerate() {
+        let file = File::open(segment_path(dir, id))?;
+        let end = read_segment(&file, id, &mut on_record)?;
+        stats.records += end.records;
+        if end.offset < end.file_len || !end.magic_ok {
+            if i + 1 == ids.len() {
+                stats.truncated_bytes = end.file_len.saturating_sub(end.offset);
+            } else {
+                stats.damaged_segments += 1;
+            }
+        }
+    }
+    Ok(stats)
+}
+
 fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
     let path = segment_path(dir, id);
     let mut file = OpenOptions::new()
@@ -136,27 +209,13 @@ impl Wal {
                 .read(true)
                 .write(true)
                 .open(segment_path(dir, id))?;
-            let file_len = file.metadata()?.len();
-            let mut magic = [0u8; 8];
-            let magic_ok = file_len >= 8 && {
-                file.read_exact_at(&mut magic, 0)?;
-                &magic == MAGIC
-            };
-            let mut offset = MAGIC.len() as u64;
-            if magic_ok {
-                while let Some(payload) = read_frame(&file, offset, file_len)? {
-                    let next = offset + (FRAME_HEADER + payload.len()) as u64;
-                    on_record(
-                        Pos {
-                            segment: id,
-                            offset,
-                        },
-                        payload,
-                    );
-                    stats.records += 1;
-                    offset = next;
-                }
-            }
+            let SegmentEnd {
+                file_len,
+                magic_ok,
+                offset,
+                records,
+            } = read_segment(&file, id, &mut on_record)?;
+            stats.records += records;
             if offset < file_len || !magic_ok {
                 if is_last {
                     stats.truncated_bytes = file_len.saturating_sub(offset);
@@ -395,6 +454,32 @@ mod tests {
         assert_eq!(stats.records, 10);
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(seen[9].1, vec![9u8; 40]);
+    }
+
+    #[test]
+    fn scan_reads_without_cutting_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = open(dir.path());
+        append(&mut wal, &[b"one", b"two"]);
+        let torn = append(&mut wal, &[b"being written"]);
+        drop(wal);
+        let path = segment_path(dir.path(), torn[0].segment);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let mut seen = Vec::new();
+        let stats = scan(dir.path(), |p, b| seen.push((p, b))).unwrap();
+        let got: Vec<_> = seen.iter().map(|(_, b)| b.as_slice()).collect();
+        assert_eq!(got, vec![&b"one"[..], b"two"]);
+        assert_eq!(stats.records, 2);
+        assert_eq!(stats.truncated_bytes, (FRAME_HEADER + 13 - 3) as u64);
+        // Nothing was written: the torn bytes are still there for `open`.
+        assert_eq!(fs::metadata(&path).unwrap().len(), len - 3);
+        assert!(scan(&dir.path().join("missing"), |_, _| {}).is_err());
     }
 
     #[test]

@@ -1,0 +1,561 @@
+//! `oclagl export-sft`: SFT datasets (JSONL) from stored spans.
+//!
+//! ```text
+//! source (trace files | store) ─> read: last conversation span ─> filter ─> write (format) ─> split ─> JSONL
+//! ```
+//!
+//! Rollouts are read one at a time ([`read`]), in trace-file name order, and
+//! their rows streamed into temporary files that replace the outputs only
+//! when the export completes ([`crate::agl::trace_file::AtomicFile`]), so
+//! memory does not grow with the input (beyond 16 bytes a row for
+//! `--dedupe`) and an interrupted export leaves the previous dataset intact.
+//! A file that cannot be read, or whose conversation is malformed, is
+//! reported and skipped.
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     export: oclagl::export::ExportArgs,
+//! }
+//! let cli = Cli::parse_from(["x", "--format", "openai", "--split", "0.9", "--out", "data"]);
+//! let report = oclagl::export::export(&cli.export, &AtomicBool::new(false), &mut |w| eprintln!("{w}"))?;
+//! println!("{} rows", report.stats.rows);
+//! # Ok::<(), oclagl::export::ExportError>(())
+//! ```
+
+pub mod filter;
+pub mod model;
+pub mod read;
+pub mod split;
+pub mod stats;
+pub mod write;
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::agl::trace_file::{parse_file_name, AtomicFile};
+use filter::{parse_time, Dedupe, Filter};
+use read::store::{is_data_dir, Store, StoreReadError};
+use read::trace_file::{self, Doc};
+use split::{parse_fraction, Side, Splitter};
+use stats::{Dropped, Stats};
+use write::{write_row, Format, TrainOn};
+
+/// The seed's output file name.
+pub const DEFAULT_OUT: &str = "sft_dataset.jsonl";
+
+/// `oclagl export-sft` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Where to read spans: a folder of trace files (`rollout_*.json`), one
+    /// trace file, or an `oclagl serve` data folder (its store is read
+    /// directly, also while the sidecar runs). Repeat for several.
+    #[arg(long, value_name = "PATH", default_value = "traces")]
+    pub source: Vec<PathBuf>,
+    /// The dataset file [default: sft_dataset.jsonl]; with --split, the
+    /// folder for train.jsonl and val.jsonl [default: .].
+    #[arg(long, short, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Dataset format.
+    #[arg(long, value_enum, default_value_t = Format::Messages)]
+    pub format: Format,
+    /// Keep rollouts whose primary reward is at least this (AGL reward
+    /// spans); rollouts without a reward are dropped.
+    #[arg(long, value_name = "REWARD", value_parser = parse_reward)]
+    pub min_reward: Option<f64>,
+    /// Keep rollouts with these statuses (succeeded, failed, running).
+    #[arg(long, value_delimiter = ',', value_name = "STATUS")]
+    pub status: Vec<String>,
+    /// Keep rollouts that started at or after this time (2026-02-12,
+    /// 2026-02-12T16:07:13Z or Unix seconds).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<f64>,
+    /// Keep rollouts that started before this time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<f64>,
+    /// Keep rollouts of these sessions (session key; repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub session: Vec<String>,
+    /// Keep rollouts whose exported call used one of these models.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Vec<String>,
+    /// Write identical rows once.
+    #[arg(long)]
+    pub dedupe: bool,
+    /// Split by session into train.jsonl (this fraction of sessions) and
+    /// val.jsonl; a session is never on both sides.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub split: Option<f64>,
+    /// Seed of the split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Assistant messages to train on (`last` writes OpenAI `weight`s;
+    /// --format openai only).
+    #[arg(long, value_enum, default_value_t = TrainOn::All)]
+    pub train_on: TrainOn,
+    /// Print statistics (rows, turns, tool calls, tokens by model, rows
+    /// dropped and why) on stdout.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+fn parse_reward(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite())
+        .ok_or_else(|| format!("{s:?} is not a reward (a number such as 0.5)"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot read {path}: {reason} (pass --source <traces folder | trace file | oclagl data folder>)")]
+    Source { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreReadError),
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: io::Error },
+    #[error("{0}")]
+    Usage(String),
+    #[error("nothing to export: {why}")]
+    NothingToExport { why: String, stats: Box<Stats> },
+    #[error("interrupted; no dataset written")]
+    Interrupted,
+    #[error("export failed: {0}")]
+    Crashed(String),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The files written (train and, with --split, validation).
+    pub outputs: Vec<PathBuf>,
+    pub stats: Stats,
+}
+
+impl Report {
+    /// The one line printed when an export completes.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let written = match self.outputs.as_slice() {
+            [train, val] => format!(
+                "wrote {} rows to {} and {} to {}",
+                s.train_rows,
+                train.display(),
+                s.val_rows,
+                val.display()
+            ),
+            _ => format!(
+                "wrote {} rows to {}",
+                s.rows,
+                self.outputs
+                    .first()
+                    .map_or(String::new(), |p| p.display().to_string())
+            ),
+        };
+        let mut line = format!("{written} from {} rollouts", s.rollouts);
+        if s.dropped_total() > 0 {
+            line.push_str(&format!(
+                " ({} dropped: {})",
+                s.dropped_total(),
+                s.dropped_summary()
+            ));
+        }
+        line
+    }
+}
+
+enum Source {
+    Folder(PathBuf),
+    File(PathBuf),
+    Store(PathBuf),
+}
+
+fn resolve(path: &Path) -> Result<Source, ExportError> {
+    let meta = std::fs::metadata(path).map_err(|e| ExportError::Source {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(if !meta.is_dir() {
+        Source::File(path.to_path_buf())
+    } else if is_data_dir(path) {
+        Source::Store(path.to_path_buf())
+    } else {
+        Source::Folder(path.to_path_buf())
+    })
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
+    move |source| ExportError::Write {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The output files: one, or train and validation.
+fn create_outputs(args: &ExportArgs) -> Result<Vec<AtomicFile>, ExportError> {
+    let (dir, names): (PathBuf, Vec<String>) = match (&args.out, args.split) {
+        (out, Some(_)) => {
+            let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
+            if dir.extension().is_some_and(|e| e == "jsonl") {
+                return Err(ExportError::Usage(format!(
+                    "with --split, --out names a folder for train.jsonl and val.jsonl, not a file ({})",
+                    dir.display()
+                )));
+            }
+            (dir, vec!["train.jsonl".into(), "val.jsonl".into()])
+        }
+        (Some(out), None) if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') => {
+            (out.clone(), vec![DEFAULT_OUT.into()])
+        }
+        (out, None) => {
+            let path = out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .ok_or_else(|| {
+                    ExportError::Usage(format!("--out {} names no file", path.display()))
+                })?;
+            // An empty folder is the working directory (and names print as given).
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (dir, vec![name])
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+    names
+        .iter()
+        .map(|n| AtomicFile::create(&dir, n).map_err(write_err(&dir.join(n))))
+        .collect()
+}
+
+/// One export in progress.
+struct Exporter<'a> {
+    format: Format,
+    train_on: TrainOn,
+    filter: Filter,
+    splitter: Option<Splitter>,
+    dedupe: Option<Dedupe>,
+    outputs: Vec<AtomicFile>,
+    line: Vec<u8>,
+    stats: Stats,
+    warn: &'a mut dyn FnMut(&str),
+}
+
+impl Exporter<'_> {
+    fn skip(&mut self, origin: &str, why: Dropped, reason: &str) {
+        self.stats.drop(why);
+        (self.warn)(&format!("skipped {origin}: {reason}"));
+    }
+
+    /// One rollout, from its trace file's bytes.
+    fn rollout(
+        &mut self,
+        origin: &str,
+        fallback_id: &str,
+        bytes: &[u8],
+    ) -> Result<(), ExportError> {
+        self.stats.rollouts += 1;
+        self.stats.bytes_read += bytes.len() as u64;
+        let rollout = match Doc::parse(bytes) {
+            Err(e) => {
+                self.skip(
+                    origin,
+                    Dropped::Unreadable,
+                    &format!("not a whole trace file ({e})"),
+                );
+                return Ok(());
+            }
+            Ok(doc) => match read::rollout(&doc, fallback_id) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.skip(origin, Dropped::Malformed, &e.0);
+                    return Ok(());
+                }
+            },
+        };
+        if let Some(why) = self.filter.reject(&rollout) {
+            self.stats.drop(why);
+            return Ok(());
+        }
+        let Some(chosen) = &rollout.chosen else {
+            self.stats.drop(Dropped::NoConversation);
+            return Ok(());
+        };
+        let conversation = match chosen.read() {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("malformed {} span: {e}", chosen.convention.name());
+                self.skip(origin, Dropped::Malformed, &reason);
+                return Ok(());
+            }
+        };
+        if conversation.messages.is_empty() {
+            self.stats.drop(Dropped::Empty);
+            return Ok(());
+        }
+        self.line.clear();
+        if let Err(e) = write_row(self.format, self.train_on, &conversation, &mut self.line) {
+            let reason = format!("--format {} cannot hold it: {e}", self.format.name());
+            self.skip(origin, Dropped::Unrepresentable, &reason);
+            return Ok(());
+        }
+        if let Some(seen) = &mut self.dedupe {
+            if !seen.first(&self.line) {
+                self.stats.drop(Dropped::Duplicate);
+                return Ok(());
+            }
+        }
+        self.line.push(b'\n');
+        let side = match self.splitter {
+            None => Side::Train,
+            Some(s) => s.side(rollout.session.as_deref().unwrap_or(&rollout.id)),
+        };
+        let out = match side {
+            Side::Train => &mut self.outputs[0],
+            Side::Val => &mut self.outputs[1],
+        };
+        if let Err(e) = out.write_all(&self.line) {
+            return Err(write_err(out.target())(e));
+        }
+        if self.splitter.is_some() {
+            match side {
+                Side::Train => self.stats.train_rows += 1,
+                Side::Val => self.stats.val_rows += 1,
+            }
+        }
+        self.stats
+            .row(&conversation, rollout.model.as_deref(), rollout.usage);
+        Ok(())
+    }
+
+    fn folder(&mut self, dir: &Path, cancel: &AtomicBool) -> Result<(), ExportError> {
+        let files = trace_file::list(dir).map_err(|e| ExportError::Source {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut buf = Vec::new();
+        for path in files {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            self.file(&path, &mut buf)?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &Path, buf: &mut Vec<u8>) -> Result<(), ExportError> {
+        let origin = path.display().to_string();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let fallback = parse_file_name(&name)
+            .or_else(|| name.strip_suffix(".json"))
+            .unwrap_or(&name)
+            .to_string();
+        match trace_file::read_into(path, buf) {
+            Ok(()) => self.rollout(&origin, &fallback, buf),
+            Err(e) => {
+                self.stats.rollouts += 1;
+                self.skip(&origin, Dropped::Unreadable, &e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn store(&mut self, data_dir: &Path, cancel: &AtomicBool) -> Result<(), ExportError> {
+        let store = Store::open(data_dir)?;
+        let origin = data_dir.join("wal").display().to_string();
+        if store.undecodable > 0 {
+            (self.warn)(&format!(
+                "{origin}: {} records do not decode; skipped",
+                store.undecodable
+            ));
+        }
+        if store.stats.damaged_segments > 0 {
+            (self.warn)(&format!(
+                "{origin}: {} segments end in a damaged record; read up to it",
+                store.stats.damaged_segments
+            ));
+        }
+        let mut result = Ok(());
+        store.for_each(|r| {
+            if cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            let origin = format!("{origin} (rollout {})", r.name);
+            let fallback = parse_file_name(&r.name).unwrap_or(&r.name).to_string();
+            result = match r.json {
+                Ok(bytes) => self.rollout(&origin, &fallback, &bytes),
+                Err(e) => {
+                    self.stats.rollouts += 1;
+                    self.skip(&origin, Dropped::Unreadable, &e);
+                    Ok(())
+                }
+            };
+            result.is_ok()
+        });
+        result
+    }
+}
+
+/// Runs one export. `cancel` stops it between rollouts (nothing is
+/// written then); `warn` receives a line for each skipped file.
+pub fn export(
+    args: &ExportArgs,
+    cancel: &AtomicBool,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Report, ExportError> {
+    let started = Instant::now();
+    if args.train_on == TrainOn::Last && args.format != Format::Openai {
+        return Err(ExportError::Usage(
+            "--train-on last writes OpenAI weights: use it with --format openai".into(),
+        ));
+    }
+    if let (Some(since), Some(until)) = (args.since, args.until) {
+        if since >= until {
+            return Err(ExportError::Usage("--since must be before --until".into()));
+        }
+    }
+    let sources = args
+        .source
+        .iter()
+        .map(|p| resolve(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ex = Exporter {
+        format: args.format,
+        train_on: args.train_on,
+        filter: Filter {
+            min_reward: args.min_reward,
+            status: args.status.clone(),
+            since: args.since,
+            until: args.until,
+            sessions: args.session.clone(),
+            models: args.model.clone(),
+        },
+        splitter: args.split.map(|train_fraction| Splitter {
+            train_fraction,
+            seed: args.seed,
+        }),
+        dedupe: args.dedupe.then(Dedupe::default),
+        outputs: create_outputs(args)?,
+        line: Vec::with_capacity(64 << 10),
+        stats: Stats::default(),
+        warn,
+    };
+    for source in &sources {
+        match source {
+            Source::Folder(dir) => ex.folder(dir, cancel)?,
+            Source::File(path) => ex.file(path, &mut Vec::new())?,
+            Source::Store(dir) => ex.store(dir, cancel)?,
+        }
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(ExportError::Interrupted);
+    }
+    let mut stats = ex.stats;
+    stats.seconds = started.elapsed().as_secs_f64();
+    if stats.rows == 0 {
+        let places: Vec<String> = args
+            .source
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let why = if stats.rollouts == 0 {
+            format!(
+                "no rollouts in {} (trace files are named rollout_*.json; run `oclagl serve`, or pass --source <traces folder | oclagl data folder>)",
+                places.join(", ")
+            )
+        } else {
+            format!(
+                "none of the {} rollouts in {} became a row ({})",
+                stats.rollouts,
+                places.join(", "),
+                stats.dropped_summary()
+            )
+        };
+        return Err(ExportError::NothingToExport {
+            why,
+            stats: Box::new(stats),
+        });
+    }
+    if stats.rows > 0 && args.split.is_some() && (stats.train_rows == 0 || stats.val_rows == 0) {
+        (ex.warn)(&format!(
+            "the split put every row on one side ({} train, {} validation): there are few sessions; try another --seed or --split",
+            stats.train_rows, stats.val_rows
+        ));
+    }
+    let mut outputs = Vec::new();
+    for file in ex.outputs {
+        let target = file.target().to_path_buf();
+        outputs.push(file.commit().map_err(write_err(&target))?);
+    }
+    Ok(Report { outputs, stats })
+}
+
+/// Prints at most this many skipped-file lines, then a count.
+const WARNINGS_SHOWN: usize = 20;
+
+/// `oclagl export-sft`: runs the export off the async runtime, stops it on
+/// `shutdown`, prints the summary (and `--stats`); returns the exit code:
+/// 0, 1 when there was nothing to export, 130 when interrupted.
+pub async fn run_cli(
+    args: ExportArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<i32, ExportError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let show_stats = args.stats;
+    let mut job = tokio::task::spawn_blocking(move || {
+        let mut shown = 0usize;
+        let result = export(&args, &flag, &mut |line| {
+            shown += 1;
+            if shown <= WARNINGS_SHOWN {
+                eprintln!("oclagl export-sft: {line}");
+            }
+        });
+        if shown > WARNINGS_SHOWN {
+            eprintln!(
+                "oclagl export-sft: … and {} more skipped (see --stats)",
+                shown - WARNINGS_SHOWN
+            );
+        }
+        result
+    });
+    let joined = tokio::select! {
+        r = &mut job => r,
+        () = shutdown => {
+            cancel.store(true, Ordering::Relaxed);
+            job.await
+        }
+    };
+    match joined.map_err(|e| ExportError::Crashed(e.to_string()))? {
+        Ok(report) => {
+            if show_stats {
+                print!("{}", report.stats);
+            }
+            eprintln!("oclagl export-sft: {}", report.summary());
+            Ok(0)
+        }
+        Err(e @ ExportError::NothingToExport { .. }) => {
+            if let (true, ExportError::NothingToExport { stats, .. }) = (show_stats, &e) {
+                print!("{stats}");
+            }
+            eprintln!("oclagl export-sft: {e}");
+            Ok(1)
+        }
+        Err(ExportError::Interrupted) => {
+            eprintln!("oclagl export-sft: interrupted; no dataset written");
+            Ok(130)
+        }
+        Err(e) => Err(e),
+    }
+}

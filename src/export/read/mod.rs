@@ -1,0 +1,369 @@
+//! From a rollout's spans to one conversation.
+//!
+//! A rollout's row is built from its *last conversation-bearing span* (file
+//! order): the last span carrying messages in any convention the readers
+//! know. Each convention has its own reader ([`agl`], [`genai`],
+//! [`openinference`]); all of them produce the one model of
+//! [`crate::export::model`]. The rollout's facts that filters need (status,
+//! time, session, model, reward, tokens) come from the root, reward and chosen
+//! spans, so a rollout that is filtered out is never converted.
+
+pub mod agl;
+pub mod attrs;
+pub mod genai;
+pub mod openinference;
+pub mod store;
+pub mod trace_file;
+
+use serde_json::{Map, Value};
+
+use crate::export::model::Conversation;
+use trace_file::{for_each_key, Doc, SpanDoc};
+
+/// Why a span's messages could not be read (a malformed span, as AGL would
+/// also refuse it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+/// The span conventions that carry messages, in order of preference when a
+/// span carries several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Convention {
+    /// AGL / OpenLLMetry: `gen_ai.prompt.<i>.*`, `gen_ai.completion.<i>.*`.
+    Agl,
+    /// OTel GenAI: `gen_ai.input.messages`, `gen_ai.output.messages`.
+    GenAi,
+    /// OpenInference: `llm.input_messages.<i>.*`, `llm.output_messages.<i>.*`.
+    OpenInference,
+}
+
+fn under(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+impl Convention {
+    /// The convention whose messages an attribute key holds, if any.
+    pub fn of_key(key: &str) -> Option<Convention> {
+        let (head, _) = key.split_once('.')?;
+        match head {
+            "gen_ai" => {
+                if key.starts_with("gen_ai.prompt.") || key.starts_with("gen_ai.completion.") {
+                    Some(Convention::Agl)
+                } else if under(key, "gen_ai.input.messages")
+                    || under(key, "gen_ai.output.messages")
+                {
+                    Some(Convention::GenAi)
+                } else {
+                    None
+                }
+            }
+            "llm"
+                if key.starts_with("llm.input_messages.")
+                    || key.starts_with("llm.output_messages.") =>
+            {
+                Some(Convention::OpenInference)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Convention::Agl => "gen_ai.prompt/completion",
+            Convention::GenAi => "gen_ai.input/output.messages",
+            Convention::OpenInference => "llm.input/output_messages",
+        }
+    }
+}
+
+/// Token counts of the exported call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// The span a row is built from.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub convention: Convention,
+    pub attrs: Map<String, Value>,
+    /// Attributes of the span's children (AGL's tool-call spans).
+    pub children: Vec<Map<String, Value>>,
+}
+
+impl Chosen {
+    /// The conversation, read with the span's convention.
+    pub fn read(&self) -> Result<Conversation, Malformed> {
+        match self.convention {
+            Convention::Agl => agl::read(&self.attrs, &self.children),
+            Convention::GenAi => genai::read(&self.attrs),
+            Convention::OpenInference => openinference::read(&self.attrs),
+        }
+    }
+}
+
+/// What export knows of a rollout before converting its conversation.
+#[derive(Debug, Clone, Default)]
+pub struct Rollout {
+    pub id: String,
+    pub status: Option<String>,
+    /// Earliest span start (Unix seconds).
+    pub start_time: Option<f64>,
+    pub session: Option<String>,
+    pub model: Option<String>,
+    /// The primary reward of the last reward span.
+    pub reward: Option<f64>,
+    pub usage: Usage,
+    pub chosen: Option<Chosen>,
+}
+
+/// Root-span attribute naming the session (written by the collector).
+pub const SESSION_KEY: &str = "oclagl.session_key";
+const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
+const MODEL_ATTRS: [&str; 3] = [
+    "gen_ai.response.model",
+    "gen_ai.request.model",
+    "llm.model_name",
+];
+const PROMPT_TOKENS: [&str; 3] = [
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.input_tokens",
+    "llm.token_count.prompt",
+];
+const COMPLETION_TOKENS: [&str; 3] = [
+    "gen_ai.usage.completion_tokens",
+    "gen_ai.usage.output_tokens",
+    "llm.token_count.completion",
+];
+
+fn attributes(span: &SpanDoc, n: usize) -> Result<Map<String, Value>, Malformed> {
+    match span.attributes {
+        None => Ok(Map::new()),
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| Malformed(format!("span {n} attributes are not an object: {e}"))),
+    }
+}
+
+/// The conventions whose messages a span carries (best first).
+fn convention_of(span: &SpanDoc, n: usize) -> Result<Option<Convention>, Malformed> {
+    let Some(raw) = span.attributes else {
+        return Ok(None);
+    };
+    let mut best: Option<Convention> = None;
+    for_each_key(raw, |k| {
+        if let Some(c) = Convention::of_key(k) {
+            best = Some(best.map_or(c, |b| b.min(c)));
+        }
+    })
+    .map_err(|e| Malformed(format!("span {n} attributes are not an object: {e}")))?;
+    Ok(best)
+}
+
+fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|k| attrs.get(*k)?.as_str().filter(|s| !s.is_empty()))
+        .map(str::to_string)
+}
+
+fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
+    keys.iter()
+        .find_map(|k| match attrs.get(*k)? {
+            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// The primary reward a span records: AGL 0.3's `agentlightning.reward.<i>`
+/// list (index 0 is primary), or the older `reward` attribute.
+pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
+    if let Some(Value::Array(list)) = attrs::unflatten(attrs, "agentlightning.reward") {
+        return list.first()?.get("value")?.as_f64();
+    }
+    attrs.get("reward")?.as_f64()
+}
+
+/// Span names AGL gives reward spans (0.3 and older emitters).
+const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
+
+/// Reads what export needs of one trace file's rollout. `fallback_id` names
+/// it when the file does not.
+pub fn rollout(doc: &Doc, fallback_id: &str) -> Result<Rollout, Malformed> {
+    let mut out = Rollout {
+        id: doc.rollout_id.as_deref().unwrap_or(fallback_id).to_string(),
+        status: doc.status.as_deref().map(str::to_string),
+        start_time: doc
+            .spans
+            .iter()
+            .filter_map(|s| s.start_time.0)
+            .min_by(f64::total_cmp),
+        ..Rollout::default()
+    };
+    for (n, span) in doc.spans.iter().enumerate() {
+        if span
+            .name
+            .as_deref()
+            .is_some_and(|n| REWARD_SPANS.contains(&n))
+        {
+            if let Some(r) = reward_of(&attributes(span, n)?) {
+                out.reward = Some(r);
+            }
+        }
+    }
+    if let Some((n, root)) = doc
+        .spans
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.parent_id.0.is_none())
+    {
+        out.session = first_str(&attributes(root, n)?, &SESSION_ATTRS);
+    }
+    for (n, span) in doc.spans.iter().enumerate().rev() {
+        let Some(convention) = convention_of(span, n)? else {
+            continue;
+        };
+        let attrs = attributes(span, n)?;
+        let children = match span.span_id.as_deref() {
+            Some(id) => doc
+                .spans
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.parent_id.as_deref() == Some(id))
+                .map(|(m, c)| attributes(c, m))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        if out.session.is_none() {
+            out.session = first_str(&attrs, &SESSION_ATTRS);
+        }
+        out.model = first_str(&attrs, &MODEL_ATTRS);
+        out.usage = Usage {
+            prompt: first_count(&attrs, &PROMPT_TOKENS),
+            completion: first_count(&attrs, &COMPLETION_TOKENS),
+        };
+        out.chosen = Some(Chosen {
+            convention,
+            attrs,
+            children,
+        });
+        break;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc_bytes(spans: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"rollout_id": "ro-1", "status": "succeeded", "spans": spans}))
+            .unwrap()
+    }
+
+    #[test]
+    fn keys_map_to_conventions() {
+        assert_eq!(
+            Convention::of_key("gen_ai.prompt.0.role"),
+            Some(Convention::Agl)
+        );
+        assert_eq!(
+            Convention::of_key("gen_ai.completion.0.content"),
+            Some(Convention::Agl)
+        );
+        assert_eq!(
+            Convention::of_key("gen_ai.input.messages"),
+            Some(Convention::GenAi)
+        );
+        assert_eq!(
+            Convention::of_key("gen_ai.output.messages.0.role"),
+            Some(Convention::GenAi)
+        );
+        assert_eq!(
+            Convention::of_key("llm.input_messages.0.message.role"),
+            Some(Convention::OpenInference)
+        );
+        for other in [
+            "gen_ai.request.model",
+            "gen_ai.input.messages_count",
+            "gen_ai.prompt",
+            "llm.model_name",
+            "tool.name",
+            "plain",
+        ] {
+            assert_eq!(Convention::of_key(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn picks_last_conversation_span_and_rollout_facts() {
+        let bytes = doc_bytes(json!([
+            {"name": "oclagl.rollout", "span_id": "r", "parent_id": null, "start_time": 20.0,
+             "attributes": {"oclagl.session_key": "agent:main:main"}},
+            {"name": "gen_ai", "span_id": "a", "parent_id": "r", "start_time": 21.0,
+             "attributes": {"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "first"}},
+            {"name": "chat m", "span_id": "b", "parent_id": "r", "start_time": 10.0,
+             "attributes": {"gen_ai.input.messages": "[]", "gen_ai.response.model": "m-1",
+                            "gen_ai.usage.input_tokens": 7, "gen_ai.usage.output_tokens": "3"}},
+            {"name": "gen_ai", "span_id": "c", "parent_id": "r", "attributes": {}},
+            {"name": "agentlightning.annotation", "span_id": "d", "parent_id": "r",
+             "attributes": {"agentlightning.reward.0.name": "primary", "agentlightning.reward.0.value": 0.5}},
+            {"name": "agentlightning.annotation", "span_id": "e", "parent_id": "r",
+             "attributes": {"agentlightning.reward.0.name": "primary", "agentlightning.reward.0.value": 1,
+                            "agentlightning.reward.1.name": "aux", "agentlightning.reward.1.value": 0.0}},
+            {"name": "child", "span_id": "f", "parent_id": "b", "attributes": {"tool.name": "x"}}
+        ]));
+        let doc = Doc::parse(&bytes).unwrap();
+        let r = rollout(&doc, "fallback").unwrap();
+        assert_eq!(r.id, "ro-1");
+        assert_eq!(r.status.as_deref(), Some("succeeded"));
+        assert_eq!(r.start_time, Some(10.0));
+        assert_eq!(r.session.as_deref(), Some("agent:main:main"));
+        assert_eq!(r.model.as_deref(), Some("m-1"));
+        assert_eq!(r.reward, Some(1.0));
+        assert_eq!(
+            r.usage,
+            Usage {
+                prompt: 7,
+                completion: 3
+            }
+        );
+        let chosen = r.chosen.unwrap();
+        assert_eq!(chosen.convention, Convention::GenAi);
+        assert_eq!(
+            chosen.children,
+            vec![json!({"tool.name": "x"}).as_object().unwrap().clone()]
+        );
+    }
+
+    #[test]
+    fn legacy_reward_and_session_from_conversation_span() {
+        let bytes = doc_bytes(json!([
+            {"name": "gen_ai", "span_id": "a", "parent_id": "elsewhere",
+             "attributes": {"gen_ai.prompt.0.role": "user", "gen_ai.conversation.id": "s-9"}},
+            {"name": "agentlightning.reward", "attributes": {"reward": 0.25}}
+        ]));
+        let doc = Doc::parse(&bytes).unwrap();
+        let r = rollout(&doc, "fallback").unwrap();
+        assert_eq!(r.reward, Some(0.25));
+        assert_eq!(r.session.as_deref(), Some("s-9"));
+        assert_eq!(r.chosen.unwrap().convention, Convention::Agl);
+    }
+
+    #[test]
+    fn no_conversation_and_bad_attributes() {
+        let bytes =
+            doc_bytes(json!([{"name": "gen_ai", "attributes": {"gen_ai.request.model": "m"}}]));
+        let doc = Doc::parse(&bytes).unwrap();
+        let r = rollout(&doc, "ro-file").unwrap();
+        assert!(r.chosen.is_none());
+        let bytes = br#"{"spans": [{"name": "gen_ai", "attributes": [1, 2]}]}"#;
+        let doc = Doc::parse(bytes).unwrap();
+        let err = rollout(&doc, "ro-file").unwrap_err();
+        assert!(err.0.contains("span 0 attributes"), "{err}");
+    }
+}

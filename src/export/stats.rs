@@ -1,0 +1,204 @@
+//! What an export did: rows, turns, tool calls, tokens by model, and the
+//! rollouts that did not become rows, by reason.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+use super::model::Conversation;
+use super::read::Usage;
+
+/// Why a rollout did not become a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dropped {
+    /// The trace file (or store record) could not be read.
+    Unreadable,
+    /// The conversation span is malformed.
+    Malformed,
+    /// No span carries messages.
+    NoConversation,
+    /// The conversation has no messages.
+    Empty,
+    /// The format cannot express the conversation.
+    Unrepresentable,
+    Status,
+    Time,
+    Session,
+    Model,
+    NoReward,
+    LowReward,
+    Duplicate,
+}
+
+impl Dropped {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Dropped::Unreadable => "unreadable trace file",
+            Dropped::Malformed => "malformed conversation span",
+            Dropped::NoConversation => "no conversation span",
+            Dropped::Empty => "empty conversation",
+            Dropped::Unrepresentable => "not expressible in the format",
+            Dropped::Status => "status not selected (--status)",
+            Dropped::Time => "outside --since/--until",
+            Dropped::Session => "session not selected (--session)",
+            Dropped::Model => "model not selected (--model)",
+            Dropped::NoReward => "no reward (--min-reward)",
+            Dropped::LowReward => "reward below --min-reward",
+            Dropped::Duplicate => "duplicate (--dedupe)",
+        }
+    }
+}
+
+/// Tokens of the exported calls of one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub rows: u64,
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Rollouts looked at (trace files and store rollouts).
+    pub rollouts: u64,
+    pub bytes_read: u64,
+    pub rows: u64,
+    pub train_rows: u64,
+    pub val_rows: u64,
+    pub messages: u64,
+    /// Assistant messages.
+    pub turns: u64,
+    pub tool_calls: u64,
+    pub tokens_by_model: BTreeMap<String, Tokens>,
+    pub dropped: BTreeMap<Dropped, u64>,
+    pub seconds: f64,
+}
+
+impl Stats {
+    pub fn drop(&mut self, why: Dropped) {
+        *self.dropped.entry(why).or_default() += 1;
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    pub fn row(&mut self, c: &Conversation, model: Option<&str>, usage: Usage) {
+        self.rows += 1;
+        self.messages += c.messages.len() as u64;
+        self.turns += c.turns() as u64;
+        self.tool_calls += c.tool_calls() as u64;
+        let t = self
+            .tokens_by_model
+            .entry(model.unwrap_or("(unknown)").to_string())
+            .or_default();
+        t.rows += 1;
+        t.prompt += usage.prompt;
+        t.completion += usage.completion;
+    }
+
+    /// `3 no reward (--min-reward), 1 duplicate (--dedupe)`.
+    pub fn dropped_summary(&self) -> String {
+        let mut out = String::new();
+        for (why, n) in &self.dropped {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{n} {}", why.describe());
+        }
+        out
+    }
+}
+
+impl fmt::Display for Stats {
+    /// The `--stats` table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mb = self.bytes_read as f64 / 1e6;
+        writeln!(f, "rollouts read      {}", self.rollouts)?;
+        writeln!(
+            f,
+            "bytes read         {mb:.1} MB in {:.2} s ({:.0} MB/s)",
+            self.seconds,
+            if self.seconds > 0.0 {
+                mb / self.seconds
+            } else {
+                0.0
+            }
+        )?;
+        writeln!(f, "rows               {}", self.rows)?;
+        if self.train_rows + self.val_rows > 0 {
+            writeln!(f, "  train            {}", self.train_rows)?;
+            writeln!(f, "  validation       {}", self.val_rows)?;
+        }
+        writeln!(f, "messages           {}", self.messages)?;
+        writeln!(f, "turns (assistant)  {}", self.turns)?;
+        writeln!(f, "tool calls         {}", self.tool_calls)?;
+        writeln!(f, "tokens by model    (rows, prompt, completion)")?;
+        for (model, t) in &self.tokens_by_model {
+            writeln!(f, "  {model}  {} {} {}", t.rows, t.prompt, t.completion)?;
+        }
+        writeln!(f, "dropped            {}", self.dropped_total())?;
+        for (why, n) in &self.dropped {
+            writeln!(f, "  {:<32} {n}", why.describe())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::model::{Message, Role};
+
+    #[test]
+    fn counts_rows_tokens_and_drops() {
+        let mut s = Stats::default();
+        let c = Conversation {
+            messages: vec![
+                Message::new(Role::User, Some("q".into())),
+                Message::new(Role::Assistant, Some("a".into())),
+            ],
+            tools: vec![],
+        };
+        s.row(
+            &c,
+            Some("m"),
+            Usage {
+                prompt: 10,
+                completion: 2,
+            },
+        );
+        s.row(
+            &c,
+            Some("m"),
+            Usage {
+                prompt: 5,
+                completion: 1,
+            },
+        );
+        s.row(&c, None, Usage::default());
+        s.drop(Dropped::LowReward);
+        s.drop(Dropped::LowReward);
+        s.drop(Dropped::Duplicate);
+        assert_eq!((s.rows, s.messages, s.turns), (3, 6, 3));
+        assert_eq!(
+            s.tokens_by_model["m"],
+            Tokens {
+                rows: 2,
+                prompt: 15,
+                completion: 3
+            }
+        );
+        assert_eq!(s.tokens_by_model["(unknown)"].rows, 1);
+        assert_eq!(s.dropped_total(), 3);
+        assert_eq!(
+            s.dropped_summary(),
+            "2 reward below --min-reward, 1 duplicate (--dedupe)"
+        );
+        let table = s.to_string();
+        assert!(table.contains("rows               3"), "{table}");
+        assert!(table.contains("  m  2 15 3"), "{table}");
+    }
+}
