@@ -98,19 +98,6 @@ async fn post(bridge: &Bridge, body: impl Into<reqwest::Body>) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn all_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(all_bytes(&path));
-        } else {
-            out.extend(std::fs::read(&path).unwrap_or_default());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_status_of_the_contract_and_no_secret_on_disk() {
     let fork = FakeFork::start(SECRET, Duration::ZERO).await;
@@ -206,9 +193,8 @@ async fn every_status_of_the_contract_and_no_secret_on_disk() {
     for (_, doc) in &files {
         assert!(!doc["task_input"].to_string().contains(SECRET));
     }
-    let bytes = all_bytes(tmp.path());
     assert!(
-        !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        !support::disk_contains(tmp.path(), SECRET),
         "the secret reached the disk"
     );
 }

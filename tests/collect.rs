@@ -48,26 +48,6 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-/// Every byte under `dir` (recursively), to look for secrets.
-fn all_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(all_bytes(&path));
-        } else {
-            out.extend(std::fs::read(&path).unwrap_or_default());
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
     let fork = FakeFork::start(SECRET, Duration::from_millis(20)).await;
@@ -165,7 +145,7 @@ async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
 
     // The secret is nowhere: not in trace files, the store, or the output.
     assert!(
-        !contains(&all_bytes(tmp.path()), SECRET),
+        !support::disk_contains(tmp.path(), SECRET),
         "secret written to disk"
     );
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));

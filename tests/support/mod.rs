@@ -297,3 +297,24 @@ pub fn run_py(script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// Every byte of every file under `dir` (recursively), to look for secrets.
+pub fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// Does any file under `dir` contain `needle`?
+pub fn disk_contains(dir: &Path, needle: &str) -> bool {
+    all_bytes(dir)
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
