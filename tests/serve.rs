@@ -296,6 +296,26 @@ async fn grpc_export_with_gzip_and_bad_spans() {
     let files = wait_for_files(&server.traces_dir(), "grpc rollout", |f| f.len() == 1);
     assert_eq!(files[0].1["span_count"], 4);
     assert_eq!(files[0].1["status"], "succeeded");
+
+    // Metrics and logs are accepted (and not stored) over gRPC too.
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let url = format!("http://{}", server.grpc);
+    MetricsServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .export(opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::default())
+        .await
+        .unwrap();
+    LogsServiceClient::connect(url)
+        .await
+        .unwrap()
+        .export(
+            opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(trace_files(&server.traces_dir()).len(), 1);
 }
 
 #[tokio::test]
