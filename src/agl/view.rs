@@ -194,8 +194,13 @@ impl View {
         let mut busy = false;
         let mut next_tick = Instant::now() + tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match committed.recv_timeout(wait) {
+            // Nothing pending: sleep until the next record instead of ticking.
+            let received = if self.dirty.is_empty() && !busy {
+                committed.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                committed.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
+            };
+            match received {
                 Ok(c) => {
                     self.observe(c.pos, c.received_unix_nano, &c.meta, true);
                     if Instant::now() < next_tick {
@@ -372,43 +377,64 @@ impl FileWriter {
             libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
         }
         while let Ok(batch) = jobs.recv() {
-            let mut decoded = HashMap::new();
-            let mut results: Vec<Done> = batch
-                .into_iter()
-                .map(|job| {
-                    let error = self.write(&job, &mut decoded).err().map(|e| e.to_string());
-                    Done {
-                        id: job.id,
-                        name: job.name,
-                        generation: job.generation,
-                        stale: if error.is_some() {
-                            job.stale
-                        } else {
-                            Vec::new()
-                        },
-                        error,
-                    }
-                })
-                .collect();
-            // One flush for the whole batch instead of an fsync per file;
-            // only after it may the checkpoint pass these rollouts.
-            if let Err(e) = sync_filesystem(&self.traces_dir) {
-                for r in &mut results {
-                    r.error
-                        .get_or_insert_with(|| format!("cannot sync the traces folder: {e}"));
-                }
-            }
+            let results = self.write_batch(batch);
             if done.send(results).is_err() {
                 return;
             }
         }
     }
 
-    fn write(
+    /// Writes every file of the batch to a temporary name, then syncs them
+    /// (the disk overlaps the flushes), renames them over their targets and
+    /// syncs the folder once: each file is replaced atomically, and all are
+    /// durable before the checkpoint may pass them.
+    fn write_batch(&mut self, batch: Vec<Job>) -> Vec<Done> {
+        let mut decoded = HashMap::new();
+        let mut written = Vec::with_capacity(batch.len());
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            match self.write_tmp(&job, &mut decoded) {
+                Ok(file) => written.push((job, file)),
+                Err(e) => results.push(Done::of(job, Some(e))),
+            }
+        }
+        let mut renamed = Vec::with_capacity(written.len());
+        for (job, (file, tmp)) in written {
+            let target = self.traces_dir.join(&job.name);
+            match file
+                .sync_data()
+                .and_then(|()| std::fs::rename(&tmp, target))
+            {
+                Ok(()) => renamed.push(job),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    results.push(Done::of(job, Some(e)));
+                }
+            }
+        }
+        let dir = std::fs::File::open(&self.traces_dir).and_then(|d| d.sync_all());
+        for job in renamed {
+            match &dir {
+                Ok(()) => {
+                    for old in job.stale.iter().filter(|old| **old != job.name) {
+                        let _ = std::fs::remove_file(self.traces_dir.join(old));
+                    }
+                    results.push(Done::of(job, None));
+                }
+                Err(e) => {
+                    results.push(Done::of(job, Some(io::Error::new(e.kind(), e.to_string()))))
+                }
+            }
+        }
+        results
+    }
+
+    /// Builds a rollout's file and writes it under a temporary name.
+    fn write_tmp(
         &mut self,
         job: &Job,
         decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
-    ) -> io::Result<()> {
+    ) -> io::Result<(std::fs::File, PathBuf)> {
         let mut requests = Vec::with_capacity(job.rollout.records.len());
         for pos in &job.rollout.records {
             let request = match decoded.get(pos) {
@@ -421,31 +447,32 @@ impl FileWriter {
             };
             requests.extend(request);
         }
-        let file = build_trace_file(&job.id, &job.rollout, &requests);
-        let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-        // Atomic (temporary file + rename); durable with the batch's sync.
+        let trace_file = build_trace_file(&job.id, &job.rollout, &requests);
+        let bytes = serde_json::to_vec_pretty(&trace_file).map_err(io::Error::other)?;
         let tmp = self.traces_dir.join(format!(".{}.tmp", job.name));
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, self.traces_dir.join(&job.name))?;
-        for old in &job.stale {
-            if *old != job.name {
-                let _ = std::fs::remove_file(self.traces_dir.join(old));
-            }
+        let mut file = std::fs::File::create(&tmp)?;
+        if let Err(e) = std::io::Write::write_all(&mut file, &bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        Ok(())
+        Ok((file, tmp))
     }
 }
 
-/// `syncfs` on the file system holding `dir`: the data and renames of every
-/// file written there reach the disk.
-fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let d = std::fs::File::open(dir)?;
-    // SAFETY: `d` stays open for the duration of the call.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
+impl Done {
+    fn of(job: Job, error: Option<io::Error>) -> Done {
+        Done {
+            stale: if error.is_some() {
+                job.stale
+            } else {
+                Vec::new()
+            },
+            error: error.map(|e| e.to_string()),
+            id: job.id,
+            name: job.name,
+            generation: job.generation,
+        }
     }
-    Ok(())
 }
 
 fn read_export(reader: &mut WalReader, pos: Pos) -> Option<Arc<ExportTraceServiceRequest>> {

@@ -89,7 +89,10 @@ impl Telemetry {
                     http_addr: "127.0.0.1:0".parse().expect("literal address"),
                     data_dir: local.data_dir.clone(),
                     traces_dir: local.traces_dir.clone(),
-                    quiet: Duration::from_millis(500),
+                    // Rollouts end for good when the gateway answers, so
+                    // files can be written soon, while the command mostly
+                    // waits on the gateway, instead of all at exit.
+                    quiet: Duration::from_millis(100),
                     ..ServeArgs::default()
                 };
                 let (ready_tx, ready_rx) = oneshot::channel();
@@ -134,7 +137,7 @@ impl Telemetry {
                 BatchConfigBuilder::default()
                     .with_max_queue_size(65_536)
                     .with_max_export_batch_size(512)
-                    .with_scheduled_delay(Duration::from_millis(500))
+                    .with_scheduled_delay(Duration::from_millis(100))
                     .build(),
             )
             .build();
