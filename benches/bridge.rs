@@ -4,8 +4,11 @@
 //! Run: `bash benches/run-bridge.sh`. Knobs: REQUESTS (2000), LATENCY_MS (0),
 //! CONCURRENCY ("1,64"), OCLAGL_BIN.
 
+mod common;
 #[path = "../tests/support/fake_fork.rs"]
 mod fake_fork;
+
+use common::{env_or, levels, oclagl_bin};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -18,13 +21,6 @@ const SECRET: &str = "bench-secret";
 
 /// Builds request `i`: extra headers and the JSON body.
 type MakeRequest = Arc<dyn Fn(usize) -> (Vec<(&'static str, String)>, String) + Send + Sync>;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Sends `n` requests with `c` at a time; returns (requests/s, sorted latencies).
 async fn drive(url: String, body: MakeRequest, n: usize, c: usize) -> (f64, Vec<Duration>) {
@@ -75,16 +71,8 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn main() {
     let n: usize = env_or("REQUESTS", 2000);
     let latency = Duration::from_millis(env_or("LATENCY_MS", 0));
-    let levels: Vec<usize> = std::env::var("CONCURRENCY")
-        .unwrap_or_else(|_| "1,64".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let bin = std::env::var("OCLAGL_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/oclagl")
-        });
+    let levels = levels("1,64");
+    let bin = oclagl_bin();
     let fork = fake_fork::FakeFork::start(SECRET, latency).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(&bin)

@@ -5,18 +5,14 @@
 //! Run: `bash benches/run-collect.sh` (or `cargo bench --bench collect`).
 //! Knobs: PROMPTS (500), LATENCY_MS (200), CONCURRENCY ("1,8,64"), OCLAGL_BIN.
 
+mod common;
 #[path = "../tests/support/fake_fork.rs"]
 mod fake_fork;
 
+use common::{env_or, levels, oclagl_bin};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU seconds (user + system) of all waited-for children so far.
 fn children_cpu() -> f64 {
@@ -34,16 +30,8 @@ fn children_cpu() -> f64 {
 async fn main() {
     let prompts: usize = env_or("PROMPTS", 500);
     let latency = Duration::from_millis(env_or("LATENCY_MS", 200));
-    let levels: Vec<usize> = std::env::var("CONCURRENCY")
-        .unwrap_or_else(|_| "1,8,64".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let bin = std::env::var("OCLAGL_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/oclagl")
-        });
+    let levels = levels("1,8,64");
+    let bin = oclagl_bin();
     let fork = fake_fork::FakeFork::start("bench-secret", latency).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let lines: Vec<String> = (0..prompts)

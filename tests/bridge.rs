@@ -87,8 +87,13 @@ fn chat_body(message: &str, key: Option<&str>, gateway: &str, secret: &str) -> V
 }
 
 async fn post(bridge: &Bridge, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    post_to(bridge.url("/chat"), body).await
+}
+
+/// POSTs a chat; owns its arguments so it can run in a spawned task.
+async fn post_to(url: String, body: impl Into<reqwest::Body>) -> (u16, Value) {
     let resp = reqwest::Client::new()
-        .post(bridge.url("/chat"))
+        .post(url)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -210,16 +215,7 @@ async fn fifty_chats_take_about_one_gateway_latency_and_duplicates_run_once() {
     for i in 0..50 {
         let body = chat_body(&format!("chat {i}"), Some(&format!("k{i}")), &gw, SECRET).to_string();
         let url = bridge.url("/chat");
-        chats.push(tokio::spawn(async move {
-            let resp = reqwest::Client::new()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            resp.status().as_u16()
-        }));
+        chats.push(tokio::spawn(async move { post_to(url, body).await.0 }));
     }
     // The same idempotency key twice while the first is running.
     let dup = chat_body("once", Some("same-key"), &gw, SECRET).to_string();
@@ -256,16 +252,7 @@ async fn sigterm_finishes_running_chats_then_flushes_and_exits() {
     let bridge = Bridge::start(tmp.path(), &fork.url(), &["--grace", "20s"]);
     let url = bridge.url("/chat");
     let body = chat_body("finish me", None, &fork.url(), SECRET).to_string();
-    let running = tokio::spawn(async move {
-        let resp = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-    });
+    let running = tokio::spawn(async move { post_to(url, body).await });
     while fork.requests().is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -8,12 +8,12 @@
 //! the log positions of the records that hold its spans; the spans themselves
 //! are read back from the log when a trace file is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::span::SpanIds;
+use super::span::rollout_id;
 use crate::store::Pos;
 
 pub type TraceId = [u8; 16];
@@ -27,6 +27,7 @@ pub struct RecordSummary {
 /// Computes the summary of a validated export (every trace id is 16 bytes).
 pub fn summarize(request: &ExportTraceServiceRequest) -> RecordSummary {
     let mut keys: Vec<(TraceId, Option<Arc<str>>)> = Vec::new();
+    let mut seen: HashSet<(TraceId, Option<Arc<str>>)> = HashSet::new();
     for rs in &request.resource_spans {
         let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         for ss in &rs.scope_spans {
@@ -34,14 +35,10 @@ pub fn summarize(request: &ExportTraceServiceRequest) -> RecordSummary {
                 let Ok(trace) = TraceId::try_from(span.trace_id.as_slice()) else {
                     continue;
                 };
-                let rollout = SpanIds::of(&span.attributes, resource).rollout;
-                if keys
-                    .iter()
-                    .any(|(t, r)| *t == trace && r.as_deref() == rollout.as_deref())
-                {
-                    continue;
+                let key = (trace, rollout_id(&span.attributes, resource).map(Arc::from));
+                if seen.insert(key.clone()) {
+                    keys.push(key);
                 }
-                keys.push((trace, rollout.map(Arc::from)));
             }
         }
     }
@@ -176,10 +173,9 @@ impl Index {
             if rollout.records.last() != Some(&pos) {
                 rollout.records.push(pos);
             }
-            let touched = Change::Touched(id);
-            if !changes.contains(&touched) {
-                changes.push(touched);
-            }
+            // Keys are distinct, so a rollout is touched once per trace of it
+            // in this record; the view's handling is idempotent.
+            changes.push(Change::Touched(id));
         }
     }
 
@@ -293,6 +289,56 @@ mod tests {
         assert_eq!(index.get("ro-a").unwrap().records, vec![pos(1), pos(2)]);
         assert_eq!(index.get("ro-b").unwrap().records, vec![pos(1)]);
         assert!(!index.get("ro-b").unwrap().owns("ro-b", &[1; 16], None));
+    }
+
+    #[test]
+    fn summaries_list_each_trace_and_rollout_pair_once_in_order() {
+        use crate::agl::span::tests::{kv, s};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let span = |t: u8, attrs| Span {
+            trace_id: vec![t; 16],
+            span_id: vec![1; 8],
+            attributes: attrs,
+            ..Default::default()
+        };
+        // 20,000 single-span traces stay linear; duplicates collapse.
+        let mut spans: Vec<Span> = (0..20_000u32)
+            .map(|i| Span {
+                trace_id: [i.to_be_bytes().to_vec(), vec![9; 12]].concat(),
+                span_id: vec![1; 8],
+                ..Default::default()
+            })
+            .collect();
+        spans.push(span(3, vec![kv("agentlightning.rollout_id", s("ro-x"))]));
+        spans.push(span(3, vec![]));
+        spans.push(span(3, vec![kv("agentlightning.rollout_id", s("ro-x"))]));
+        spans.push(span(4, vec![]));
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("agentlightning.rollout_id", s("ro-res"))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let keys = summarize(&request).keys;
+        assert_eq!(keys.len(), 20_003);
+        let tail: Vec<_> = keys[20_000..]
+            .iter()
+            .map(|(t, r)| (t[0], r.as_deref().map(str::to_string)))
+            .collect();
+        // The span attribute overrides the resource's rollout id.
+        let named = |t: u8, r: &str| (t, Some(r.to_string()));
+        assert_eq!(
+            tail,
+            vec![named(3, "ro-x"), named(3, "ro-res"), named(4, "ro-res")]
+        );
     }
 
     #[test]

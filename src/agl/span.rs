@@ -84,11 +84,16 @@ pub struct SpanIds {
     pub sequence: Option<u64>,
 }
 
+/// A span's rollout id alone (the hot path of ingest needs only this).
+pub fn rollout_id(span_attrs: &[KeyValue], resource_attrs: &[KeyValue]) -> Option<String> {
+    id_value(span_attrs, ROLLOUT_ID).or_else(|| id_value(resource_attrs, ROLLOUT_ID))
+}
+
 impl SpanIds {
     pub fn of(span_attrs: &[KeyValue], resource_attrs: &[KeyValue]) -> SpanIds {
         let get = |key: &str| id_value(span_attrs, key).or_else(|| id_value(resource_attrs, key));
         SpanIds {
-            rollout: get(ROLLOUT_ID),
+            rollout: rollout_id(span_attrs, resource_attrs),
             attempt: get(ATTEMPT_ID),
             sequence: get(SPAN_SEQUENCE_ID)
                 .and_then(|s| s.parse::<u64>().ok())

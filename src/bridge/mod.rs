@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::args::{parse_duration, parse_size};
-use crate::collect::LocalArgs;
 use crate::gateway::{Gateway, GatewayConfig, GatewayError, Mode, Secret};
 use crate::rollout::otel::{LocalStore, Telemetry, TelemetryError};
 use crate::rollout::{Emitter, RunOptions, Task};
@@ -61,7 +60,7 @@ pub struct BridgeArgs {
     #[arg(long, env = "OCLAGL_RETRIES", default_value_t = 1)]
     pub retries: u32,
     #[command(flatten)]
-    pub local: LocalArgs,
+    pub local: LocalStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,11 +321,7 @@ pub async fn run(
     if !args.host.is_loopback() {
         tracing::warn!(%bound, "the bridge listens beyond loopback");
     }
-    let telemetry = Telemetry::start(&LocalStore {
-        data_dir: args.local.data_dir.clone(),
-        traces_dir: args.local.traces_dir.clone(),
-    })
-    .await?;
+    let telemetry = Telemetry::start(&args.local).await?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let bridge = Arc::new(Bridge {
         secret: args

@@ -56,17 +56,6 @@ pub struct GatewayArgs {
     pub retries: u32,
 }
 
-/// Where rollouts are stored when no OTEL_EXPORTER_OTLP_ENDPOINT is set.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LocalArgs {
-    /// Store used in-process when no OTLP endpoint is configured.
-    #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
-    pub data_dir: PathBuf,
-    /// Trace files folder (also what --resume reads).
-    #[arg(long, env = "OCLAGL_TRACES_DIR", default_value = "./traces")]
-    pub traces_dir: PathBuf,
-}
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectArgs {
     /// Prompts: one per line, or JSONL {"prompt", "id"?, "metadata"?}.
@@ -84,7 +73,7 @@ pub struct CollectArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
     #[command(flatten)]
-    pub local: LocalArgs,
+    pub local: LocalStore,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -97,7 +86,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
     #[command(flatten)]
-    pub local: LocalArgs,
+    pub local: LocalStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,11 +241,7 @@ pub async fn collect(
     }
     let skipped = total - tasks.len();
     preflight(&cfg).await?;
-    let telemetry = Telemetry::start(&LocalStore {
-        data_dir: args.local.data_dir.clone(),
-        traces_dir: args.local.traces_dir.clone(),
-    })
-    .await?;
+    let telemetry = Telemetry::start(&args.local).await?;
     let destination = telemetry.destination.clone();
     let emitter = Arc::new(Emitter::new(telemetry.tracer(), Gateway::new(cfg)));
     let options = Arc::new(args.gateway.options());
@@ -377,11 +362,7 @@ pub async fn run(
         ));
     }
     preflight(&cfg).await?;
-    let telemetry = Telemetry::start(&LocalStore {
-        data_dir: args.local.data_dir.clone(),
-        traces_dir: args.local.traces_dir.clone(),
-    })
-    .await?;
+    let telemetry = Telemetry::start(&args.local).await?;
     let emitter = Emitter::new(telemetry.tracer(), Gateway::new(cfg));
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let task = Task {

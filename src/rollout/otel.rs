@@ -31,10 +31,15 @@ pub enum TelemetryError {
     Sidecar(#[from] ServeError),
 }
 
-/// Where rollouts are stored when no OTLP endpoint is configured.
-#[derive(Debug, Clone)]
+/// Where rollouts are stored when no OTLP endpoint is configured (the
+/// in-process sidecar); flattened into the commands that emit rollouts.
+#[derive(Debug, Clone, clap::Args)]
 pub struct LocalStore {
+    /// Store used in-process when no OTLP endpoint is configured.
+    #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
     pub data_dir: PathBuf,
+    /// Trace files folder (also what `collect --resume` reads).
+    #[arg(long, env = "OCLAGL_TRACES_DIR", default_value = "./traces")]
     pub traces_dir: PathBuf,
 }
 

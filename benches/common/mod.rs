@@ -1,0 +1,28 @@
+//! Setup shared by the benchmarks that drive the `oclagl` binary against the
+//! fake fork gateway of `tests/support/fake_fork.rs`.
+
+use std::path::{Path, PathBuf};
+
+/// A number from the environment, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The concurrency levels to run (`CONCURRENCY="1,8,64"`), or `default`.
+pub fn levels(default: &str) -> Vec<usize> {
+    std::env::var("CONCURRENCY")
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// `OCLAGL_BIN`, or the release binary of this checkout.
+pub fn oclagl_bin() -> PathBuf {
+    std::env::var("OCLAGL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/oclagl"))
+}
