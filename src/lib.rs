@@ -12,6 +12,7 @@ pub mod args;
 pub mod bridge;
 pub mod collect;
 pub mod export;
+pub mod forward;
 pub mod gateway;
 pub mod ingest;
 pub mod rollout;

@@ -17,8 +17,9 @@ use tokio::sync::watch;
 
 use crate::agl::view::{View, ViewConfig, ViewError};
 use crate::args::{parse_duration, parse_size};
+use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
 use crate::ingest::{self, Counters, Ingest, Limits};
-use crate::store::{Store, StoreError};
+use crate::store::{Pos, Store, StoreError};
 
 /// Options of `oclagl serve`; every flag can also be set from the environment.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +64,12 @@ pub struct ServeArgs {
     /// rewritten from the store at the next start.
     #[arg(long, env = "OCLAGL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Also send every stored span to this OTLP receiver (repeatable; in the
+    /// environment, separate several with spaces): `grpc://host:4317`,
+    /// `http://host:4318` or `agl+http://host:4747` (an Agent Lightning
+    /// store), with options `;headers=k=v,k2=v2;timeout=10s;compression=gzip;max-backlog=1GiB;name=x`.
+    #[arg(long = "forward", env = "OCLAGL_FORWARD", value_delimiter = ' ')]
+    pub forward: Vec<Destination>,
 }
 
 impl Default for ServeArgs {
@@ -95,6 +102,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     View(#[from] ViewError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
     #[error("server error: {0}")]
     Server(String),
 }
@@ -119,16 +128,38 @@ pub async fn serve(
             args.max_inflight, args.max_body
         )));
     }
+    let mut names = std::collections::HashSet::new();
+    for d in &args.forward {
+        if !names.insert(d.name.as_str()) {
+            return Err(ServeError::Config(format!(
+                "two --forward destinations are named {:?}; give one a `;name=` option",
+                d.name
+            )));
+        }
+    }
     std::fs::create_dir_all(&args.data_dir).map_err(|source| ServeError::Dir {
         path: args.data_dir.display().to_string(),
         source,
     })?;
     let wal_dir = args.data_dir.join("wal");
+    // AGL store destinations follow the trace files the view writes.
+    let mut written = Vec::new();
+    let mut written_rx = Vec::new();
+    for d in &args.forward {
+        if d.protocol == Protocol::AglStore {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            written.push(tx);
+            written_rx.push(Some(rx));
+        } else {
+            written_rx.push(None);
+        }
+    }
     let mut view = View::new(ViewConfig {
         traces_dir: args.traces_dir.clone(),
         data_dir: args.data_dir.clone(),
         wal_dir: wal_dir.clone(),
         quiet: args.quiet,
+        written,
     })?;
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
     let (store, writer, stats) = Store::open(
@@ -157,6 +188,20 @@ pub async fn serve(
         .spawn(move || view.run(committed_rx, args.shutdown_timeout))
         .map_err(|e| ServeError::Server(e.to_string()))?;
 
+    let committed_end = store.committed_end();
+    let counters = Arc::new(Counters::default());
+    let forwarders: Arc<Vec<Forwarder>> =
+        Arc::new(args.forward.iter().cloned().map(Forwarder::new).collect());
+    // Where each destination starts, fixed before anything is accepted.
+    let state_dir = forward::state_dir(&args.data_dir);
+    let starts = forwarders
+        .iter()
+        .map(|f| match f.dest.protocol {
+            // An AGL store follows trace files, not the log.
+            Protocol::AglStore => Ok(Pos::default()),
+            _ => forward::start_position(&state_dir, &f.dest, *committed_end.borrow()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let ingest = Arc::new(Ingest::new(
         store,
         Limits {
@@ -165,7 +210,7 @@ pub async fn serve(
             queue_wait: args.queue_wait,
             body_timeout: args.body_timeout,
         },
-        Arc::new(Counters::default()),
+        counters.clone(),
     ));
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -189,8 +234,25 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http = axum::serve(http_listener, ingest::http::router(ingest.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let mut forwarding = Vec::new();
+    for (i, (start, written)) in starts.into_iter().zip(written_rx).enumerate() {
+        let (all, wal_dir, state_dir) = (forwarders.clone(), wal_dir.clone(), state_dir.clone());
+        let (end, stop) = (committed_end.clone(), stop_rx.clone());
+        let traces_dir = args.traces_dir.clone();
+        forwarding.push(tokio::spawn(async move {
+            let f = &all[i];
+            match written {
+                Some(written) => forward::agl::run(f, traces_dir, state_dir, written, stop).await,
+                None => forward::run(f, start, wal_dir, state_dir, end, stop).await,
+            }
+        }));
+    }
+    let router = ingest::http::router(ingest.clone()).merge(
+        axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics))
+            .with_state((counters, forwarders)),
+    );
+    let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc = tonic::transport::Server::builder()
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(
@@ -204,6 +266,13 @@ pub async fn serve(
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");
     let _ = stop_tx.send(true);
     let results = [http.await, grpc.await];
+    for f in forwarding {
+        match f.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "forwarding stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "forwarding task failed"),
+        }
+    }
     // Every store handle is gone now, so the writer drains and ends, which
     // ends the view after it has written what is pending.
     let joined = tokio::task::spawn_blocking(move || {
@@ -221,4 +290,24 @@ pub async fn serve(
     joined.map_err(|e| ServeError::Server(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `GET /metrics`: the receivers' and every destination's counters, in the
+/// Prometheus text format.
+async fn metrics(
+    axum::extract::State((counters, forwarders)): axum::extract::State<(
+        Arc<Counters>,
+        Arc<Vec<Forwarder>>,
+    )>,
+) -> impl axum::response::IntoResponse {
+    let mut out = String::new();
+    counters.write_metrics(&mut out);
+    forward::write_metrics(&mut out, &forwarders);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
 }

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Rust, Python 3.11 and Node.
 # Installs the peers the black-box tests use (the OpenTelemetry SDK as a real
-# OTLP client and agentlightning 0.3.0 as the reference for AGL's span model,
+# OTLP client, agentlightning 0.3.0 as the reference for AGL's span model and
+# its store, rotel as a real OTLP collector between two sidecars,
 # into target/venv; the real OpenClaw gateway from npm into target/openclaw),
 # then runs every Rust test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/venv
-peers=(agentlightning==0.3.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp==1.45.2)
-if ! "$venv/bin/python" -c "import agentlightning, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http" 2>/dev/null; then
+peers=(agentlightning==0.3.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp==1.45.2 rotel==0.0.1a15)
+if ! "$venv/bin/python" -c "import agentlightning, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, rotel" 2>/dev/null; then
   echo "tests/run.sh: installing Python test peers into $venv (first run only)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "${peers[@]}"

@@ -46,6 +46,8 @@ pub struct ViewConfig {
     pub wal_dir: PathBuf,
     /// How long a rollout must be quiet before its file is (re)written.
     pub quiet: Duration,
+    /// Told the name of every trace file written (for forwarding to AGL).
+    pub written: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 struct Dirty {
@@ -305,6 +307,9 @@ impl View {
                     }
                 }
                 None => {
+                    for listener in &self.cfg.written {
+                        let _ = listener.send(d.name.clone());
+                    }
                     self.files.insert(trace_file::file_stem(&d.id), d.name);
                     let unchanged = self
                         .dirty

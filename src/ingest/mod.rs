@@ -54,6 +54,52 @@ pub struct Counters {
     pub logs_requests: AtomicU64,
 }
 
+impl Counters {
+    /// Prometheus text for the receivers' counters.
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let series = [
+            (
+                "oclagl_receiver_accepted_spans_total",
+                "Spans stored.",
+                &self.accepted_spans,
+            ),
+            (
+                "oclagl_receiver_rejected_spans_total",
+                "Spans rejected for bad ids (partial success).",
+                &self.rejected_spans,
+            ),
+            (
+                "oclagl_receiver_throttled_requests_total",
+                "Requests answered 429/RESOURCE_EXHAUSTED.",
+                &self.throttled_requests,
+            ),
+            (
+                "oclagl_receiver_failed_requests_total",
+                "Requests the store could not take (503/UNAVAILABLE).",
+                &self.failed_requests,
+            ),
+            (
+                "oclagl_receiver_metrics_requests_total",
+                "OTLP metrics requests (counted, not stored).",
+                &self.metrics_requests,
+            ),
+            (
+                "oclagl_receiver_logs_requests_total",
+                "OTLP logs requests (counted, not stored).",
+                &self.logs_requests,
+            ),
+        ];
+        for (name, help, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// Limits of the receivers.
 #[derive(Debug, Clone)]
 pub struct Limits {

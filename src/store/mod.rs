@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use record::Record;
 pub use wal::{Pos, RecoveryStats, WalReader};
@@ -61,13 +61,23 @@ struct Append<M> {
 /// handle is dropped, after committing what was queued.
 pub struct Store<M> {
     tx: mpsc::Sender<Append<M>>,
+    end: watch::Receiver<Pos>,
 }
 
 impl<M> Clone for Store<M> {
     fn clone(&self) -> Self {
         Store {
             tx: self.tx.clone(),
+            end: self.end.clone(),
         }
+    }
+}
+
+impl<M> Store<M> {
+    /// The end of the committed log: every record before it is durable. It
+    /// changes after each commit and closes when the writer ends.
+    pub fn committed_end(&self) -> watch::Receiver<Pos> {
+        self.end.clone()
     }
 }
 
@@ -97,17 +107,18 @@ impl<M: Send + 'static> Store<M> {
             source,
         })?;
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let (end_tx, end) = watch::channel(wal.end());
         let writer = std::thread::Builder::new()
             .name("oclagl-store".into())
             .spawn(move || {
-                write_loop(wal, rx, committed);
+                write_loop(wal, rx, committed, end_tx);
                 drop(lock);
             })
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
                 source,
             })?;
-        Ok((Store { tx }, writer, stats))
+        Ok((Store { tx, end }, writer, stats))
     }
 
     /// Appends one export; resolves once it is on disk.
@@ -159,6 +170,7 @@ fn write_loop<M>(
     mut wal: wal::Wal,
     mut rx: mpsc::Receiver<Append<M>>,
     committed: SyncSender<Committed<M>>,
+    end: watch::Sender<Pos>,
 ) {
     let mut batch: Vec<Append<M>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -191,6 +203,7 @@ fn write_loop<M>(
                     });
                     let _ = append.done.send(Ok(pos));
                 }
+                end.send_replace(wal.end());
             }
             Err(e) => {
                 tracing::error!(error = %e, records = batch.len(), "store write failed");

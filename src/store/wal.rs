@@ -334,6 +334,8 @@ impl Wal {
 pub struct WalReader {
     dir: PathBuf,
     files: HashMap<u64, File>,
+    /// Lengths of sealed segments (they never change once sealed).
+    sealed_len: HashMap<u64, u64>,
 }
 
 impl WalReader {
@@ -341,17 +343,101 @@ impl WalReader {
         WalReader {
             dir: dir.to_path_buf(),
             files: HashMap::new(),
+            sealed_len: HashMap::new(),
         }
+    }
+
+    fn file(&mut self, segment: u64) -> io::Result<&mut File> {
+        Ok(match self.files.entry(segment) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(File::open(segment_path(&self.dir, segment))?)
+            }
+        })
+    }
+
+    /// The first record at or after `pos` and before `end` (moving on to the
+    /// next segment when one is used up), with the position just after it.
+    /// `end` must be a committed position ([`Wal::end`] after a commit), so
+    /// that every frame before it is whole.
+    pub fn next(&mut self, pos: Pos, end: Pos) -> io::Result<Option<(Pos, Vec<u8>, Pos)>> {
+        let mut pos = Pos {
+            segment: pos.segment,
+            offset: pos.offset.max(MAGIC.len() as u64),
+        };
+        while pos < end {
+            let found = match self.file(pos.segment) {
+                Ok(file) => {
+                    let len = file.metadata()?.len();
+                    read_frame(file, pos.offset, len)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(payload) = found {
+                let next = Pos {
+                    segment: pos.segment,
+                    offset: pos.offset + (FRAME_HEADER + payload.len()) as u64,
+                };
+                return Ok(Some((pos, payload, next)));
+            }
+            // This segment is used up: go on with the next one.
+            self.files.remove(&pos.segment);
+            match list_segments(&self.dir)?
+                .into_iter()
+                .find(|&id| id > pos.segment)
+            {
+                Some(id) => {
+                    pos = Pos {
+                        segment: id,
+                        offset: MAGIC.len() as u64,
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes of log between `from` and `to` (frames included, segment
+    /// headers not), for `from <= to`.
+    pub fn bytes_between(&mut self, from: Pos, to: Pos) -> io::Result<u64> {
+        if from >= to {
+            return Ok(0);
+        }
+        if from.segment == to.segment {
+            return Ok(to.offset.saturating_sub(from.offset));
+        }
+        let mut total = to.offset.saturating_sub(MAGIC.len() as u64);
+        for id in list_segments(&self.dir)? {
+            if id < from.segment || id >= to.segment {
+                continue;
+            }
+            let len = match self.sealed_len.get(&id) {
+                Some(&len) => len,
+                None => {
+                    let len = match fs::metadata(segment_path(&self.dir, id)) {
+                        Ok(m) => m.len(),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    self.sealed_len.insert(id, len);
+                    len
+                }
+            };
+            let start = if id == from.segment {
+                from.offset.max(MAGIC.len() as u64)
+            } else {
+                MAGIC.len() as u64
+            };
+            total += len.saturating_sub(start);
+        }
+        Ok(total)
     }
 
     /// The payload of the record at `pos`.
     pub fn read(&mut self, pos: Pos) -> io::Result<Vec<u8>> {
-        let file = match self.files.entry(pos.segment) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(File::open(segment_path(&self.dir, pos.segment))?)
-            }
-        };
+        let file = self.file(pos.segment)?;
         let len = file.metadata()?.len();
         read_frame(file, pos.offset, len)?.ok_or_else(|| {
             io::Error::new(
@@ -496,5 +582,32 @@ mod tests {
         let (_, seen, stats) = open(dir.path());
         assert_eq!(seen.len(), 1);
         assert_eq!(stats.truncated_bytes, 10);
+    }
+
+    #[test]
+    fn reader_walks_records_across_segments_up_to_the_end_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 40, true, |_, _| {}).unwrap();
+        let mut all = Vec::new();
+        for i in 0..6u8 {
+            all.extend(append(&mut wal, &[&[i; 20][..]]));
+        }
+        let end = wal.end();
+        assert!(end.segment >= 2, "small segments roll: {end}");
+        let mut reader = WalReader::new(dir.path());
+        let (mut pos, mut seen) = (Pos::default(), Vec::new());
+        while let Some((at, payload, next)) = reader.next(pos, end).unwrap() {
+            seen.push((at, payload[0]));
+            pos = next;
+        }
+        let want: Vec<_> = all.iter().copied().zip(0..6u8).collect();
+        assert_eq!(seen, want);
+        assert_eq!(pos, end);
+        // Stops at the end it is given, even where more is written.
+        assert_eq!(reader.next(all[0], all[2]).unwrap().unwrap().0, all[0]);
+        assert!(reader.next(all[2], all[2]).unwrap().is_none());
+        assert_eq!(reader.bytes_between(Pos::default(), end).unwrap(), 6 * 28);
+        assert_eq!(reader.bytes_between(all[1], all[4]).unwrap(), 3 * 28);
+        assert_eq!(reader.bytes_between(end, all[0]).unwrap(), 0);
     }
 }

@@ -39,16 +39,12 @@ impl Server {
 
     /// Starts (or restarts) on the data in `dir`, with a short quiet period.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
-        let mut args: Vec<String> = [
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = vec!["serve".to_string()];
+        for flag in ["--grpc-addr", "--http-addr"] {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), "127.0.0.1:0".to_string()]);
+            }
+        }
         args.push("--data-dir".into());
         args.push(dir.join("data").display().to_string());
         args.push("--traces-dir".into());
@@ -317,4 +313,19 @@ pub fn disk_contains(dir: &Path, needle: &str) -> bool {
     all_bytes(dir)
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+/// A loopback port that was free a moment ago (for a server started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// The value of one series of a Prometheus text page (`name{labels}`).
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
