@@ -139,3 +139,57 @@ fn kubernetes_runs_oclagl_as_a_sidecar_of_the_gateway() {
     );
     assert!(oclagl::args::parse_duration(&s(&config["OCLAGL_QUIET"])).is_ok());
 }
+
+#[test]
+fn compose_forwards_to_jaeger_and_tempo_which_listen_where_oclagl_sends() {
+    use oclagl::forward::{Destination, Protocol};
+    let compose = &load("deploy/docker-compose.yml")[0];
+    let services = &compose["services"];
+    let forward = s(&services["oclagl"]["environment"]["OCLAGL_FORWARD"]);
+    let dests: Vec<Destination> = forward.split(' ').map(|d| d.parse().unwrap()).collect();
+    assert_eq!(dests.len(), 2);
+    // Jaeger v2 (one image, configured with --set) takes OTLP/gRPC on 4317.
+    let jaeger = &services["jaeger"];
+    assert!(s(&jaeger["image"]).starts_with("jaegertracing/jaeger:2."));
+    let args: Vec<String> = jaeger["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    assert_eq!(dests[0].protocol, Protocol::Grpc);
+    assert_eq!(dests[0].url, "http://jaeger:4317");
+    assert!(args.contains(&"--set=receivers.otlp.protocols.grpc.endpoint=0.0.0.0:4317".to_string()));
+    // Tempo's OTLP/HTTP receiver is on the port oclagl sends to, and Grafana
+    // reads Tempo on its HTTP port.
+    assert_eq!(dests[1].protocol, Protocol::HttpProtobuf);
+    assert_eq!(dests[1].url, "http://tempo:4318/v1/traces");
+    let tempo_mount = s(&services["tempo"]["volumes"][0]);
+    let tempo_file = tempo_mount
+        .split(':')
+        .next()
+        .unwrap()
+        .trim_start_matches("./");
+    let tempo = &load(&format!("deploy/{tempo_file}"))[0];
+    let otlp = &tempo["distributor"]["receivers"]["otlp"]["protocols"];
+    assert_eq!(s(&otlp["http"]["endpoint"]), "0.0.0.0:4318");
+    assert_eq!(s(&otlp["grpc"]["endpoint"]), "0.0.0.0:4317");
+    let grafana_mount = s(&services["grafana"]["volumes"][0]);
+    let grafana_file = grafana_mount
+        .split(':')
+        .next()
+        .unwrap()
+        .trim_start_matches("./");
+    let ds = &load(&format!("deploy/{grafana_file}"))[0]["datasources"][0];
+    assert_eq!(s(&ds["type"]), "tempo");
+    assert_eq!(
+        s(&ds["url"]),
+        format!("http://tempo:{}", s(&tempo["server"]["http_listen_port"]))
+    );
+    // Every UI is published on loopback only.
+    for svc in ["jaeger", "grafana", "oclagl", "openclaw"] {
+        for p in services[svc]["ports"].as_sequence().unwrap() {
+            assert!(s(p).starts_with("127.0.0.1:"), "{svc}: {}", s(p));
+        }
+    }
+}
