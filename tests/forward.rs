@@ -150,7 +150,9 @@ fn a_chain_through_rotel_delivers_exactly_what_the_first_sidecar_received() {
             .expect("start rotel-agent"),
     );
     let forward = format!("grpc://127.0.0.1:{rotel_grpc};name=rotel");
-    let (a, ta) = Server::start(&["--forward", &forward]);
+    // A dead destination beside it has its own queue and slows nothing.
+    let dead = format!("http://127.0.0.1:{};name=dead", free_port());
+    let (a, ta) = Server::start(&["--forward", &forward, "--forward", &dead]);
     let m = ta.path().join("m.json");
     // The OpenTelemetry Python SDK sends 16 spans over HTTP into A.
     support::run_py(
@@ -182,6 +184,12 @@ fn a_chain_through_rotel_delivers_exactly_what_the_first_sidecar_received() {
         metric(&page, "oclagl_receiver_accepted_spans_total"),
         Some(8.0)
     );
+    let dead_sent = metric(
+        &page,
+        "oclagl_forward_sent_spans_total{destination=\"dead\"}",
+    );
+    assert_eq!(dead_sent, Some(0.0));
+    assert!(metric(&page, "oclagl_forward_backlog_bytes{destination=\"dead\"}").unwrap() > 0.0);
 }
 
 #[test]
