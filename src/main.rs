@@ -3,6 +3,12 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// Decoding OTLP allocates many small strings and vectors from several
+/// threads at once; mimalloc does that with far less contention than glibc's
+/// allocator (see benches/run-ingest.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "oclagl",

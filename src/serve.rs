@@ -253,7 +253,11 @@ pub async fn serve(
             .with_state((counters, forwarders)),
     );
     let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+    // OTLP exports are often larger than HTTP/2's default 64 KiB window;
+    // with it each request would wait a round trip for a window update.
     let grpc = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(args.max_body.min(8 << 20) as u32))
+        .initial_connection_window_size(Some(16 << 20))
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener),

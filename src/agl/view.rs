@@ -7,7 +7,7 @@
 //! the log position below which every record is reflected in the files, so a
 //! restart rewrites only what the crash may have left stale.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -70,6 +70,14 @@ pub struct View {
     /// Which named rollout each trace-derived rollout was folded into.
     merged: HashMap<Arc<str>, Arc<str>>,
     checkpoint: Pos,
+    /// When the checkpoint was last saved (it is saved at most once a second:
+    /// finding its position costs a pass over every dirty rollout).
+    checkpoint_saved: Instant,
+    /// Dirty rollouts in the order they were last touched, with the
+    /// generation of that touch; entries whose generation is no longer the
+    /// rollout's are skipped. Makes finding due rollouts cost what is due,
+    /// not what is dirty.
+    due: VecDeque<(Instant, Arc<str>, u64)>,
     next_pos: Pos,
     changes: Vec<Change>,
 }
@@ -110,6 +118,8 @@ impl View {
             stale: HashMap::new(),
             merged: HashMap::new(),
             checkpoint,
+            checkpoint_saved: Instant::now(),
+            due: VecDeque::new(),
             next_pos: Pos::default(),
             changes: Vec::new(),
         })
@@ -130,13 +140,14 @@ impl View {
     /// Marks a rollout as needing its file (re)written.
     fn touch(&mut self, id: Arc<str>, pos: Pos) {
         let now = Instant::now();
-        let d = self.dirty.entry(id).or_insert(Dirty {
+        let d = self.dirty.entry(id.clone()).or_insert(Dirty {
             since: pos,
             last_activity: now,
             generation: 0,
         });
         d.last_activity = now;
         d.generation += 1;
+        self.due.push_back((now, id, d.generation));
     }
 
     fn observe(&mut self, pos: Pos, received: u64, summary: &RecordSummary, changed: bool) {
@@ -244,6 +255,7 @@ impl View {
                 "shutdown deadline reached; their trace files are rewritten at the next start"
             );
         }
+        self.save_checkpoint(true);
         drop(job_tx);
         let _ = writer.join();
     }
@@ -253,20 +265,41 @@ impl View {
     fn dispatch(&mut self, jobs: &std::sync::mpsc::SyncSender<Vec<Job>>, all: bool) -> bool {
         let now = Instant::now();
         let quiet = self.cfg.quiet;
-        let mut due: Vec<(Pos, Arc<str>)> = self
-            .dirty
-            .iter()
-            .filter(|(_, d)| all || now.duration_since(d.last_activity) >= quiet)
-            .map(|(id, d)| (d.since, id.clone()))
-            .collect();
+        let due: Vec<Arc<str>> = if all {
+            let mut due: Vec<(Pos, Arc<str>)> = self
+                .dirty
+                .iter()
+                .map(|(id, d)| (d.since, id.clone()))
+                .collect();
+            due.sort_unstable();
+            due.truncate(BATCH);
+            due.into_iter().map(|(_, id)| id).collect()
+        } else {
+            let mut due = Vec::new();
+            while due.len() < BATCH {
+                match self.due.front() {
+                    Some((at, _, _)) if now.duration_since(*at) >= quiet => {}
+                    _ => break,
+                }
+                let Some((_, id, generation)) = self.due.pop_front() else {
+                    break;
+                };
+                if self
+                    .dirty
+                    .get(&id)
+                    .is_some_and(|d| d.generation == generation)
+                {
+                    due.push(id);
+                }
+            }
+            due
+        };
         if due.is_empty() {
             return false;
         }
-        due.sort_unstable();
-        due.truncate(BATCH);
         let batch: Vec<Job> =
             due.into_iter()
-                .filter_map(|(_, id)| {
+                .filter_map(|id| {
                     let Some(rollout) = self.index.get(&id).cloned() else {
                         self.dirty.remove(&id);
                         return None;
@@ -321,16 +354,27 @@ impl View {
                 }
                 Some(e) => {
                     tracing::error!(rollout = %d.id, error = %e, "cannot write trace file; will retry");
+                    if let Some(x) = self.dirty.get(&d.id) {
+                        self.due
+                            .push_back((Instant::now(), d.id.clone(), x.generation));
+                    }
                     if !d.stale.is_empty() {
                         self.stale.entry(d.id).or_default().extend(d.stale);
                     }
                 }
             }
         }
-        self.save_checkpoint();
+        self.save_checkpoint(false);
     }
 
-    fn save_checkpoint(&mut self) {
+    fn save_checkpoint(&mut self, now: bool) {
+        if !now
+            && !self.dirty.is_empty()
+            && self.checkpoint_saved.elapsed() < Duration::from_secs(1)
+        {
+            return;
+        }
+        self.checkpoint_saved = Instant::now();
         let low = self
             .dirty
             .values()
