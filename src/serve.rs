@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use crate::agl::view::{View, ViewConfig, ViewError};
 use crate::args::{parse_duration, parse_size};
 use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
+use crate::gateway::Secret;
+use crate::ingest::auth::{self, AuthError, Tls, Tokens};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Pos, Store, StoreError};
 
@@ -70,6 +72,24 @@ pub struct ServeArgs {
     /// store), with options `;headers=k=v,k2=v2;timeout=10s;compression=gzip;max-backlog=1GiB;name=x`.
     #[arg(long = "forward", env = "OCLAGL_FORWARD", value_delimiter = ' ')]
     pub forward: Vec<Destination>,
+    /// Require `Authorization: Bearer <token>` (gRPC: the same metadata) on
+    /// every receiver and endpoint but /health. Repeatable, or
+    /// comma-separated in the environment, so tokens can be rotated.
+    #[arg(long = "auth-token", env = "OCLAGL_AUTH_TOKEN", value_delimiter = ',', hide_env_values = true, value_parser = parse_secret)]
+    pub auth_token: Vec<Secret>,
+    /// Allow listening beyond loopback without --auth-token.
+    #[arg(long, env = "OCLAGL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve the receivers over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "OCLAGL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "OCLAGL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s.trim()))
 }
 
 impl Default for ServeArgs {
@@ -104,6 +124,8 @@ pub enum ServeError {
     View(#[from] ViewError),
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("server error: {0}")]
     Server(String),
 }
@@ -128,6 +150,18 @@ pub async fn serve(
             args.max_inflight, args.max_body
         )));
     }
+    let tokens = Tokens::new(args.auth_token.clone());
+    for addr in [args.grpc_addr, args.http_addr] {
+        if !addr.ip().is_loopback() && !tokens.required() && !args.insecure_no_auth {
+            return Err(ServeError::Config(format!(
+                "refusing to listen on {addr} without authentication: set --auth-token (OCLAGL_AUTH_TOKEN), or --insecure-no-auth if the network is trusted"
+            )));
+        }
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+        _ => None,
+    };
     let mut names = std::collections::HashSet::new();
     for d in &args.forward {
         if !names.insert(d.name.as_str()) {
@@ -247,24 +281,56 @@ pub async fn serve(
             }
         }));
     }
-    let router = ingest::http::router(ingest.clone()).merge(
-        axum::Router::new()
-            .route("/metrics", axum::routing::get(metrics))
-            .with_state((counters, forwarders)),
-    );
-    let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let router = ingest::http::router(ingest.clone())
+        .merge(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(metrics))
+                .with_state((counters, forwarders)),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            auth::require_http,
+        ));
+    let http_stopped = stopped(stop_rx.clone());
+    let http = match &tls {
+        Some(tls) => {
+            let listener = auth::TlsListener::new(http_listener, tls)
+                .map_err(|e| ServeError::Server(e.to_string()))?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(http_stopped)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(http_stopped)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    };
     // OTLP exports are often larger than HTTP/2's default 64 KiB window;
     // with it each request would wait a round trip for a window update.
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(args.max_body.min(8 << 20) as u32))
-        .initial_connection_window_size(Some(16 << 20))
+        .initial_connection_window_size(Some(16 << 20));
+    if let Some(tls) = &tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        grpc = grpc
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Server(format!("gRPC TLS: {e}")))?;
+    }
+    let grpc = grpc
+        .layer(tonic::service::InterceptorLayer::new(
+            auth::grpc_interceptor(tokens),
+        ))
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener),
             stopped(stop_rx),
         );
     drop(ingest);
-    let http = tokio::spawn(async move { http.await.map_err(|e| e.to_string()) });
     let grpc = tokio::spawn(async move { grpc.await.map_err(|e| e.to_string()) });
     shutdown.await;
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");

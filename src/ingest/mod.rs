@@ -7,6 +7,7 @@
 //! throttled (HTTP 429 / gRPC `RESOURCE_EXHAUSTED`, retry after a second);
 //! a store that fails to write answers 503 / `UNAVAILABLE`.
 
+pub mod auth;
 pub mod grpc;
 pub mod http;
 
