@@ -129,7 +129,9 @@ pub async fn serve(
         data_dir: args.data_dir.clone(),
         wal_dir: wal_dir.clone(),
         quiet: args.quiet,
+        sync: args.fsync,
     })?;
+    let rollouts = view.rollouts();
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
     let (store, writer, stats) = Store::open(
         &wal_dir,
@@ -189,8 +191,9 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http = axum::serve(http_listener, ingest::http::router(ingest.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let router = ingest::http::router(ingest.clone())
+        .merge(ingest::http::reward_router(ingest.clone(), rollouts));
+    let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc = tonic::transport::Server::builder()
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(

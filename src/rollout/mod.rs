@@ -11,6 +11,7 @@
 //! - `agentlightning.message` with the reply.
 
 pub mod otel;
+pub mod reward;
 
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,9 @@ pub struct Outcome {
     pub seconds: f64,
     #[serde(skip)]
     pub gateway_error: Option<GatewayError>,
+    /// The rollout's root span, for spans added afterwards (rewards).
+    #[serde(skip)]
+    pub root: Option<opentelemetry::trace::SpanContext>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -232,6 +236,7 @@ impl Emitter {
         };
 
         let root_span = root_cx.span();
+        let root = Some(root_span.span_context().clone());
         let outcome = match result {
             Ok(reply) => {
                 self.record_turns(&root_cx, &task.prompt, &reply);
@@ -255,6 +260,7 @@ impl Emitter {
                     tries,
                     seconds: started.elapsed().as_secs_f64(),
                     gateway_error: None,
+                    root,
                 }
             }
             Err(e) => {
@@ -276,6 +282,7 @@ impl Emitter {
                     tries,
                     seconds: started.elapsed().as_secs_f64(),
                     gateway_error: Some(e),
+                    root,
                 }
             }
         };
