@@ -95,7 +95,7 @@ fn real_main() -> anyhow::Result<i32> {
                 Ok(if summary.interrupted {
                     130
                 } else {
-                    i32::from(summary.failed > 0)
+                    i32::from(summary.failed + summary.score_errors > 0)
                 })
             }
             Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),

@@ -34,6 +34,9 @@ pub struct Task {
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// The expected answer, for `collect --score`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
 }
 
 /// How a rollout is run.
@@ -71,6 +74,9 @@ pub struct Outcome {
     /// The rollout's root span, for spans added afterwards (rewards).
     #[serde(skip)]
     pub root: Option<opentelemetry::trace::SpanContext>,
+    /// Rewards given when it ended (`collect --score`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<reward::Reward>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -261,6 +267,7 @@ impl Emitter {
                     seconds: started.elapsed().as_secs_f64(),
                     gateway_error: None,
                     root,
+                    rewards: Vec::new(),
                 }
             }
             Err(e) => {
@@ -283,6 +290,7 @@ impl Emitter {
                     seconds: started.elapsed().as_secs_f64(),
                     gateway_error: Some(e),
                     root,
+                    rewards: Vec::new(),
                 }
             }
         };
