@@ -296,7 +296,7 @@ pub struct RewardArgs {
     /// The rollout to reward (`ro-…`).
     pub rollout_id: String,
     /// Rewards: `VALUE` or `NAME=VALUE`; the first is the primary one.
-    #[arg(required = true, value_name = "REWARD", allow_hyphen_values = true)]
+    #[arg(required = true, value_name = "REWARD", allow_negative_numbers = true)]
     pub rewards: Vec<String>,
     /// Name of the first reward when it is given as a bare number [default: primary].
     #[arg(long, env = "OCLAGL_REWARD_NAME")]
