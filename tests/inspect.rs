@@ -291,7 +291,7 @@ async fn reward_without_a_sidecar_writes_the_local_store() {
 async fn ls_lists_a_generated_store_of_100k_rollouts() {
     const N: u64 = 100_000;
     let (server, tmp) = Server::start(&["--fsync", "false", "--quiet", "50ms"]);
-    generate(&server, N, 2_000).await;
+    generate(&server, N, 50).await;
     let data = tmp.path().join("data");
     wait_summarised(&data, N as usize, Duration::from_secs(600));
     let ls = |extra: &[&str]| -> Vec<Value> {

@@ -13,6 +13,7 @@ use crate::agl::summary::{self, Summary};
 use crate::agl::trace_file::datetime;
 use crate::args::parse_duration;
 use crate::export::filter::parse_time;
+use crate::export::parse_reward;
 
 /// `oclagl ls` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,7 +32,7 @@ pub struct LsArgs {
     #[arg(long, env = "OCLAGL_LS_SESSION", value_delimiter = ',')]
     pub session: Vec<String>,
     /// Only rollouts whose primary reward is at least this.
-    #[arg(long, env = "OCLAGL_LS_MIN_REWARD", value_name = "REWARD", value_parser = parse_number)]
+    #[arg(long, env = "OCLAGL_LS_MIN_REWARD", value_name = "REWARD", value_parser = parse_reward)]
     pub min_reward: Option<f64>,
     /// Sort by this column.
     #[arg(long, env = "OCLAGL_LS_SORT", value_enum, default_value_t = SortKey::Start)]
@@ -68,14 +69,6 @@ pub fn parse_since(s: &str) -> Result<f64, String> {
         return Ok(now.saturating_sub(back).as_secs_f64());
     }
     parse_time(t)
-}
-
-fn parse_number(s: &str) -> Result<f64, String> {
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| format!("{s:?} is not a number"))
 }
 
 impl LsArgs {
