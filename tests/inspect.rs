@@ -272,6 +272,13 @@ async fn reward_without_a_sidecar_writes_the_local_store() {
         reward[1]["attributes"]["agentlightning.reward.0.value"],
         0.75
     );
+    let listed = || -> Vec<Value> {
+        let out = oclagl(tmp.path(), &[], &["ls", "--data-dir", "data", "--json"]);
+        serde_json::from_str(&ok(&out)).unwrap()
+    };
+    assert_eq!(listed()[0]["rewards"][0]["value"], 0.75);
+    // Summaries lost: the next start rebuilds them from the store.
+    std::fs::remove_file(tmp.path().join("data/rollouts.jsonl")).unwrap();
     let mut args = vec!["reward", "ro-000000000bad", "1"];
     args.extend(local);
     let missing = oclagl(tmp.path(), &[], &args);
@@ -282,6 +289,10 @@ async fn reward_without_a_sidecar_writes_the_local_store() {
         stderr(&missing)
     );
     assert_eq!(trace_files(&tmp.path().join("traces")).len(), 1);
+    let rebuilt = listed();
+    assert_eq!(rebuilt.len(), 1);
+    assert_eq!(rebuilt[0]["rollout_id"], id.as_str());
+    assert_eq!(rebuilt[0]["rewards"][0]["value"], 0.75);
 }
 
 /// `ls` over a generated store of 100,000 rollouts: every filter and sort
