@@ -37,6 +37,7 @@ fn median(runs: u64, program: &str, args: &[&str], dir: &Path) -> Duration {
                 .args(args)
                 .current_dir(dir)
                 .env("NO_COLOR", "1")
+                .env("OCLAGL_DATA_DIR", "data")
                 .stdout(Stdio::null())
                 .status()
                 .expect("run");
