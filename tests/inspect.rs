@@ -173,6 +173,9 @@ async fn rewards_reach_trace_files_agl_export_ls_and_show() {
         json!([[["exact_match", 1.0], ["brevity", 0.25]]])
     );
     assert_eq!(agl[&b]["final"], 0.2);
+    // Its triplet adapter gives the reward to the rollout's LLM call.
+    assert_eq!(agl[&a]["triplet_rewards"], json!([1.0]));
+    assert_eq!(agl[&b]["triplet_rewards"], json!([0.2]));
 
     // export-sft --min-reward keeps the rewarded rollout only.
     let out = oclagl(
