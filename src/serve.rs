@@ -194,7 +194,9 @@ pub async fn serve(
         wal_dir: wal_dir.clone(),
         quiet: args.quiet,
         written,
+        sync: args.fsync,
     })?;
+    let rollouts = view.rollouts();
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
     let (store, writer, stats) = Store::open(
         &wal_dir,
@@ -282,6 +284,7 @@ pub async fn serve(
         }));
     }
     let router = ingest::http::router(ingest.clone())
+        .merge(ingest::http::reward_router(ingest.clone(), rollouts))
         .merge(
             axum::Router::new()
                 .route("/metrics", axum::routing::get(metrics))

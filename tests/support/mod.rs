@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod fake_fork;
 pub mod gateway;
+pub mod rollouts;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
 

@@ -18,6 +18,7 @@ pub mod trace_file;
 use serde_json::{Map, Value};
 
 use crate::export::model::Conversation;
+use crate::rollout::reward::{Reward, PRIMARY, REWARD_PREFIX};
 use trace_file::{for_each_key, Doc, SpanDoc};
 
 /// Why a span's messages could not be read (a malformed span, as AGL would
@@ -122,18 +123,18 @@ pub struct Rollout {
 
 /// Root-span attribute naming the session (written by the collector).
 pub const SESSION_KEY: &str = "oclagl.session_key";
-const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
-const MODEL_ATTRS: [&str; 3] = [
+pub const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
+pub const MODEL_ATTRS: [&str; 3] = [
     "gen_ai.response.model",
     "gen_ai.request.model",
     "llm.model_name",
 ];
-const PROMPT_TOKENS: [&str; 3] = [
+pub const PROMPT_TOKENS: [&str; 3] = [
     "gen_ai.usage.prompt_tokens",
     "gen_ai.usage.input_tokens",
     "llm.token_count.prompt",
 ];
-const COMPLETION_TOKENS: [&str; 3] = [
+pub const COMPLETION_TOKENS: [&str; 3] = [
     "gen_ai.usage.completion_tokens",
     "gen_ai.usage.output_tokens",
     "llm.token_count.completion",
@@ -162,13 +163,15 @@ fn convention_of(span: &SpanDoc, n: usize) -> Result<Option<Convention>, Malform
     Ok(best)
 }
 
-fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+/// The first of `keys` holding a non-empty string.
+pub fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter()
         .find_map(|k| attrs.get(*k)?.as_str().filter(|s| !s.is_empty()))
         .map(str::to_string)
 }
 
-fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
+/// The first of `keys` holding a count (a number or a numeric string); 0 if none.
+pub fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
     keys.iter()
         .find_map(|k| match attrs.get(*k)? {
             Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
@@ -178,17 +181,39 @@ fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The primary reward a span records: AGL 0.3's `agentlightning.reward.<i>`
-/// list (index 0 is primary), or the older `reward` attribute.
-pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
-    if let Some(Value::Array(list)) = attrs::unflatten(attrs, "agentlightning.reward") {
-        return list.first()?.get("value")?.as_f64();
+/// The rewards a span records, in order: AGL 0.3's
+/// `agentlightning.reward.<i>.name/value` list (index 0 is primary; the list
+/// ends at the first entry without a numeric value), or the older `reward`
+/// attribute (named `primary`).
+pub fn rewards_of(attrs: &Map<String, Value>) -> Vec<Reward> {
+    if let Some(Value::Array(list)) = attrs::unflatten(attrs, REWARD_PREFIX) {
+        return list
+            .iter()
+            .map_while(|r| {
+                Some(Reward {
+                    name: r.get("name").and_then(Value::as_str).unwrap_or("").into(),
+                    value: r.get("value")?.as_f64()?,
+                })
+            })
+            .collect();
     }
-    attrs.get("reward")?.as_f64()
+    let legacy = attrs.get("reward").and_then(Value::as_f64);
+    legacy
+        .map(|value| Reward {
+            name: PRIMARY.into(),
+            value,
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The primary reward a span records (see [`rewards_of`]).
+pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
+    rewards_of(attrs).first().map(|r| r.value)
 }
 
 /// Span names AGL gives reward spans (0.3 and older emitters).
-const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
+pub const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
 
 /// Reads what export needs of one trace file's rollout. `fallback_id` names
 /// it when the file does not.
