@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::agl::view::{View, ViewConfig, ViewError};
 use crate::args::{parse_duration, parse_size};
+use crate::ingest::proxy::{parse_upstream, ProxyConfig, Upstream};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Store, StoreError};
 
@@ -63,6 +64,19 @@ pub struct ServeArgs {
     /// rewritten from the store at the next start.
     #[arg(long, env = "OCLAGL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Listen address of the LLM proxy (off unless given): an
+    /// OpenAI-compatible pass-through that records every model call.
+    #[arg(long, env = "OCLAGL_LLM_PROXY")]
+    pub llm_proxy: Option<SocketAddr>,
+    /// Where the LLM proxy forwards: a base URL (the default upstream), or
+    /// `<model-prefix>=<url>` for models whose name starts with the prefix.
+    /// Repeatable (comma-separated in the environment).
+    #[arg(long, env = "OCLAGL_LLM_UPSTREAM", value_delimiter = ',', value_parser = parse_upstream)]
+    pub llm_upstream: Vec<Upstream>,
+    /// Bytes of request and response body the LLM proxy records per call;
+    /// past it the span keeps the beginning and says it was truncated.
+    #[arg(long, env = "OCLAGL_LLM_RECORD_MAX", default_value = "4MiB", value_parser = parse_size)]
+    pub llm_record_max: usize,
 }
 
 impl Default for ServeArgs {
@@ -104,6 +118,8 @@ pub enum ServeError {
 pub struct Bound {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The LLM proxy, when `--llm-proxy` is given.
+    pub llm_proxy: Option<SocketAddr>,
 }
 
 /// Runs the sidecar until `shutdown` resolves, then drains and returns.
@@ -118,6 +134,11 @@ pub async fn serve(
             "--max-inflight ({}) must be at least --max-body ({})",
             args.max_inflight, args.max_body
         )));
+    }
+    if args.llm_proxy.is_none() && !args.llm_upstream.is_empty() {
+        return Err(ServeError::Config(
+            "--llm-upstream needs --llm-proxy (the address the proxy listens on)".into(),
+        ));
     }
     std::fs::create_dir_all(&args.data_dir).map_err(|source| ServeError::Dir {
         path: args.data_dir.display().to_string(),
@@ -167,6 +188,19 @@ pub async fn serve(
         },
         Arc::new(Counters::default()),
     ));
+    let llm_app = match args.llm_proxy {
+        Some(_) => {
+            let config = ProxyConfig {
+                upstreams: args.llm_upstream.clone(),
+                record_max: args.llm_record_max,
+            };
+            Some(
+                ingest::proxy::router(ingest.clone(), config)
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -174,15 +208,21 @@ pub async fn serve(
     };
     let grpc_listener = bind(args.grpc_addr).await?;
     let http_listener = bind(args.http_addr).await?;
-    let bound = Bound {
-        grpc: grpc_listener
-            .local_addr()
-            .map_err(|e| ServeError::Server(e.to_string()))?,
-        http: http_listener
-            .local_addr()
-            .map_err(|e| ServeError::Server(e.to_string()))?,
+    let llm_listener = match args.llm_proxy {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
     };
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
+    let local = |l: &TcpListener| {
+        l.local_addr()
+            .map_err(|e| ServeError::Server(e.to_string()))
+    };
+    let bound = Bound {
+        grpc: local(&grpc_listener)?,
+        http: local(&http_listener)?,
+        llm_proxy: llm_listener.as_ref().map(local).transpose()?,
+    };
+    let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -195,15 +235,31 @@ pub async fn serve(
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener),
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         );
+    let llm = match (llm_listener, llm_app) {
+        (Some(listener), Some(app)) => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let serving =
+                axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move {
+                serving.await.map_err(|e| e.to_string())
+            }))
+        }
+        _ => None,
+    };
     drop(ingest);
     let http = tokio::spawn(async move { http.await.map_err(|e| e.to_string()) });
     let grpc = tokio::spawn(async move { grpc.await.map_err(|e| e.to_string()) });
     shutdown.await;
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");
     let _ = stop_tx.send(true);
-    let results = [http.await, grpc.await];
+    let mut results = vec![http.await, grpc.await];
+    if let Some(llm) = llm {
+        results.push(llm.await);
+    }
     // Every store handle is gone now, so the writer drains and ends, which
     // ends the view after it has written what is pending.
     let joined = tokio::task::spawn_blocking(move || {
