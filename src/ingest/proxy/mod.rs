@@ -56,9 +56,11 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     } else {
         match s.split_once('=') {
             Some((p, u)) if !p.is_empty() => (Some(p.to_string()), u.trim()),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "{s:?} is not an upstream (use https://host/v1 or <model-prefix>=https://host/v1)"
-            )),
+            ))
+            }
         }
     };
     let url = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
