@@ -8,7 +8,7 @@ mod common;
 #[path = "../tests/support/fake_fork.rs"]
 mod fake_fork;
 
-use common::{env_or, levels, oclagl_bin};
+use common::{env_or, levels, oclagl_bin, pct};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -60,11 +60,6 @@ async fn drive(url: String, body: MakeRequest, n: usize, c: usize) -> (f64, Vec<
     let rps = n as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (rps, all)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 #[tokio::main]

@@ -1,7 +1,10 @@
 //! Setup shared by the benchmarks that drive the `oclagl` binary against the
 //! fake fork gateway of `tests/support/fake_fork.rs`.
 
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A number from the environment, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -25,4 +28,10 @@ pub fn oclagl_bin() -> PathBuf {
     std::env::var("OCLAGL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/oclagl"))
+}
+
+/// Percentile `p` (0..1) of sorted latencies, in milliseconds.
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
 }
