@@ -9,11 +9,10 @@
 
 mod common;
 
-use common::{env_or, levels, oclagl_bin, pct};
+use common::{env_or, field, levels, oclagl_bin, pct, spawn_ready};
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,38 +136,22 @@ async fn main() {
     tokio::spawn(async move { axum::serve(listener, app).await.expect("provider") });
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(oclagl_bin())
-        .current_dir(dir.path())
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--llm-proxy", "127.0.0.1:0", "--llm-upstream"])
-        .arg(format!("http://{upstream}/v1"))
-        .env("OCLAGL_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start oclagl serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("oclagl serve ready") {
-                let field = |name: &str| {
-                    let rest = line.split(&format!(" {name}=")).nth(1).unwrap_or("");
-                    rest.split_whitespace().next().unwrap_or("").to_string()
-                };
-                let _ = tx.send((field("http"), field("llm_proxy")));
-            }
-        }
-    });
-    let (http, proxy) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("oclagl serve ready");
+    let (mut child, ready) = spawn_ready(
+        Command::new(oclagl_bin())
+            .current_dir(dir.path())
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--llm-proxy", "127.0.0.1:0", "--llm-upstream"])
+            .arg(format!("http://{upstream}/v1"))
+            .env("OCLAGL_LOG", "info"),
+        "oclagl serve ready",
+    );
+    let (http, proxy) = (field(&ready, "http"), field(&ready, "llm_proxy"));
     let targets = [
         format!("http://{upstream}/v1/chat/completions"),
         format!("http://{proxy}/v1/chat/completions"),

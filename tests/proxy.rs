@@ -388,6 +388,13 @@ fn proxy_span(traces: &Path, n: u8) -> Value {
     find(&files).unwrap()
 }
 
+/// A chat request body for model `m-1`.
+fn chat(content: &str, stream: bool) -> Vec<u8> {
+    json!({"model": "m-1", "stream": stream, "messages": [{"role": "user", "content": content}]})
+        .to_string()
+        .into_bytes()
+}
+
 const KEY: &str = "Bearer sk-proxy-test-5e1f";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,18 +496,10 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
     assert_eq!(span["attributes"]["error.type"], "429");
 
     // An event stream arrives as the upstream sent it and is reassembled.
-    let streamed = post(
-        &proxy,
-        "stream",
-        4,
-        json!({"model": "m-1", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]})
-        .to_string()
-        .into_bytes(),
-    )
-    .send()
-    .await
-    .unwrap();
+    let streamed = post(&proxy, "stream", 4, chat("hi", true))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(streamed.headers()["content-type"], "text/event-stream");
     assert_eq!(streamed.text().await.unwrap(), fake::STREAM);
     let span = proxy_span(&traces, 4);
@@ -547,9 +546,7 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
 
     // Over the recording cap: the client gets everything, the span the
     // beginning and a flag.
-    let big =
-        json!({"model": "m-1", "messages": [{"role": "user", "content": "x".repeat(200_000)}]});
-    let bytes = big.to_string().into_bytes();
+    let bytes = chat(&"x".repeat(200_000), false);
     let echoed = post(&proxy, "echo", 6, bytes.clone()).send().await.unwrap();
     assert_eq!(echoed.bytes().await.unwrap().to_vec(), bytes);
     let span = proxy_span(&traces, 6);
@@ -561,18 +558,10 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
     assert!(bytes.starts_with(kept.as_bytes()));
 
     // A client that hangs up mid-stream cancels the upstream call.
-    let mut endless = post(
-        &proxy,
-        "endless",
-        7,
-        json!({"model": "m-1", "stream": true,
-        "messages": [{"role": "user", "content": "go on"}]})
-        .to_string()
-        .into_bytes(),
-    )
-    .send()
-    .await
-    .unwrap();
+    let mut endless = post(&proxy, "endless", 7, chat("go on", true))
+        .send()
+        .await
+        .unwrap();
     assert!(endless.chunk().await.unwrap().is_some());
     drop(endless);
     tokio::time::timeout(Duration::from_secs(30), closed.recv())

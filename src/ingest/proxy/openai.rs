@@ -449,21 +449,35 @@ fn ids(v: Option<&Value>) -> Option<Vec<i64>> {
     list.iter().map(Value::as_i64).collect()
 }
 
-fn chat_response(v: &Value) -> Result<Response, Malformed> {
-    let obj = object(v, "the response")?;
+/// A response's id, model and token counts; `[input, output, details]`
+/// name its API's usage fields.
+fn response_head(obj: &Map<String, Value>, names: [&str; 3]) -> Result<Response, Malformed> {
+    let [input, output, details] = names;
     let usage = obj.get("usage").cloned().unwrap_or(Value::Null);
-    let mut out = Response {
+    Ok(Response {
         id: opt_str(obj, "id", "the response")?,
         model: opt_str(obj, "model", "the response")?,
-        input_tokens: count(&usage, "prompt_tokens"),
-        output_tokens: count(&usage, "completion_tokens"),
+        input_tokens: count(&usage, input),
+        output_tokens: count(&usage, output),
         total_tokens: count(&usage, "total_tokens"),
-        cached_tokens: usage
-            .get("prompt_tokens_details")
-            .and_then(|d| count(d, "cached_tokens")),
+        cached_tokens: usage.get(details).and_then(|d| count(d, "cached_tokens")),
+        ..Response::default()
+    })
+}
+
+fn chat_response(v: &Value) -> Result<Response, Malformed> {
+    let obj = object(v, "the response")?;
+    let mut out = Response {
         prompt_token_ids: ids(obj.get("prompt_token_ids")),
         response_token_ids: ids(obj.get("response_token_ids")),
-        ..Response::default()
+        ..response_head(
+            obj,
+            [
+                "prompt_tokens",
+                "completion_tokens",
+                "prompt_tokens_details",
+            ],
+        )?
     };
     let choices = obj.get("choices").cloned().unwrap_or(Value::Array(vec![]));
     for (i, c) in array(&choices, "choices")?.iter().enumerate() {
@@ -490,7 +504,6 @@ fn chat_response(v: &Value) -> Result<Response, Malformed> {
 
 fn responses_response(v: &Value) -> Result<Response, Malformed> {
     let obj = object(v, "the response")?;
-    let usage = obj.get("usage").cloned().unwrap_or(Value::Null);
     let mut messages = Vec::new();
     let output = obj.get("output").cloned().unwrap_or(Value::Array(vec![]));
     items_to_messages(array(&output, "output")?, "output", &mut messages)?;
@@ -522,20 +535,14 @@ fn responses_response(v: &Value) -> Result<Response, Malformed> {
         _ => None,
     };
     Ok(Response {
-        id: opt_str(obj, "id", "the response")?,
-        model: opt_str(obj, "model", "the response")?,
         choices: vec![Choice {
             message,
             finish_reason,
         }],
-        input_tokens: count(&usage, "input_tokens"),
-        output_tokens: count(&usage, "output_tokens"),
-        total_tokens: count(&usage, "total_tokens"),
-        cached_tokens: usage
-            .get("input_tokens_details")
-            .and_then(|d| count(d, "cached_tokens")),
-        prompt_token_ids: None,
-        response_token_ids: None,
+        ..response_head(
+            obj,
+            ["input_tokens", "output_tokens", "input_tokens_details"],
+        )?
     })
 }
 

@@ -341,33 +341,29 @@ impl Call {
         if let Some(status) = self.status {
             attrs.push(kv("http.response.status_code", int(u64::from(status))));
         }
-        let mut problems = Vec::new();
-        let request = match openai::request(self.api, &self.request.bytes) {
-            Ok(r) => {
-                request_attrs(&r, &mut attrs);
-                Some(r)
-            }
-            Err(e) => {
-                problems.push(format!("request: {e}"));
-                None
-            }
-        };
         let answered =
             self.status.is_some_and(|s| (200..300).contains(&s)) && self.end == End::Complete;
-        let response = if answered {
-            match openai::response(self.api, &self.response.bytes, self.event_stream) {
-                Ok(r) => {
-                    response_attrs(&r, &mut attrs);
-                    Some(r)
-                }
-                Err(e) => {
-                    problems.push(format!("response: {e}"));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let request =
+            openai::request(self.api, &self.request.bytes).map_err(|e| format!("request: {e}"));
+        let response = answered.then(|| {
+            openai::response(self.api, &self.response.bytes, self.event_stream)
+                .map_err(|e| format!("response: {e}"))
+        });
+        let problems: Vec<String> = [
+            request.as_ref().err(),
+            response.as_ref().and_then(|r| r.as_ref().err()),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        let (request, response) = (request.ok(), response.and_then(Result::ok));
+        if let Some(r) = &request {
+            request_attrs(r, &mut attrs);
+        }
+        if let Some(r) = &response {
+            response_attrs(r, &mut attrs);
+        }
         if !problems.is_empty() {
             attrs.push(kv(UNREADABLE, text(problems.join("; "))));
         }
