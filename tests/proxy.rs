@@ -320,6 +320,11 @@ mod fake {
             )
                 .into_response(),
             "stream" => ([("content-type", "text/event-stream")], STREAM).into_response(),
+            "responses" => (
+                [("content-type", "application/json")],
+                r#"{"id":"resp_1","model":"m-1","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}"#,
+            )
+                .into_response(),
             "endless" => {
                 // One event every 20 ms until the reader goes away.
                 let guard = Guard(closed);
@@ -509,6 +514,24 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
         json!(["stop"])
     );
     assert_eq!(span["status"]["status_code"], "UNSET");
+
+    // The Responses API is recorded the same way.
+    let answer = client
+        .post(format!("{proxy}/responses"))
+        .header("x-scenario", "responses")
+        .header("traceparent", traceparent(8))
+        .body(r#"{"model":"m-1","instructions":"be brief","input":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let span = proxy_span(&traces, 8);
+    let attrs = &span["attributes"];
+    assert_eq!(attrs["url.path"], "/v1/responses");
+    assert_eq!(attrs["gen_ai.prompt.0.role"], "system");
+    assert_eq!(attrs["gen_ai.prompt.1.content"], "hello");
+    assert_eq!(attrs["gen_ai.completion.0.content"], "Hi");
+    assert_eq!(attrs["gen_ai.usage.output_tokens"], 1);
 
     // Other routes pass through unrecorded.
     let models = client.get(format!("{proxy}/models")).send().await.unwrap();
