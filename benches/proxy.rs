@@ -4,8 +4,13 @@
 //! ones, at 1 and 64 concurrent calls. Each client alternates direct and
 //! proxied calls, so both see the same machine load.
 //!
+//! Like a gateway's, each client's calls carry a `traceparent`, ten calls
+//! per trace (a rollout of ten model calls), so the proxy's spans land in
+//! rollouts as they do in use.
+//!
 //! Run: `bash benches/run-proxy.sh`. Knobs: REQUESTS (4000 per kind and
-//! level), CONCURRENCY ("1,64"), OCLAGL_BIN.
+//! level), CONCURRENCY ("1,64"), LATENCY_MS (0: the provider's delay before
+//! it answers), OCLAGL_BIN.
 
 mod common;
 
@@ -23,8 +28,13 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-/// The fake provider: a small chat completion, or the same as five events.
+/// The fake provider: a small chat completion, or the same as five events,
+/// after `LATENCY_MS`.
 async fn provider(body: Bytes) -> Response {
+    let latency = env_or("LATENCY_MS", 0u64);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
     let streamed = serde_json::from_slice::<Value>(&body).is_ok_and(|b| b["stream"] == true);
     if !streamed {
         let answer = json!({"id": "chatcmpl-b", "object": "chat.completion", "model": "m-1",
@@ -78,21 +88,31 @@ async fn drive(
         .expect("client");
     let next = Arc::new(AtomicUsize::new(0));
     let targets = Arc::new(targets);
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let mut workers = Vec::new();
-    for _ in 0..c {
+    for worker in 0..c {
         let (client, next, targets, body) =
             (client.clone(), next.clone(), targets.clone(), body.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = [Vec::new(), Vec::new()];
-            loop {
+            for call in 0usize.. {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= 2 * n {
-                    return lat;
+                    break;
                 }
                 let which = i % 2;
                 let t = Instant::now();
+                let traceparent = format!(
+                    "00-{:08x}{:08x}{:016x}-{:016x}-01",
+                    run + 1,
+                    worker + 1,
+                    call / 10 + 1,
+                    call + 1
+                );
                 let mut resp = client
                     .post(&targets[which])
+                    .header("traceparent", traceparent)
                     .header("content-type", "application/json")
                     .header("authorization", "Bearer bench-key")
                     .body(body.clone())
@@ -110,6 +130,7 @@ async fn drive(
                     lat[which].push(t.elapsed());
                 }
             }
+            lat
         }));
     }
     let mut all = [Vec::new(), Vec::new()];
@@ -160,8 +181,9 @@ async fn main() {
     drive(targets.clone(), request_body(false), 200, 8, false).await;
 
     println!(
-        "LLM proxy vs direct calls to the same fake provider: {n} calls of each per row, \
+        "LLM proxy vs direct calls to the same fake provider ({} ms latency): {n} calls of each per row, \
          request body {} bytes, each call recorded as a span (durable store, fsync on)",
+        env_or("LATENCY_MS", 0u64),
         request_body(false).len()
     );
     println!("| calls | concurrency | direct p50 / p99 (ms) | proxy p50 / p99 (ms) | added p50 / p99 (ms) |");

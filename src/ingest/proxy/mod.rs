@@ -12,6 +12,8 @@
 //! cap, and when the call ends the span ([`span`]) goes to the store
 //! in-process, a child of the request's `traceparent`. A client that hangs up
 //! drops the upstream call with it, and the span records the cancellation.
+//! Spans are built on a thread of their own at a lower priority, so on a busy
+//! machine the calls in flight get the CPU first.
 //!
 //! Two deliberate departures from byte-for-byte transparency: the client's
 //! `Accept-Encoding` is not forwarded (so the answer can be recorded; the
@@ -94,6 +96,8 @@ pub enum ProxyError {
     NoUpstream,
     #[error("cannot set up the LLM proxy's HTTP client: {0}")]
     Client(String),
+    #[error("cannot start the LLM proxy's recorder: {0}")]
+    Recorder(String),
 }
 
 struct Proxy {
@@ -102,7 +106,69 @@ struct Proxy {
     upstreams: Vec<Upstream>,
     by_model: bool,
     record_max: usize,
+    recorder: Recorder,
+}
+
+/// Calls waiting for their span to be built; past it, a call's span is built
+/// on the runtime instead (this bounds the memory of waiting calls).
+const RECORDER_QUEUE: usize = 256;
+
+/// Turns finished calls into spans and hands them to the store.
+#[derive(Clone)]
+struct Recorder {
+    queue: std::sync::mpsc::SyncSender<Call>,
     ingest: Arc<Ingest>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Recorder {
+    /// Starts the recorder thread; it ends when the last handle is dropped.
+    fn start(ingest: Arc<Ingest>) -> Result<Recorder, ProxyError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| ProxyError::Recorder(e.to_string()))?;
+        let (queue, calls) = std::sync::mpsc::sync_channel::<Call>(RECORDER_QUEUE);
+        let (store, handle) = (ingest.clone(), runtime.clone());
+        std::thread::Builder::new()
+            .name("oclagl-llm-rec".into())
+            .spawn(move || {
+                // SAFETY: setpriority on this thread's own id (Linux: per-thread nice).
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
+                while let Ok(call) = calls.recv() {
+                    let export = call.to_export();
+                    let store = store.clone();
+                    handle.spawn(async move { store_export(&store, export).await });
+                }
+            })
+            .map_err(|e| ProxyError::Recorder(e.to_string()))?;
+        Ok(Recorder {
+            queue,
+            ingest,
+            runtime,
+        })
+    }
+
+    fn record(&self, call: Call) {
+        if let Err(full_or_gone) = self.queue.try_send(call) {
+            let call = match full_or_gone {
+                std::sync::mpsc::TrySendError::Full(c)
+                | std::sync::mpsc::TrySendError::Disconnected(c) => c,
+            };
+            let ingest = self.ingest.clone();
+            self.runtime
+                .spawn(async move { store_export(&ingest, call.to_export()).await });
+        }
+    }
+}
+
+async fn store_export(
+    ingest: &Ingest,
+    export: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) {
+    if let Err(e) = ingest.export(export, None).await {
+        tracing::warn!(error = %e, "LLM call not recorded");
+    }
 }
 
 /// The upstream for a model: the longest matching prefix, else the default
@@ -139,7 +205,7 @@ pub fn router(ingest: Arc<Ingest>, config: ProxyConfig) -> Result<Router, ProxyE
         by_model: config.upstreams.iter().any(|u| u.prefix.is_some()),
         upstreams: config.upstreams,
         record_max: config.record_max,
-        ingest,
+        recorder: Recorder::start(ingest)?,
     };
     Ok(Router::new().fallback(forward).with_state(Arc::new(proxy)))
 }
@@ -242,7 +308,7 @@ impl Captured {
 /// is over then, whichever way it ended).
 struct Recording {
     call: Option<Call>,
-    ingest: Arc<Ingest>,
+    recorder: Recorder,
     request: Arc<Mutex<Captured>>,
     record_max: usize,
     /// The response's `Content-Length`, when it has one (the server may
@@ -278,16 +344,7 @@ impl Drop for Recording {
         };
         call.end_unix_nano = now_unix_nanos();
         call.request = std::mem::take(&mut *lock(&self.request));
-        let ingest = self.ingest.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("LLM call not recorded: no runtime");
-            return;
-        };
-        runtime.spawn(async move {
-            if let Err(e) = ingest.export(call.to_export(), None).await {
-                tracing::warn!(error = %e, "LLM call not recorded");
-            }
-        });
+        self.recorder.record(call);
     }
 }
 
@@ -415,7 +472,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
                 response: Captured::default(),
                 end: End::ClientGone,
             }),
-            ingest: proxy.ingest.clone(),
+            recorder: proxy.recorder.clone(),
             request: captured,
             record_max: limit,
             expected: None,
