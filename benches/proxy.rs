@@ -186,16 +186,18 @@ async fn main() {
         env_or("LATENCY_MS", 0u64),
         request_body(false).len()
     );
-    println!("| calls | concurrency | direct p50 / p99 (ms) | proxy p50 / p99 (ms) | added p50 / p99 (ms) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| calls | concurrency | calls/s (both) | direct p50 / p99 (ms) | proxy p50 / p99 (ms) | added p50 / p99 (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for &c in &levels {
         for (label, stream) in [
             ("non-streamed, full answer", false),
             ("streamed, first byte", true),
         ] {
+            let started = Instant::now();
             let [d, p] = drive(targets.clone(), request_body(stream), n, c, stream).await;
+            let rate = (2 * n) as f64 / started.elapsed().as_secs_f64();
             println!(
-                "| {label} | {c} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} |",
+                "| {label} | {c} | {rate:.0} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} |",
                 pct(&d, 0.5),
                 pct(&d, 0.99),
                 pct(&p, 0.5),
@@ -206,7 +208,7 @@ async fn main() {
         }
     }
     // Every proxied call became a span (plus the warm-up's).
-    let calls = 100 + 2 * n * levels.len();
+    let calls = 200 + 2 * n * levels.len();
     let deadline = Instant::now() + Duration::from_secs(30);
     let recorded = loop {
         let health: Value = reqwest::get(format!("http://{http}/health"))
