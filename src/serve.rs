@@ -212,14 +212,18 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let local = |l: &TcpListener| {
-        l.local_addr()
-            .map_err(|e| ServeError::Server(e.to_string()))
-    };
     let bound = Bound {
-        grpc: local(&grpc_listener)?,
-        http: local(&http_listener)?,
-        llm_proxy: llm_listener.as_ref().map(local).transpose()?,
+        grpc: grpc_listener
+            .local_addr()
+            .map_err(|e| ServeError::Server(e.to_string()))?,
+        http: http_listener
+            .local_addr()
+            .map_err(|e| ServeError::Server(e.to_string()))?,
+        llm_proxy: llm_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServeError::Server(e.to_string()))?,
     };
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
