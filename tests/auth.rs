@@ -76,8 +76,13 @@ async fn every_endpoint_but_health_needs_one_of_the_tokens() {
         let resp = post(&http, &traces, Some(&format!("Bearer {good}"))).await;
         assert_eq!(resp.status(), 200);
     }
-    for path in ["/v1/metrics", "/v1/logs", "/metrics"] {
-        let resp = http.get(server.url(path)).send().await.unwrap();
+    for path in [
+        "/v1/metrics",
+        "/v1/logs",
+        "/metrics",
+        "/v1/rollouts/ro-auth00000001/reward",
+    ] {
+        let resp = http.post(server.url(path)).body("{}").send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path}");
     }
     let page = http
@@ -134,6 +139,30 @@ fn listening_beyond_loopback_needs_a_token_or_an_explicit_opt_out() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("refusing to listen on 0.0.0.0:0 without authentication"),
+        "{err}"
+    );
+    let out = Command::new(support::BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--llm-proxy",
+            "0.0.0.0:0",
+            "--llm-upstream",
+            "http://127.0.0.1:9/v1",
+        ])
+        .args(["--auth-token", "t0ken"])
+        .env("OCLAGL_DATA_DIR", tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refusing to run the LLM proxy on 0.0.0.0:0"),
         "{err}"
     );
     for extra in [["--insecure-no-auth", ""], ["--auth-token", "t0ken"]] {

@@ -26,6 +26,8 @@ pub struct Server {
     pub child: Child,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The LLM proxy, when started with `--llm-proxy`.
+    pub llm_proxy: Option<SocketAddr>,
     pub dir: PathBuf,
     pub log: Arc<Mutex<String>>,
 }
@@ -84,15 +86,19 @@ impl Server {
                 panic!("oclagl did not start:\n{}", log.lock().unwrap());
             }
         };
-        let field = |name: &str| -> SocketAddr {
-            let start =
-                ready.find(&format!("{name}=")).expect("addr in ready line") + name.len() + 1;
+        let field = |name: &str| -> Option<SocketAddr> {
+            let start = ready
+                .find(&format!(" {name}="))
+                .expect("addr in ready line")
+                + name.len()
+                + 2;
             let rest = &ready[start..];
-            rest.split_whitespace().next().unwrap().parse().unwrap()
+            rest.split_whitespace().next().unwrap().parse().ok()
         };
         Server {
-            grpc: field("grpc"),
-            http: field("http"),
+            grpc: field("grpc").expect("grpc address"),
+            http: field("http").expect("http address"),
+            llm_proxy: field("llm_proxy"),
             child,
             dir: dir.to_path_buf(),
             log,

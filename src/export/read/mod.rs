@@ -2,7 +2,9 @@
 //!
 //! A rollout's row is built from its *last conversation-bearing span* (file
 //! order): the last span carrying messages in any convention the readers
-//! know. Each convention has its own reader ([`agl`], [`genai`],
+//! know. Model calls recorded by the LLM proxy come first: when a rollout has
+//! an answered one, the last of them is the row (it is exactly what the
+//! provider received and answered, system prompt and tools included). Each convention has its own reader ([`agl`], [`genai`],
 //! [`openinference`]); all of them produce the one model of
 //! [`crate::export::model`]. The rollout's facts that filters need (status,
 //! time, session, model, reward, tokens) come from the root, reward and chosen
@@ -18,6 +20,7 @@ pub mod trace_file;
 use serde_json::{Map, Value};
 
 use crate::export::model::Conversation;
+use crate::ingest::proxy::span::UPSTREAM as PROXY_UPSTREAM;
 use crate::rollout::reward::{Reward, PRIMARY, REWARD_PREFIX};
 use trace_file::{for_each_key, Doc, SpanDoc};
 
@@ -148,19 +151,32 @@ fn attributes(span: &SpanDoc, n: usize) -> Result<Map<String, Value>, Malformed>
     }
 }
 
-/// The conventions whose messages a span carries (best first).
-fn convention_of(span: &SpanDoc, n: usize) -> Result<Option<Convention>, Malformed> {
+/// What a span's attribute keys say about it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Keys {
+    /// The best convention of the messages it carries.
+    convention: Option<Convention>,
+    /// A model call the LLM proxy recorded with its answer.
+    proxy_answer: bool,
+}
+
+fn keys_of(span: &SpanDoc, n: usize) -> Result<Keys, Malformed> {
     let Some(raw) = span.attributes else {
-        return Ok(None);
+        return Ok(Keys::default());
     };
-    let mut best: Option<Convention> = None;
+    let (mut best, mut proxy, mut answered) = (None::<Convention>, false, false);
     for_each_key(raw, |k| {
         if let Some(c) = Convention::of_key(k) {
             best = Some(best.map_or(c, |b| b.min(c)));
         }
+        proxy |= k == PROXY_UPSTREAM;
+        answered |= k.starts_with("gen_ai.completion.");
     })
     .map_err(|e| Malformed(format!("span {n} attributes are not an object: {e}")))?;
-    Ok(best)
+    Ok(Keys {
+        convention: best,
+        proxy_answer: proxy && answered,
+    })
 }
 
 /// The first of `keys` holding a non-empty string.
@@ -247,10 +263,20 @@ pub fn rollout(doc: &Doc, fallback_id: &str) -> Result<Rollout, Malformed> {
     {
         out.session = first_str(&attributes(root, n)?, &SESSION_ATTRS);
     }
+    let keys = doc
+        .spans
+        .iter()
+        .enumerate()
+        .map(|(n, span)| keys_of(span, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let prefer_proxy = keys.iter().any(|k| k.proxy_answer);
     for (n, span) in doc.spans.iter().enumerate().rev() {
-        let Some(convention) = convention_of(span, n)? else {
+        let Some(convention) = keys[n].convention else {
             continue;
         };
+        if prefer_proxy && !keys[n].proxy_answer {
+            continue;
+        }
         let attrs = attributes(span, n)?;
         let children = match span.span_id.as_deref() {
             Some(id) => doc
@@ -363,6 +389,37 @@ mod tests {
             chosen.children,
             vec![json!({"tool.name": "x"}).as_object().unwrap().clone()]
         );
+    }
+
+    #[test]
+    fn answered_proxy_calls_win_over_later_conversation_spans() {
+        let proxy = |id: &str, answer: bool| {
+            let mut attrs = json!({"oclagl.llm_proxy.upstream": "http://up/v1",
+                "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": id});
+            if answer {
+                attrs["gen_ai.completion.0.role"] = json!("assistant");
+                attrs["gen_ai.completion.0.content"] = json!("ok");
+            }
+            json!({"name": "chat m", "span_id": id, "parent_id": "x", "attributes": attrs})
+        };
+        let bytes = doc_bytes(json!([
+            proxy("first", true),
+            proxy("second", true),
+            proxy("failed", false),
+            {"name": "gen_ai", "span_id": "seed", "parent_id": "r",
+             "attributes": {"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "seed"}}
+        ]));
+        let doc = Doc::parse(&bytes).unwrap();
+        let chosen = rollout(&doc, "f").unwrap().chosen.unwrap();
+        assert_eq!(chosen.attrs["gen_ai.prompt.0.content"], "second");
+        // Without an answered proxy call, the last conversation span is used.
+        let bytes = doc_bytes(
+            json!([proxy("failed", false), {"name": "gen_ai", "span_id": "seed",
+            "attributes": {"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "seed"}}]),
+        );
+        let doc = Doc::parse(&bytes).unwrap();
+        let chosen = rollout(&doc, "f").unwrap().chosen.unwrap();
+        assert_eq!(chosen.attrs["gen_ai.prompt.0.content"], "seed");
     }
 
     #[test]
