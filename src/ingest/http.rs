@@ -171,6 +171,13 @@ fn decode<T: Message + Default + DeserializeOwned>(
             T::decode(body.clone()).map_err(|e| IngestError::Decode(format!("protobuf: {e}")))
         }
         Encoding::Json => {
+            // serde would also read a struct from a JSON array; an OTLP/JSON
+            // request is an object.
+            if body.trim_ascii_start().first() != Some(&b'{') {
+                return Err(IngestError::Decode(
+                    "OTLP/JSON: the body is not a JSON object".into(),
+                ));
+            }
             serde_json::from_slice(body).map_err(|e| IngestError::Decode(format!("OTLP/JSON: {e}")))
         }
     }
