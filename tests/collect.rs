@@ -61,6 +61,8 @@ async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
         ("GATEWAY_BASE_URL", fork.url()),
         ("INTERNAL_SECRET", SECRET.to_string()),
         ("SESSION_KEY", "agent:dev:main".to_string()),
+        // Every log line there is, so the secret check below covers them.
+        ("OCLAGL_LOG", "debug".to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // No file argument: prompts.txt, as the seed did.

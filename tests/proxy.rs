@@ -64,7 +64,21 @@ fn expected_row(body: &Value) -> (Vec<Value>, Value) {
 async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
     let (provider_addr, provider) = start_provider().await;
     let upstream = format!("http://{provider_addr}/v1");
-    let (server, dir) = Server::start(&["--llm-proxy", "127.0.0.1:0", "--llm-upstream", &upstream]);
+    // Every secret of a real deployment is in play (the sidecar's auth token,
+    // the gateway token, the provider's key), with every log line there is.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_logged(
+        dir.path(),
+        &[
+            "--llm-proxy",
+            "127.0.0.1:0",
+            "--llm-upstream",
+            &upstream,
+            "--auth-token",
+            AUTH_TOKEN,
+        ],
+        "debug",
+    );
     let proxy = server
         .llm_proxy
         .expect("the ready line names the LLM proxy");
@@ -79,10 +93,13 @@ async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
     std::fs::write(dir.path().join("prompts.txt"), prompts.join("\n")).unwrap();
     let otlp = format!("http://{}", server.http);
     let url = gateway.url();
+    let otlp_headers = format!("authorization=Bearer%20{AUTH_TOKEN}");
     let env = [
         ("GATEWAY_BASE_URL", url.as_str()),
         ("OPENCLAW_GATEWAY_TOKEN", TOKEN),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", otlp_headers.as_str()),
+        ("OCLAGL_LOG", "debug"),
     ];
     let args = [
         "collect",
@@ -94,7 +111,7 @@ async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
         "120s",
         "prompts.txt",
     ];
-    oclagl_async(dir.path(), &env, &args).await;
+    let collected = oclagl_async(dir.path(), &env, &args).await;
 
     // Each rollout's file holds its rollout span and both model calls.
     let traces = server.traces_dir();
@@ -158,11 +175,25 @@ async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
     assert!(calls
         .iter()
         .all(|c| c.authorization.as_deref() == Some("Bearer mock-provider-key")));
-    assert!(!support::disk_contains(dir.path(), "mock-provider-key"));
+    // No secret in any file oclagl wrote (store, trace files, summaries,
+    // cursors) nor in any of its logs at debug level.
+    let logs = format!(
+        "{}{}",
+        server.log(),
+        String::from_utf8_lossy(&collected.stderr)
+    );
+    assert!(logs.contains("DEBUG"), "debug logging is on");
+    for secret in ["mock-provider-key", TOKEN, AUTH_TOKEN] {
+        assert!(
+            !support::disk_contains(dir.path(), secret),
+            "{secret} on disk"
+        );
+        assert!(!logs.contains(secret), "{secret} in a log");
+    }
 
     let out = oclagl_async(
         dir.path(),
-        &[],
+        &[("OCLAGL_LOG", "debug")],
         &[
             "export-sft",
             "--format",
@@ -175,6 +206,14 @@ async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
     )
     .await;
     assert!(out.status.success());
+    let export_log = String::from_utf8_lossy(&out.stderr);
+    for secret in ["mock-provider-key", TOKEN, AUTH_TOKEN] {
+        assert!(!export_log.contains(secret), "{secret} in export-sft's log");
+        assert!(
+            !support::disk_contains(dir.path(), secret),
+            "{secret} in the dataset"
+        );
+    }
     let rows: Vec<Value> = std::fs::read_to_string(dir.path().join("sft.jsonl"))
         .unwrap()
         .lines()
@@ -401,6 +440,7 @@ fn chat(content: &str, stream: bool) -> Vec<u8> {
 }
 
 const KEY: &str = "Bearer sk-proxy-test-5e1f";
+const AUTH_TOKEN: &str = "oclagl-auth-token-71d2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_through_is_transparent_and_every_call_is_recorded() {

@@ -42,6 +42,11 @@ impl Server {
 
     /// Starts (or restarts) on the data in `dir`, with a short quiet period.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_logged(dir, extra, "info")
+    }
+
+    /// Like [`Server::start_in`], with `OCLAGL_LOG` set to `log`.
+    pub fn start_logged(dir: &Path, extra: &[&str], log: &str) -> Server {
         let mut args = vec!["serve".to_string()];
         for flag in ["--grpc-addr", "--http-addr"] {
             if !extra.contains(&flag) {
@@ -55,7 +60,7 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(BIN)
             .args(&args)
-            .env("OCLAGL_LOG", "info")
+            .env("OCLAGL_LOG", log)
             // Flags given in `extra` override this (also checks env support).
             .env("OCLAGL_QUIET", "200ms")
             .stdout(Stdio::null())
