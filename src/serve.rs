@@ -145,10 +145,12 @@ pub enum ServeError {
 }
 
 /// Where a running sidecar listens (the real ports when 0 was asked for).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Bound {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The receivers' shared intake, for spans made in this process.
+    pub ingest: Arc<Ingest>,
     /// The LLM proxy, when `--llm-proxy` is given.
     pub llm_proxy: Option<SocketAddr>,
 }
@@ -314,6 +316,7 @@ pub async fn serve(
             .map(|l| l.local_addr())
             .transpose()
             .map_err(|e| ServeError::Server(e.to_string()))?,
+        ingest: ingest.clone(),
     };
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");

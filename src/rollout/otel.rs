@@ -3,12 +3,20 @@
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set, spans go
 //! there over `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` by default, the
 //! spec's default; `grpc`; `http/json`) with `OTEL_EXPORTER_OTLP_HEADERS`.
-//! Without one, the sidecar's receiver and store run in this process on an
-//! ephemeral loopback port, so a single command still leaves `traces/`.
+//! Without one, the sidecar's receiver and store run in this process, so a
+//! single command still leaves `traces/`; the SDK then hands its batches to
+//! the store directly ([`InProcess`]), with no OTLP round trip.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -18,6 +26,7 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use tokio::sync::oneshot;
 
+use crate::ingest::Ingest;
 use crate::serve::{serve, ServeArgs, ServeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +58,8 @@ pub struct LocalStore {
 pub struct LocalSidecar {
     /// Its OTLP/HTTP address.
     pub http: SocketAddr,
+    /// Its intake, for spans made in this process.
+    pub ingest: Arc<Ingest>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -82,6 +93,7 @@ impl LocalSidecar {
         match ready_rx.await {
             Ok(bound) => Ok(LocalSidecar {
                 http: bound.http,
+                ingest: bound.ingest,
                 stop,
                 task,
             }),
@@ -95,8 +107,13 @@ impl LocalSidecar {
     /// Stops it after it has stored what it received and written every
     /// pending trace file.
     pub async fn stop(self) -> Result<(), ServeError> {
-        let _ = self.stop.send(());
-        match self.task.await {
+        let LocalSidecar {
+            stop, task, ingest, ..
+        } = self;
+        // The store closes once every intake handle is gone.
+        drop(ingest);
+        let _ = stop.send(());
+        match task.await {
             Ok(result) => result,
             Err(e) => Err(ServeError::Server(e.to_string())),
         }
@@ -131,7 +148,7 @@ impl Telemetry {
     pub async fn start(local: &LocalStore) -> Result<Telemetry, TelemetryError> {
         let configured = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let (exporter, sidecar, destination) = match configured {
+        let (processor, sidecar, destination) = match configured {
             Some(endpoint) => {
                 let protocol = protocol()?;
                 let builder = opentelemetry_otlp::SpanExporter::builder();
@@ -140,18 +157,16 @@ impl Telemetry {
                     _ => builder.with_http().with_protocol(protocol).build(),
                 }
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-                (exporter, None, endpoint)
+                (batch(exporter), None, endpoint)
             }
             None => {
                 let sidecar = LocalSidecar::start(local).await?;
-                let exporter = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary)
-                    .with_endpoint(format!("http://{}/v1/traces", sidecar.http))
-                    .build()
-                    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+                let exporter = InProcess {
+                    ingest: Mutex::new(Some(sidecar.ingest.clone())),
+                    resource: ResourceAttributesWithSchema::default(),
+                };
                 (
-                    exporter,
+                    batch(exporter),
                     Some(sidecar),
                     format!(
                         "{} (in-process store {})",
@@ -161,15 +176,6 @@ impl Telemetry {
                 )
             }
         };
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(65_536)
-                    .with_max_export_batch_size(512)
-                    .with_scheduled_delay(Duration::from_millis(100))
-                    .build(),
-            )
-            .build();
         let mut resource = Resource::builder();
         if env("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name("oclagl");
@@ -210,5 +216,63 @@ impl Telemetry {
             }
         }
         result
+    }
+}
+
+fn batch<E: SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
+    BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(65_536)
+                .with_max_export_batch_size(512)
+                .with_scheduled_delay(Duration::from_millis(100))
+                .build(),
+        )
+        .build()
+}
+
+/// Hands the SDK's batches to the in-process sidecar's intake: validated and
+/// stored exactly as an OTLP export would be, without encoding, a socket and
+/// an HTTP server in between.
+struct InProcess {
+    /// Let go at shutdown, so that the store can close.
+    ingest: Mutex<Option<Arc<Ingest>>>,
+    resource: ResourceAttributesWithSchema,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProcess")
+    }
+}
+
+impl SpanExporter for InProcess {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let ingest = self
+            .ingest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(OTelSdkError::AlreadyShutdown)?;
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
+        };
+        let accepted = ingest
+            .export(request, None)
+            .await
+            .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        if accepted.rejected_spans > 0 {
+            return Err(OTelSdkError::InternalFailure(accepted.error_message));
+        }
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.ingest.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.into();
     }
 }
