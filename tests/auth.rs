@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -123,47 +122,22 @@ async fn every_endpoint_but_health_needs_one_of_the_tokens() {
 
 #[test]
 fn listening_beyond_loopback_needs_a_token_or_an_explicit_opt_out() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(support::BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "0.0.0.0:0",
-        ])
-        .env("OCLAGL_DATA_DIR", tmp.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("refusing to listen on 0.0.0.0:0 without authentication"),
-        "{err}"
+    support::serve_refuses(
+        &["--http-addr", "0.0.0.0:0"],
+        &[],
+        "refusing to listen on 0.0.0.0:0 without authentication",
     );
-    let out = Command::new(support::BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args([
+    support::serve_refuses(
+        &[
             "--llm-proxy",
             "0.0.0.0:0",
             "--llm-upstream",
             "http://127.0.0.1:9/v1",
-        ])
-        .args(["--auth-token", "t0ken"])
-        .env("OCLAGL_DATA_DIR", tmp.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("refusing to run the LLM proxy on 0.0.0.0:0"),
-        "{err}"
+            "--auth-token",
+            "t0ken",
+        ],
+        &[],
+        "refusing to run the LLM proxy on 0.0.0.0:0",
     );
     for extra in [["--insecure-no-auth", ""], ["--auth-token", "t0ken"]] {
         let args: Vec<&str> = ["--http-addr", "0.0.0.0:0"]
@@ -225,26 +199,16 @@ async fn tls_receivers_serve_https_and_grpc_over_tls_only() {
 
     // A missing or broken key is a clear startup error.
     std::fs::write(&key_path, "not a key").unwrap();
-    let out = Command::new(support::BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args([
+    support::serve_refuses(
+        &[
             "--tls-cert",
             cert_path.to_str().unwrap(),
             "--tls-key",
             key_path.to_str().unwrap(),
-        ])
-        .env("OCLAGL_DATA_DIR", tmp.path().join("other"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("not a PEM private key"), "{err}");
+        ],
+        &[],
+        "not a PEM private key",
+    );
 }
 
 async fn post_result(

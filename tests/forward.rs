@@ -339,21 +339,7 @@ fn bad_forward_values_stop_the_sidecar_with_a_clear_error() {
             "two --forward destinations are named",
         ),
     ] {
-        let out = Command::new(support::BIN)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .env("OCLAGL_FORWARD", value)
-            .env("OCLAGL_DATA_DIR", tempfile::tempdir().unwrap().path())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
-        assert!(err.contains(want), "{value}: {err}");
+        support::serve_refuses(&[], &[("OCLAGL_FORWARD", value)], want);
     }
 }
 

@@ -341,3 +341,26 @@ pub fn metric(page: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Runs `oclagl serve` (on ephemeral loopback ports unless `args` names
+/// them) in a fresh data folder and checks that it refuses to start, with
+/// exit code 2 and a message containing `want`.
+pub fn serve_refuses(args: &[&str], env: &[(&str, &str)], want: &str) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve");
+    for flag in ["--grpc-addr", "--http-addr"] {
+        if !args.contains(&flag) {
+            cmd.args([flag, "127.0.0.1:0"]);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .env("OCLAGL_DATA_DIR", data.path())
+        .output()
+        .expect("run oclagl serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+    assert!(err.contains(want), "{args:?} {env:?}: {err}");
+}
