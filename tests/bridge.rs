@@ -2,83 +2,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::bridge::Bridge;
 use support::fake_fork::FakeFork;
-use support::{trace_files, BIN};
+use support::trace_files;
 
 const SECRET: &str = "bridge-secret-0b7f";
-
-struct Bridge {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Bridge {
-    fn start(dir: &Path, gateway: &str, extra: &[&str]) -> Bridge {
-        let mut child = Command::new(BIN)
-            .current_dir(dir)
-            .args(["bridge", "--port", "0"])
-            .args(extra)
-            .env("INTERNAL_SECRET", SECRET)
-            .env("GATEWAY_BASE_URL", gateway)
-            // Every log line there is, kept in the folder the secret checks read.
-            .env("OCLAGL_LOG", "debug")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bridge");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut log = std::fs::File::create(dir.join("bridge.log")).expect("bridge.log");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                if let Some(rest) = line.split("oclagl bridge listening addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("bridge ready")
-            .parse()
-            .unwrap();
-        Bridge { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "bridge did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn chat_body(message: &str, key: Option<&str>, gateway: &str, secret: &str) -> Value {
     let mut body = json!({"sessionKey": "agent:main:main", "message": message, "attachments": [],
@@ -114,6 +46,7 @@ async fn every_status_of_the_contract_and_no_secret_on_disk() {
     let bridge = Bridge::start(
         tmp.path(),
         &fork.url(),
+        SECRET,
         &["--timeout", "1500ms", "--max-body", "64KiB"],
     );
     let gw = fork.url();
@@ -211,7 +144,7 @@ async fn every_status_of_the_contract_and_no_secret_on_disk() {
 async fn fifty_chats_take_about_one_gateway_latency_and_duplicates_run_once() {
     let fork = FakeFork::start(SECRET, Duration::from_secs(1)).await;
     let tmp = tempfile::tempdir().unwrap();
-    let bridge = Bridge::start(tmp.path(), &fork.url(), &[]);
+    let bridge = Bridge::start(tmp.path(), &fork.url(), SECRET, &[]);
     let gw = fork.url();
     let started = Instant::now();
     let mut chats = Vec::new();
@@ -252,7 +185,7 @@ async fn fifty_chats_take_about_one_gateway_latency_and_duplicates_run_once() {
 async fn sigterm_finishes_running_chats_then_flushes_and_exits() {
     let fork = FakeFork::start(SECRET, Duration::from_secs(2)).await;
     let tmp = tempfile::tempdir().unwrap();
-    let bridge = Bridge::start(tmp.path(), &fork.url(), &["--grace", "20s"]);
+    let bridge = Bridge::start(tmp.path(), &fork.url(), SECRET, &["--grace", "20s"]);
     let url = bridge.url("/chat");
     let body = chat_body("finish me", None, &fork.url(), SECRET).to_string();
     let running = tokio::spawn(async move { post_to(url, body).await });

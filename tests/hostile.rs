@@ -13,10 +13,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use support::bridge::Bridge;
+use support::fake_fork::FakeFork;
 use support::{kv, request, span, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROTOBUF: &str = "application/x-protobuf";
+const BRIDGE_SECRET: &str = "hostile-bridge-secret-9c1d";
 
 /// A realistic export: 20 spans with attributes, events and a nested value.
 fn valid_request() -> ExportTraceServiceRequest {
@@ -554,12 +557,56 @@ async fn hundreds_of_bad_inputs_get_their_status_and_lose_nothing() {
         check(&format!("proxy {what}"), got, &[want]);
     }
 
+    // The bridge (its own listener, `oclagl bridge`), before a fake of the
+    // fork gateway: 200 damaged chat bodies. Not JSON: 400; JSON: one of
+    // the contract's answers (a body that still holds a valid chat runs it).
+    let fork = FakeFork::start(BRIDGE_SECRET, Duration::ZERO).await;
+    let bridge_dir = tempfile::tempdir().unwrap();
+    let mut bridge = Bridge::start(
+        bridge_dir.path(),
+        &fork.url(),
+        BRIDGE_SECRET,
+        &["--max-body", "64KiB"],
+    );
+    let chat = serde_json::to_vec(&serde_json::json!({
+        "sessionKey": "agent:main:main", "message": "hello", "attachments": [],
+        "internalSecret": BRIDGE_SECRET
+    }))
+    .unwrap();
+    let mut bodies: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|k| {
+            let cut = k * chat.len() / 100;
+            (format!("truncated at {cut}"), chat[..cut].to_vec())
+        })
+        .collect();
+    bodies.extend((0..100).map(|k| {
+        let mut b = chat.clone();
+        let at = k * (chat.len() - 1) / 100;
+        b[at] = [b'"', b'}', 0xff, b'x'][k % 4];
+        (format!("byte {at} replaced"), b)
+    }));
+    bodies.push(("over --max-body".into(), vec![b' '; 65 << 10]));
+    let url = bridge.url("/chat");
+    for (what, body) in bodies {
+        let json = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+        let want: &[u16] = if what.starts_with("over") {
+            &[413]
+        } else if json {
+            &[200, 400, 401, 403]
+        } else {
+            &[400]
+        };
+        let got = post(&client, &url, &[("content-type", "application/json")], body).await;
+        check(&format!("bridge {what}"), got, want);
+    }
+    bridge.assert_alive();
+
     // Alive, bounded, and nothing accepted before was lost.
     let mut server = server;
     server.assert_alive();
     let mut proxied = proxied;
     proxied.assert_alive();
-    assert!(tried.get() >= 600, "{} inputs", tried.get());
+    assert!(tried.get() >= 800, "{} inputs", tried.get());
     for s in [&server, &proxied] {
         let peak = s.peak_rss_kib() / 1024;
         assert!(peak < 512, "peak RSS {peak} MiB");
@@ -576,6 +623,7 @@ async fn hundreds_of_bad_inputs_get_their_status_and_lose_nothing() {
             hex::encode(&s.span_id)
         );
     }
+    assert!(!support::disk_contains(bridge_dir.path(), BRIDGE_SECRET));
     assert!(
         !support::disk_contains(&proxied.dir, "sk-provider-key"),
         "the provider key reached the disk"

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use serde_json::Value;
 
+pub mod bridge;
 pub mod fake_fork;
 pub mod gateway;
 pub mod rollouts;
