@@ -8,10 +8,9 @@ mod common;
 #[path = "../tests/support/fake_fork.rs"]
 mod fake_fork;
 
-use common::{env_or, levels, oclagl_bin};
+use common::{env_or, field, levels, oclagl_bin, pct, spawn_ready};
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,11 +61,6 @@ async fn drive(url: String, body: MakeRequest, n: usize, c: usize) -> (f64, Vec<
     (rps, all)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() {
     let n: usize = env_or("REQUESTS", 2000);
@@ -75,29 +69,17 @@ async fn main() {
     let bin = oclagl_bin();
     let fork = fake_fork::FakeFork::start(SECRET, latency).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(&bin)
-        .current_dir(dir.path())
-        .args(["bridge", "--port", "0"])
-        .env("INTERNAL_SECRET", SECRET)
-        .env("GATEWAY_BASE_URL", fork.url())
-        .env("OCLAGL_LOG", "info")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start bridge");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("oclagl bridge listening addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let bridge = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("bridge ready");
+    let (mut child, ready) = spawn_ready(
+        Command::new(&bin)
+            .current_dir(dir.path())
+            .args(["bridge", "--port", "0"])
+            .env("INTERNAL_SECRET", SECRET)
+            .env("GATEWAY_BASE_URL", fork.url())
+            .env("OCLAGL_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "oclagl bridge listening",
+    );
+    let bridge = field(&ready, "addr");
     let gw = fork.url();
 
     println!(

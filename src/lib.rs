@@ -5,7 +5,9 @@
 //! durable, [`agl`] groups spans into rollouts and writes AGL trace files, and
 //! [`serve`] wires them into the `oclagl serve` sidecar. On the gateway side,
 //! [`gateway`] holds the clients for the four ways to run an agent turn,
-//! [`rollout`] records one turn as OTel spans, and [`collect`] runs many.
+//! [`rollout`] records one turn as OTel spans (and rewards), and [`collect`]
+//! runs many. On the read side, [`export`] builds datasets and [`inspect`]
+//! lists and shows rollouts.
 
 pub mod agl;
 pub mod args;
@@ -15,6 +17,7 @@ pub mod export;
 pub mod forward;
 pub mod gateway;
 pub mod ingest;
+pub mod inspect;
 pub mod rollout;
 pub mod serve;
 pub mod store;

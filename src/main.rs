@@ -3,6 +3,12 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// Decoding OTLP allocates many small strings and vectors from several
+/// threads at once; mimalloc does that with far less contention than glibc's
+/// allocator (see benches/run-ingest.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "oclagl",
@@ -26,6 +32,12 @@ enum Command {
     Bridge(oclagl::bridge::BridgeArgs),
     /// Build an SFT dataset (JSONL) from trace files or the store.
     ExportSft(oclagl::export::ExportArgs),
+    /// Reward a rollout (an AGL reward span): `oclagl reward ro-… 1.0 --name exact_match`.
+    Reward(oclagl::rollout::reward::RewardArgs),
+    /// List rollouts: status, timing, span/model/tool counts, reward, prompt.
+    Ls(oclagl::inspect::ls::LsArgs),
+    /// Show one rollout's span tree with timings, model and tool calls, rewards.
+    Show(oclagl::inspect::show::ShowArgs),
 }
 
 async fn shutdown_signal() {
@@ -89,13 +101,40 @@ fn real_main() -> anyhow::Result<i32> {
                 Ok(if summary.interrupted {
                     130
                 } else {
-                    i32::from(summary.failed > 0)
+                    i32::from(summary.failed + summary.score_errors > 0)
                 })
             }
             Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),
             Command::Bridge(args) => oclagl::bridge::run(args, shutdown_signal())
                 .await
                 .context("oclagl bridge failed")
+                .map(|()| 0),
+            Command::Reward(args) => {
+                let done = oclagl::rollout::reward::send(&args)
+                    .await
+                    .context("oclagl reward failed")?;
+                let rewards: Vec<String> = done
+                    .rewards
+                    .iter()
+                    .map(|r| format!("{}={}", r.name, r.value))
+                    .collect();
+                eprintln!(
+                    "rewarded {} (attempt {}): {}",
+                    done.rollout_id,
+                    done.attempt_id,
+                    rewards.join(" ")
+                );
+                Ok(0)
+            }
+            Command::Ls(args) => {
+                let shown = oclagl::inspect::ls::run(&args).context("oclagl ls failed")?;
+                if shown == 0 && !args.json {
+                    eprintln!("no rollouts match");
+                }
+                Ok(0)
+            }
+            Command::Show(args) => oclagl::inspect::show::run(&args)
+                .context("oclagl show failed")
                 .map(|()| 0),
             Command::Run(args) => {
                 let json = args.json;

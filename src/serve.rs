@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use crate::agl::view::{View, ViewConfig, ViewError};
 use crate::args::{parse_duration, parse_size};
 use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
+use crate::gateway::Secret;
+use crate::ingest::auth::{self, AuthError, Tls, Tokens};
+use crate::ingest::proxy::{parse_upstream, ProxyConfig, Upstream};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Pos, Store, StoreError};
 
@@ -64,12 +67,43 @@ pub struct ServeArgs {
     /// rewritten from the store at the next start.
     #[arg(long, env = "OCLAGL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Listen address of the LLM proxy (off unless given): an
+    /// OpenAI-compatible pass-through that records every model call.
+    #[arg(long, env = "OCLAGL_LLM_PROXY")]
+    pub llm_proxy: Option<SocketAddr>,
+    /// Where the LLM proxy forwards: a base URL (the default upstream), or
+    /// `<model-prefix>=<url>` for models whose name starts with the prefix.
+    /// Repeatable (comma-separated in the environment).
+    #[arg(long, env = "OCLAGL_LLM_UPSTREAM", value_delimiter = ',', value_parser = parse_upstream)]
+    pub llm_upstream: Vec<Upstream>,
+    /// Bytes of request and response body the LLM proxy records per call;
+    /// past it the span keeps the beginning and says it was truncated.
+    #[arg(long, env = "OCLAGL_LLM_RECORD_MAX", default_value = "4MiB", value_parser = parse_size)]
+    pub llm_record_max: usize,
     /// Also send every stored span to this OTLP receiver (repeatable; in the
     /// environment, separate several with spaces): `grpc://host:4317`,
     /// `http://host:4318` or `agl+http://host:4747` (an Agent Lightning
     /// store), with options `;headers=k=v,k2=v2;timeout=10s;compression=gzip;max-backlog=1GiB;name=x`.
     #[arg(long = "forward", env = "OCLAGL_FORWARD", value_delimiter = ' ')]
     pub forward: Vec<Destination>,
+    /// Require `Authorization: Bearer <token>` (gRPC: the same metadata) on
+    /// every receiver and endpoint but /health. Repeatable, or
+    /// comma-separated in the environment, so tokens can be rotated.
+    #[arg(long = "auth-token", env = "OCLAGL_AUTH_TOKEN", value_delimiter = ',', hide_env_values = true, value_parser = parse_secret)]
+    pub auth_token: Vec<Secret>,
+    /// Allow listening beyond loopback without --auth-token.
+    #[arg(long, env = "OCLAGL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve the receivers over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "OCLAGL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "OCLAGL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s.trim()))
 }
 
 impl Default for ServeArgs {
@@ -104,6 +138,8 @@ pub enum ServeError {
     View(#[from] ViewError),
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("server error: {0}")]
     Server(String),
 }
@@ -113,6 +149,8 @@ pub enum ServeError {
 pub struct Bound {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The LLM proxy, when `--llm-proxy` is given.
+    pub llm_proxy: Option<SocketAddr>,
 }
 
 /// Runs the sidecar until `shutdown` resolves, then drains and returns.
@@ -128,6 +166,32 @@ pub async fn serve(
             args.max_inflight, args.max_body
         )));
     }
+    if args.llm_proxy.is_none() && !args.llm_upstream.is_empty() {
+        return Err(ServeError::Config(
+            "--llm-upstream needs --llm-proxy (the address the proxy listens on)".into(),
+        ));
+    }
+    let tokens = Tokens::new(args.auth_token.clone());
+    for addr in [args.grpc_addr, args.http_addr] {
+        if !addr.ip().is_loopback() && !tokens.required() && !args.insecure_no_auth {
+            return Err(ServeError::Config(format!(
+                "refusing to listen on {addr} without authentication: set --auth-token (OCLAGL_AUTH_TOKEN), or --insecure-no-auth if the network is trusted"
+            )));
+        }
+    }
+    // The proxy's `Authorization` belongs to the model provider, so it cannot
+    // check a token of ours: beyond loopback anyone could record spans.
+    if let Some(addr) = args.llm_proxy {
+        if !addr.ip().is_loopback() && !args.insecure_no_auth {
+            return Err(ServeError::Config(format!(
+                "refusing to run the LLM proxy on {addr}: it cannot authenticate its callers (their Authorization is the provider's key); keep it on loopback beside the gateway, or give --insecure-no-auth if the network is trusted"
+            )));
+        }
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+        _ => None,
+    };
     let mut names = std::collections::HashSet::new();
     for d in &args.forward {
         if !names.insert(d.name.as_str()) {
@@ -160,7 +224,9 @@ pub async fn serve(
         wal_dir: wal_dir.clone(),
         quiet: args.quiet,
         written,
+        sync: args.fsync,
     })?;
+    let rollouts = view.rollouts();
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
     let (store, writer, stats) = Store::open(
         &wal_dir,
@@ -212,6 +278,19 @@ pub async fn serve(
         },
         counters.clone(),
     ));
+    let llm_app = match args.llm_proxy {
+        Some(_) => {
+            let config = ProxyConfig {
+                upstreams: args.llm_upstream.clone(),
+                record_max: args.llm_record_max,
+            };
+            Some(
+                ingest::proxy::router(ingest.clone(), config)
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -219,6 +298,10 @@ pub async fn serve(
     };
     let grpc_listener = bind(args.grpc_addr).await?;
     let http_listener = bind(args.http_addr).await?;
+    let llm_listener = match args.llm_proxy {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let bound = Bound {
         grpc: grpc_listener
             .local_addr()
@@ -226,8 +309,14 @@ pub async fn serve(
         http: http_listener
             .local_addr()
             .map_err(|e| ServeError::Server(e.to_string()))?,
+        llm_proxy: llm_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServeError::Server(e.to_string()))?,
     };
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
+    let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -247,25 +336,78 @@ pub async fn serve(
             }
         }));
     }
-    let router = ingest::http::router(ingest.clone()).merge(
-        axum::Router::new()
-            .route("/metrics", axum::routing::get(metrics))
-            .with_state((counters, forwarders)),
-    );
-    let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc = tonic::transport::Server::builder()
+    let router = ingest::http::router(ingest.clone())
+        .merge(ingest::http::reward_router(ingest.clone(), rollouts))
+        .merge(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(metrics))
+                .with_state((counters, forwarders)),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            auth::require_http,
+        ));
+    let http_stopped = stopped(stop_rx.clone());
+    let http = match &tls {
+        Some(tls) => {
+            let listener = auth::TlsListener::new(http_listener, tls)
+                .map_err(|e| ServeError::Server(e.to_string()))?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(http_stopped)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(http_stopped)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    };
+    // OTLP exports are often larger than HTTP/2's default 64 KiB window;
+    // with it each request would wait a round trip for a window update.
+    let mut grpc = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(args.max_body.min(8 << 20) as u32))
+        .initial_connection_window_size(Some(16 << 20));
+    if let Some(tls) = &tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        grpc = grpc
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Server(format!("gRPC TLS: {e}")))?;
+    }
+    let grpc = grpc
+        .layer(tonic::service::InterceptorLayer::new(
+            auth::grpc_interceptor(tokens),
+        ))
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener),
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         );
+    let llm = match (llm_listener, llm_app) {
+        (Some(listener), Some(app)) => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let serving =
+                axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move {
+                serving.await.map_err(|e| e.to_string())
+            }))
+        }
+        _ => None,
+    };
     drop(ingest);
-    let http = tokio::spawn(async move { http.await.map_err(|e| e.to_string()) });
     let grpc = tokio::spawn(async move { grpc.await.map_err(|e| e.to_string()) });
     shutdown.await;
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");
     let _ = stop_tx.send(true);
-    let results = [http.await, grpc.await];
+    let mut results = vec![http.await, grpc.await];
+    if let Some(llm) = llm {
+        results.push(llm.await);
+    }
     for f in forwarding {
         match f.await {
             Ok(Ok(())) => {}

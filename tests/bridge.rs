@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,8 @@ impl Bridge {
             .args(extra)
             .env("INTERNAL_SECRET", SECRET)
             .env("GATEWAY_BASE_URL", gateway)
-            .env("OCLAGL_LOG", "info")
+            // Every log line there is, kept in the folder the secret checks read.
+            .env("OCLAGL_LOG", "debug")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -35,8 +36,10 @@ impl Bridge {
             .expect("spawn bridge");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let mut log = std::fs::File::create(dir.join("bridge.log")).expect("bridge.log");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
                 if let Some(rest) = line.split("oclagl bridge listening addr=").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }

@@ -61,6 +61,8 @@ async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
         ("GATEWAY_BASE_URL", fork.url()),
         ("INTERNAL_SECRET", SECRET.to_string()),
         ("SESSION_KEY", "agent:dev:main".to_string()),
+        // Every log line there is, so the secret check below covers them.
+        ("OCLAGL_LOG", "debug".to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // No file argument: prompts.txt, as the seed did.
@@ -365,4 +367,104 @@ async fn ctrl_c_flushes_and_records_interrupted_rollouts() {
     for (_, doc) in &files {
         assert_eq!(doc["status"], "failed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_attaches_rewards_that_export_sft_filters_on() {
+    let fork = FakeFork::start(SECRET, Duration::from_millis(5)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // The fake fork answers "echo: <prompt>".
+    std::fs::write(
+        tmp.path().join("prompts.jsonl"),
+        concat!(
+            "{\"prompt\": \"hello\", \"expected\": \"echo: hello\"}\n",
+            "{\"prompt\": \"bye\", \"expected\": \"nope\"}\n",
+            "{\"prompt\": \"free\"}\n",
+        ),
+    )
+    .unwrap();
+    let script = tmp.path().join("score.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nin=$(cat)\ncase \"$in\" in *'\"reply\":\"echo: bye\"'*) echo 0.25 ;; *) echo 0.5 ;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    let args = [
+        "collect",
+        "prompts.jsonl",
+        "--score",
+        "exact",
+        "--score-cmd",
+        script.to_str().unwrap(),
+        "--json",
+    ];
+    let out = run_oclagl(tmp.path(), &env, &args).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 scored"), "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    let mut given: Vec<(String, Value)> = summary["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["reply"].as_str().unwrap().to_string(),
+                o["rewards"].clone(),
+            )
+        })
+        .collect();
+    given.sort_by(|a, b| a.0.cmp(&b.0));
+    let r = |name: &str, value: f64| json!({"name": name, "value": value});
+    assert_eq!(
+        given,
+        [
+            (
+                "echo: bye".to_string(),
+                json!([r("exact_match", 0.0), r("score", 0.25)])
+            ),
+            ("echo: free".to_string(), json!([r("score", 0.5)])),
+            (
+                "echo: hello".to_string(),
+                json!([r("exact_match", 1.0), r("score", 0.5)])
+            ),
+        ]
+    );
+    // Each reward is an AGL reward span under the rollout's root.
+    for (_, doc) in trace_files(&tmp.path().join("traces")) {
+        let spans = doc["spans"].as_array().unwrap();
+        let root = spans.iter().find(|s| s["parent_id"].is_null()).unwrap();
+        let rewards: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["name"] == "agentlightning.annotation")
+            .collect();
+        assert_eq!(rewards.len(), 1, "{doc:#}");
+        assert_eq!(rewards[0]["parent_id"], root["span_id"]);
+        assert_eq!(rewards[0]["attempt_id"], doc["attempt_id"]);
+        assert_eq!(
+            doc["task_input"]["expected"].is_string(),
+            doc["task_input"]["prompt"] != "free"
+        );
+    }
+    // The primary reward is what export-sft --min-reward keeps.
+    let out = run_oclagl(
+        tmp.path(),
+        &[],
+        &["export-sft", "--min-reward", "0.5", "--out", "sft.jsonl"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let rows = std::fs::read_to_string(tmp.path().join("sft.jsonl")).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        2,
+        "hello (exact 1) and free (score 0.5): {rows}"
+    );
+    assert!(!rows.contains("echo: bye"), "{rows}");
 }

@@ -179,12 +179,15 @@ async fn a_flood_is_throttled_and_memory_stays_bounded() {
         "a 4 MiB budget under 64 clients must throttle"
     );
     assert!(ok > 0, "some requests must get through");
+    // The constant is the allocator's (mimalloc keeps per-thread pages for
+    // reuse) plus one read buffer per connection; what must not happen is
+    // growth with the offered load, checked below.
     assert!(
-        peak_mib < 160,
+        peak_mib < 256,
         "peak RSS {peak_mib} MiB is not bounded by the 4 MiB budget"
     );
     assert!(
-        offered_mib > 2 * peak_mib,
+        offered_mib > 3 * peak_mib,
         "the flood must be larger than the memory it may use"
     );
     // And what was accepted is all there.

@@ -5,50 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use support::gateway::{start_provider, Gateway, TOKEN};
+use support::gateway::{oclagl_async, start_provider, Gateway, TOKEN};
 use support::trace_files;
-
-fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(support::BIN);
-    cmd.current_dir(dir).args(args);
-    for var in [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "INTERNAL_SECRET",
-        "OPENCLAW_GATEWAY_TOKEN",
-        "GATEWAY_BASE_URL",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied()).stdin(Stdio::null());
-    let out = cmd.output().expect("run oclagl");
-    assert!(
-        out.status.success(),
-        "oclagl {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Runs `oclagl` on a blocking thread (the provider needs the runtime).
-async fn oclagl_async(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let dir = dir.to_path_buf();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        oclagl(&dir, &env, &args)
-    })
-    .await
-    .unwrap()
-}
 
 fn trace_id_of(doc: &Value) -> String {
     doc["spans"][0]["trace_id"].as_str().unwrap().to_string()

@@ -1,7 +1,12 @@
 //! Setup shared by the benchmarks that drive the `oclagl` binary against the
 //! fake fork gateway of `tests/support/fake_fork.rs`.
 
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A number from the environment, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -25,4 +30,39 @@ pub fn oclagl_bin() -> PathBuf {
     std::env::var("OCLAGL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/oclagl"))
+}
+
+/// Percentile `p` (0..1) of sorted latencies, in milliseconds.
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Starts `cmd` and waits for the stderr line holding `marker`; returns the
+/// child and that line. Later stderr is read and dropped.
+pub fn spawn_ready(cmd: &mut Command, marker: &'static str) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start oclagl");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("oclagl did not log {marker:?}"));
+    (child, line)
+}
+
+/// The value of ` name=` in a log line.
+pub fn field(line: &str, name: &str) -> String {
+    let rest = line.split(&format!(" {name}=")).nth(1).unwrap_or("");
+    rest.split_whitespace().next().unwrap_or("").to_string()
 }

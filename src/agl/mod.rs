@@ -4,5 +4,6 @@
 
 pub mod index;
 pub mod span;
+pub mod summary;
 pub mod trace_file;
 pub mod view;

@@ -63,6 +63,19 @@ pub fn timestamp(unix_nanos: u64) -> String {
     )
 }
 
+/// `YYYY-mm-dd HH:MM:SS` (UTC) for Unix seconds, for people.
+pub fn datetime(unix_secs: f64) -> String {
+    let secs = unix_secs.max(0.0) as u64;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -210,6 +223,7 @@ mod tests {
         assert_eq!(timestamp(0), "19700101T000000Z");
         assert_eq!(timestamp(1_770_912_433_611_477_000), "20260212T160713Z");
         assert_eq!(timestamp(951_782_400_000_000_000), "20000229T000000Z");
+        assert_eq!(datetime(1_770_912_433.6), "2026-02-12 16:07:13");
         assert_eq!(
             file_name("ro-abc", 1_770_912_433_000_000_000),
             "rollout_ro-abc_20260212T160713Z.json"

@@ -7,11 +7,11 @@
 //! the log position below which every record is reflected in the files, so a
 //! restart rewrites only what the crash may have left stale.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -22,6 +22,7 @@ use super::index::{
     derived_attempt_id, fallback_attempt_id, summarize, Change, Index, RecordSummary, Rollout,
 };
 use super::span::{self, flatten_attributes, str_attr, Resource, SpanIds};
+use super::summary::{self, Summary};
 use super::trace_file::{self, TraceFile};
 use crate::store::{Committed, Pos, Record, WalReader};
 
@@ -48,6 +49,40 @@ pub struct ViewConfig {
     pub quiet: Duration,
     /// Told the name of every trace file written (for forwarding to AGL).
     pub written: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// fdatasync trace files before the checkpoint passes them (`--fsync`).
+    pub sync: bool,
+}
+
+/// Saving the summaries may take at most 1/SAVE_SHARE of the view's time.
+const SAVE_SHARE: u32 = 20;
+
+/// The sidecar's rollouts, shared by the view (which adds to them) and the
+/// HTTP API (which looks them up).
+#[derive(Clone)]
+pub struct Rollouts {
+    index: Arc<Mutex<Index>>,
+    wal_dir: PathBuf,
+}
+
+fn locked(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Rollouts {
+    /// The rollout's trace file as the view would write it now, from the
+    /// store; `None` for a rollout the sidecar does not know.
+    pub fn trace_file(&self, id: &str) -> Option<TraceFile> {
+        let rollout = locked(&self.index).get(id).cloned()?;
+        let mut reader = WalReader::new(&self.wal_dir);
+        let requests: Vec<_> = rollout
+            .records
+            .iter()
+            .filter_map(|pos| read_export(&mut reader, *pos))
+            .collect();
+        Some(build_trace_file(id, &rollout, &requests))
+    }
 }
 
 struct Dirty {
@@ -60,7 +95,13 @@ struct Dirty {
 
 pub struct View {
     cfg: ViewConfig,
-    index: Index,
+    index: Arc<Mutex<Index>>,
+    /// What `oclagl ls` shows, by rollout id (saved in [`summary::FILE`]).
+    summaries: HashMap<String, Summary>,
+    summaries_changed: bool,
+    /// Summaries or checkpoint wait to be saved (at `next_save`).
+    save_pending: bool,
+    next_save: Instant,
     dirty: HashMap<Arc<str>, Dirty>,
     /// Trace files on disk, by file stem.
     files: HashMap<String, String>,
@@ -70,6 +111,11 @@ pub struct View {
     /// Which named rollout each trace-derived rollout was folded into.
     merged: HashMap<Arc<str>, Arc<str>>,
     checkpoint: Pos,
+    /// Dirty rollouts in the order they were last touched, with the
+    /// generation of that touch; entries whose generation is no longer the
+    /// rollout's are skipped. Makes finding due rollouts cost what is due,
+    /// not what is dirty.
+    due: VecDeque<(Instant, Arc<str>, u64)>,
     next_pos: Pos,
     changes: Vec<Change>,
 }
@@ -101,18 +147,42 @@ impl View {
         };
         std::fs::create_dir_all(&cfg.traces_dir).map_err(dir_err)?;
         let files = trace_file::scan(&cfg.traces_dir).map_err(dir_err)?;
-        let checkpoint = read_checkpoint(&cfg.data_dir.join(CHECKPOINT))?;
+        let mut checkpoint = read_checkpoint(&cfg.data_dir.join(CHECKPOINT))?;
+        let summaries = match summary::load_map(&cfg.data_dir) {
+            Ok(Some(map)) => map,
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(error = %e, "cannot read the rollout summaries; rebuilding them");
+                }
+                // Without summaries, every rollout is summarised again.
+                checkpoint = Pos::default();
+                HashMap::new()
+            }
+        };
         Ok(View {
             cfg,
-            index: Index::default(),
+            index: Arc::default(),
+            summaries,
+            summaries_changed: false,
+            save_pending: false,
+            next_save: Instant::now(),
             dirty: HashMap::new(),
             files,
             stale: HashMap::new(),
             merged: HashMap::new(),
             checkpoint,
+            due: VecDeque::new(),
             next_pos: Pos::default(),
             changes: Vec::new(),
         })
+    }
+
+    /// The rollouts, for lookups from other threads.
+    pub fn rollouts(&self) -> Rollouts {
+        Rollouts {
+            index: self.index.clone(),
+            wal_dir: self.cfg.wal_dir.clone(),
+        }
     }
 
     /// Feeds a record found while opening the store.
@@ -130,25 +200,27 @@ impl View {
     /// Marks a rollout as needing its file (re)written.
     fn touch(&mut self, id: Arc<str>, pos: Pos) {
         let now = Instant::now();
-        let d = self.dirty.entry(id).or_insert(Dirty {
+        let d = self.dirty.entry(id.clone()).or_insert(Dirty {
             since: pos,
             last_activity: now,
             generation: 0,
         });
         d.last_activity = now;
         d.generation += 1;
+        self.due.push_back((now, id, d.generation));
     }
 
     fn observe(&mut self, pos: Pos, received: u64, summary: &RecordSummary, changed: bool) {
         let mut changes = std::mem::take(&mut self.changes);
         changes.clear();
-        self.index.observe(pos, received, summary, &mut changes);
+        locked(&self.index).observe(pos, received, summary, &mut changes);
         for change in changes.drain(..) {
             match change {
                 Change::Touched(id) if changed => self.touch(id, pos),
                 Change::Touched(_) => {}
                 Change::Merged { gone, into } => {
                     self.dirty.remove(&gone);
+                    self.summaries_changed |= self.summaries.remove(&*gone).is_some();
                     if let Some(file) = self.files.remove(&trace_file::file_stem(&gone)) {
                         self.stale.entry(into.clone()).or_default().push(file);
                         self.touch(into.clone(), pos);
@@ -180,6 +252,7 @@ impl View {
         let writer = FileWriter {
             reader: WalReader::new(&self.cfg.wal_dir),
             traces_dir: self.cfg.traces_dir.clone(),
+            sync: self.cfg.sync,
         };
         let writer = match std::thread::Builder::new()
             .name("oclagl-trace-files".into())
@@ -197,7 +270,7 @@ impl View {
         let mut next_tick = Instant::now() + tick;
         loop {
             // Nothing pending: sleep until the next record instead of ticking.
-            let received = if self.dirty.is_empty() && !busy {
+            let received = if self.dirty.is_empty() && !busy && !self.save_pending {
                 committed.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
                 committed.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
@@ -220,6 +293,9 @@ impl View {
             if !busy {
                 busy = self.dispatch(&job_tx, false);
             }
+            if self.save_pending {
+                self.save_checkpoint(false);
+            }
         }
         // Shutdown: write what is pending, within the deadline.
         let deadline = Instant::now() + shutdown_deadline;
@@ -238,12 +314,14 @@ impl View {
                 break;
             }
         }
+        self.save_checkpoint(true);
         if !self.dirty.is_empty() {
             tracing::warn!(
                 rollouts = self.dirty.len(),
                 "shutdown deadline reached; their trace files are rewritten at the next start"
             );
         }
+        self.save_checkpoint(true);
         drop(job_tx);
         let _ = writer.join();
     }
@@ -253,21 +331,42 @@ impl View {
     fn dispatch(&mut self, jobs: &std::sync::mpsc::SyncSender<Vec<Job>>, all: bool) -> bool {
         let now = Instant::now();
         let quiet = self.cfg.quiet;
-        let mut due: Vec<(Pos, Arc<str>)> = self
-            .dirty
-            .iter()
-            .filter(|(_, d)| all || now.duration_since(d.last_activity) >= quiet)
-            .map(|(id, d)| (d.since, id.clone()))
-            .collect();
+        let due: Vec<Arc<str>> = if all {
+            let mut due: Vec<(Pos, Arc<str>)> = self
+                .dirty
+                .iter()
+                .map(|(id, d)| (d.since, id.clone()))
+                .collect();
+            due.sort_unstable();
+            due.truncate(BATCH);
+            due.into_iter().map(|(_, id)| id).collect()
+        } else {
+            let mut due = Vec::new();
+            while due.len() < BATCH {
+                match self.due.front() {
+                    Some((at, _, _)) if now.duration_since(*at) >= quiet => {}
+                    _ => break,
+                }
+                let Some((_, id, generation)) = self.due.pop_front() else {
+                    break;
+                };
+                if self
+                    .dirty
+                    .get(&id)
+                    .is_some_and(|d| d.generation == generation)
+                {
+                    due.push(id);
+                }
+            }
+            due
+        };
         if due.is_empty() {
             return false;
         }
-        due.sort_unstable();
-        due.truncate(BATCH);
         let batch: Vec<Job> =
             due.into_iter()
-                .filter_map(|(_, id)| {
-                    let Some(rollout) = self.index.get(&id).cloned() else {
+                .filter_map(|id| {
+                    let Some(rollout) = locked(&self.index).get(&id).cloned() else {
                         self.dirty.remove(&id);
                         return None;
                     };
@@ -293,7 +392,8 @@ impl View {
     fn finish(&mut self, done: Vec<Done>) {
         for d in done {
             match d.error {
-                None if self.index.get(&d.id).is_none() => {
+                None if locked(&self.index).get(&d.id).is_none() => {
+                    self.summaries_changed |= self.summaries.remove(&*d.id).is_some();
                     // Merged into a named rollout while being written: the
                     // file is stale, to delete when that rollout is written.
                     match self.merged.get(&d.id).cloned() {
@@ -310,6 +410,10 @@ impl View {
                     for listener in &self.cfg.written {
                         let _ = listener.send(d.name.clone());
                     }
+                    if let Some(s) = d.summary {
+                        self.summaries.insert(d.id.to_string(), s);
+                        self.summaries_changed = true;
+                    }
                     self.files.insert(trace_file::file_stem(&d.id), d.name);
                     let unchanged = self
                         .dirty
@@ -321,30 +425,64 @@ impl View {
                 }
                 Some(e) => {
                     tracing::error!(rollout = %d.id, error = %e, "cannot write trace file; will retry");
+                    if let Some(x) = self.dirty.get(&d.id) {
+                        self.due
+                            .push_back((Instant::now(), d.id.clone(), x.generation));
+                    }
                     if !d.stale.is_empty() {
                         self.stale.entry(d.id).or_default().extend(d.stale);
                     }
                 }
             }
         }
-        self.save_checkpoint();
+        self.save_checkpoint(false);
     }
 
-    fn save_checkpoint(&mut self) {
+    /// Saves the summaries, then moves the checkpoint up (so it never
+    /// passes a summary that is not on disk). Unless `now`, at most one save
+    /// per SAVE_SHARE times the last save's duration: with many rollouts,
+    /// saves get rarer instead of taking over the thread.
+    fn save_checkpoint(&mut self, now: bool) {
+        // Finding the checkpoint costs a pass over every dirty rollout: only
+        // when a save is due.
+        if !now && Instant::now() < self.next_save {
+            self.save_pending = true;
+            return;
+        }
         let low = self
             .dirty
             .values()
             .map(|d| d.since)
             .min()
             .unwrap_or(self.next_pos);
-        if low == self.checkpoint {
+        self.save_pending = low != self.checkpoint || self.summaries_changed;
+        if !self.save_pending {
             return;
         }
-        let text = format!("{} {}\n", low.segment, low.offset);
-        match trace_file::write_atomic(&self.cfg.data_dir, CHECKPOINT, text.as_bytes()) {
-            Ok(_) => self.checkpoint = low,
-            Err(e) => tracing::warn!(error = %e, "cannot save view checkpoint"),
+        let started = Instant::now();
+        if self.summaries_changed {
+            if let Err(e) = summary::save(&self.cfg.data_dir, self.summaries.values()) {
+                tracing::warn!(error = %e, "cannot save the rollout summaries");
+                self.next_save = Instant::now() + Duration::from_secs(1);
+                return;
+            }
+            self.summaries_changed = false;
         }
+        if low != self.checkpoint {
+            let text = format!("{} {}\n", low.segment, low.offset);
+            match trace_file::write_atomic(&self.cfg.data_dir, CHECKPOINT, text.as_bytes()) {
+                Ok(_) => self.checkpoint = low,
+                Err(e) => tracing::warn!(error = %e, "cannot save view checkpoint"),
+            }
+        }
+        self.save_pending = self.checkpoint != low;
+        // With rollouts still being written, at most one save a second.
+        let gap = if self.dirty.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
+        self.next_save = Instant::now() + (started.elapsed() * SAVE_SHARE).max(gap);
     }
 }
 
@@ -365,12 +503,15 @@ struct Done {
     /// Files still to delete (given back when the write failed).
     stale: Vec<String>,
     error: Option<String>,
+    /// The written file's summary.
+    summary: Option<Summary>,
 }
 
 /// The trace file writer thread.
 struct FileWriter {
     reader: WalReader,
     traces_dir: PathBuf,
+    sync: bool,
 }
 
 impl FileWriter {
@@ -404,27 +545,31 @@ impl FileWriter {
             }
         }
         let mut renamed = Vec::with_capacity(written.len());
-        for (job, (file, tmp)) in written {
+        for (job, (file, tmp, summary)) in written {
             let target = self.traces_dir.join(&job.name);
-            match file
-                .sync_data()
-                .and_then(|()| std::fs::rename(&tmp, target))
-            {
-                Ok(()) => renamed.push(job),
+            let synced = if self.sync { file.sync_data() } else { Ok(()) };
+            match synced.and_then(|()| std::fs::rename(&tmp, target)) {
+                Ok(()) => renamed.push((job, summary)),
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
                     results.push(Done::of(job, Some(e)));
                 }
             }
         }
-        let dir = std::fs::File::open(&self.traces_dir).and_then(|d| d.sync_all());
-        for job in renamed {
+        let dir = match self.sync {
+            true => std::fs::File::open(&self.traces_dir).and_then(|d| d.sync_all()),
+            false => Ok(()),
+        };
+        for (job, summary) in renamed {
             match &dir {
                 Ok(()) => {
                     for old in job.stale.iter().filter(|old| **old != job.name) {
                         let _ = std::fs::remove_file(self.traces_dir.join(old));
                     }
-                    results.push(Done::of(job, None));
+                    results.push(Done {
+                        summary: Some(summary),
+                        ..Done::of(job, None)
+                    });
                 }
                 Err(e) => {
                     results.push(Done::of(job, Some(io::Error::new(e.kind(), e.to_string()))))
@@ -439,7 +584,7 @@ impl FileWriter {
         &mut self,
         job: &Job,
         decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
-    ) -> io::Result<(std::fs::File, PathBuf)> {
+    ) -> io::Result<(std::fs::File, PathBuf, Summary)> {
         let mut requests = Vec::with_capacity(job.rollout.records.len());
         for pos in &job.rollout.records {
             let request = match decoded.get(pos) {
@@ -460,7 +605,7 @@ impl FileWriter {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        Ok((file, tmp))
+        Ok((file, tmp, summary::summarize(&trace_file, &job.name)))
     }
 }
 
@@ -476,6 +621,7 @@ impl Done {
             id: job.id,
             name: job.name,
             generation: job.generation,
+            summary: None,
         }
     }
 }

@@ -263,6 +263,7 @@ impl Bridge {
             metadata: Some(
                 json!({"source": "bridge", "sessionKey": req.session_key, "attachments": attachments}),
             ),
+            expected: None,
         };
         let options = RunOptions {
             session_key: req.session_key.clone(),

@@ -2,6 +2,7 @@
 //! gateway and record each rollout through [`crate::rollout::Emitter`].
 
 pub mod prompts;
+pub mod score;
 
 use std::io::IsTerminal;
 use std::net::ToSocketAddrs;
@@ -70,6 +71,14 @@ pub struct CollectArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Reward each rollout by comparing its reply with the prompt's
+    /// "expected" (JSONL): exact, contains (ignoring case) or regex.
+    #[arg(long, env = "OCLAGL_SCORE", value_enum)]
+    pub score: Option<score::Compare>,
+    /// Reward each rollout with this program's answer: it reads the rollout
+    /// as JSON on stdin and prints a number.
+    #[arg(long, env = "OCLAGL_SCORE_CMD", value_name = "PROGRAM")]
+    pub score_cmd: Option<PathBuf>,
     #[command(flatten)]
     pub gateway: GatewayArgs,
     #[command(flatten)]
@@ -99,6 +108,8 @@ pub enum CollectError {
     Gateway(GatewayError),
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Score(#[from] score::ScoreError),
     #[error("--concurrency must be at least 1")]
     Concurrency,
 }
@@ -110,6 +121,10 @@ pub struct Summary {
     pub succeeded: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Rollouts that got rewards from --score / --score-cmd.
+    pub scored: usize,
+    /// Rollouts whose scoring failed (they have no reward).
+    pub score_errors: usize,
     pub interrupted: bool,
     pub seconds: f64,
     pub destination: String,
@@ -240,6 +255,11 @@ pub async fn collect(
         tasks.retain(|t| !done.contains(&prompts::resume_key(t.id.as_deref(), &t.prompt)));
     }
     let skipped = total - tasks.len();
+    let scorer = Arc::new(score::Scorer::new(
+        args.score,
+        args.score_cmd.clone(),
+        &tasks,
+    )?);
     preflight(&cfg).await?;
     let telemetry = Telemetry::start(&args.local).await?;
     let destination = telemetry.destination.clone();
@@ -255,6 +275,7 @@ pub async fn collect(
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(todo);
     let mut fatal_error: Option<GatewayError> = None;
     let (mut ok, mut failed) = (0usize, 0usize);
+    let (mut scored, mut score_errors) = (0usize, 0usize);
     let mut interrupted = false;
     tokio::pin!(interrupt);
     let mut pending = tasks.into_iter();
@@ -266,10 +287,18 @@ pub async fn collect(
             };
             let Some(task) = pending.next() else { break };
             let (emitter, options, cancel) = (emitter.clone(), options.clone(), cancel_rx.clone());
+            let scorer = scorer.clone();
             running.spawn(async move {
-                let outcome = emitter.run(&task, &options, cancel).await;
+                let mut outcome = emitter.run(&task, &options, cancel).await;
+                let scored = scorer.score(&task, &outcome).await;
+                if let (Ok(rewards), Some(root)) = (&scored, &outcome.root) {
+                    if !rewards.is_empty() {
+                        emitter.reward(&outcome.rollout_id, &outcome.attempt_id, root, rewards);
+                        outcome.rewards = rewards.clone();
+                    }
+                }
                 drop(permit);
-                outcome
+                (outcome, scored.err())
             });
         }
         if running.is_empty() {
@@ -277,14 +306,28 @@ pub async fn collect(
         }
         tokio::select! {
             joined = running.join_next() => {
-                let Some(Ok(outcome)) = joined else { continue };
+                let Some(Ok((outcome, score_error))) = joined else { continue };
+                if let Some(e) = score_error {
+                    score_errors += 1;
+                    let line = format!("{}: no reward: {e}", outcome.rollout_id);
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                scored += usize::from(!outcome.rewards.is_empty());
                 match outcome.status {
                     RolloutStatus::Succeeded => ok += 1,
                     RolloutStatus::Failed => failed += 1,
                 }
+                let rewards: String = outcome
+                    .rewards
+                    .iter()
+                    .map(|r| format!(" {}={}", r.name, r.value))
+                    .collect();
                 let line = match &outcome.error {
-                    None => format!("{} succeeded in {:.1}s", outcome.rollout_id, outcome.seconds),
-                    Some(e) => format!("{} failed: {e}", outcome.rollout_id),
+                    None => format!("{} succeeded in {:.1}s{rewards}", outcome.rollout_id, outcome.seconds),
+                    Some(e) => format!("{} failed: {e}{rewards}", outcome.rollout_id),
                 };
                 match &bar {
                     Some(bar) => {
@@ -321,6 +364,8 @@ pub async fn collect(
         succeeded: ok,
         failed,
         skipped,
+        scored,
+        score_errors,
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
         destination,
@@ -342,6 +387,18 @@ impl Summary {
         );
         if self.skipped > 0 {
             s.push_str(&format!("; {} skipped (--resume)", self.skipped));
+        }
+        if self.scored + self.score_errors > 0 {
+            let rewards: Vec<f64> = self
+                .rollouts
+                .iter()
+                .filter_map(|o| o.rewards.first().map(|r| r.value))
+                .collect();
+            let mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+            s.push_str(&format!("; {} scored (mean reward {mean:.3})", self.scored));
+            if self.score_errors > 0 {
+                s.push_str(&format!(", {} not scored", self.score_errors));
+            }
         }
         if self.interrupted {
             s.push_str("; interrupted");

@@ -1,5 +1,5 @@
 //! Prompt files: plain text (one prompt per line) or JSONL
-//! (`{"prompt", "id"?, "metadata"?}` per line).
+//! (`{"prompt", "id"?, "metadata"?, "expected"?}` per line).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,6 +32,8 @@ struct JsonPrompt {
     id: Option<Value>,
     #[serde(default)]
     metadata: Option<Value>,
+    #[serde(default)]
+    expected: Option<Value>,
 }
 
 /// Reads a prompts file.
@@ -71,7 +73,9 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
         let p: JsonPrompt = serde_json::from_str(line).map_err(|e| PromptsError::Line {
             path: path.to_string(),
             line: n + 1,
-            reason: format!("expected {{\"prompt\": \"…\", \"id\"?, \"metadata\"?}}: {e}"),
+            reason: format!(
+                "expected {{\"prompt\": \"…\", \"id\"?, \"metadata\"?, \"expected\"?}}: {e}"
+            ),
         })?;
         if p.prompt.trim().is_empty() {
             return Err(PromptsError::Line {
@@ -82,12 +86,9 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
         }
         tasks.push(Task {
             prompt: p.prompt,
-            id: p.id.map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            }),
+            id: p.id.map(json_text),
             metadata: p.metadata,
+            expected: p.expected.filter(|v| !v.is_null()).map(json_text),
         });
     }
     if tasks.is_empty() {
@@ -96,6 +97,14 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
         });
     }
     Ok(tasks)
+}
+
+/// A JSON string as it is, any other value as JSON text (`7`, `true`).
+fn json_text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
 }
 
 /// The key `--resume` matches on: the task id, else the prompt.
@@ -145,10 +154,12 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t[1].prompt, "Explain recursion.");
         let j = parse(
-            "{\"prompt\":\"a\",\"id\":7,\"metadata\":{\"k\":1}}\n{\"prompt\":\"b\",\"id\":\"x\"}\n",
+            "{\"prompt\":\"a\",\"id\":7,\"metadata\":{\"k\":1},\"expected\":4}\n{\"prompt\":\"b\",\"id\":\"x\",\"expected\":\"B\"}\n",
             "p.jsonl",
         )
         .unwrap();
+        assert_eq!(j[0].expected.as_deref(), Some("4"));
+        assert_eq!(j[1].expected.as_deref(), Some("B"));
         assert_eq!(j[0].id.as_deref(), Some("7"));
         assert_eq!(j[1].id.as_deref(), Some("x"));
         assert_eq!(j[0].metadata, Some(serde_json::json!({"k": 1})));

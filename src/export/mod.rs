@@ -107,7 +107,8 @@ pub struct ExportArgs {
     pub stats: bool,
 }
 
-fn parse_reward(s: &str) -> Result<f64, String> {
+/// A reward given on the command line: a finite number.
+pub fn parse_reward(s: &str) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()
         .ok()

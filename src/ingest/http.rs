@@ -1,12 +1,14 @@
 //! OTLP/HTTP receiver: `POST /v1/traces` (stored), `/v1/metrics` and
-//! `/v1/logs` (decoded, counted, not stored), and `GET /health`.
+//! `/v1/logs` (decoded, counted, not stored), and `GET /health`; and
+//! `POST /v1/rollouts/{id}/reward` (an AGL reward span, stored like any
+//! other).
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,6 +27,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Admission, Ingest, IngestError, RETRY_AFTER};
+use crate::agl::view::Rollouts;
+use crate::rollout::reward::{annotation_request, Parent, RewardBody, Rewarded};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {
@@ -232,6 +236,13 @@ fn decode<T: Message + Default + DeserializeOwned>(
             T::decode(body.clone()).map_err(|e| IngestError::Decode(format!("protobuf: {e}")))
         }
         Encoding::Json => {
+            // serde would also read a struct from a JSON array; an OTLP/JSON
+            // request is an object.
+            if body.trim_ascii_start().first() != Some(&b'{') {
+                return Err(IngestError::Decode(
+                    "OTLP/JSON: the body is not a JSON object".into(),
+                ));
+            }
             serde_json::from_slice(body).map_err(|e| IngestError::Decode(format!("OTLP/JSON: {e}")))
         }
     }
@@ -339,6 +350,82 @@ async fn logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body)
             encode(encoding, &ExportLogsServiceResponse::default())
         }
         Err((encoding, e)) => error_response(encoding, &e),
+    }
+}
+
+/// State of the reward endpoint: the receivers and the view's rollouts.
+#[derive(Clone)]
+struct RewardState {
+    ingest: Arc<Ingest>,
+    rollouts: Rollouts,
+}
+
+/// Largest reward request body.
+const MAX_REWARD_BODY: usize = 64 << 10;
+
+/// `POST /v1/rollouts/{id}/reward`: stores an AGL reward span for a rollout
+/// the sidecar knows (404 for any other).
+pub fn reward_router(ingest: Arc<Ingest>, rollouts: Rollouts) -> Router {
+    Router::new()
+        .route("/v1/rollouts/{id}/reward", post(reward))
+        .layer(DefaultBodyLimit::max(MAX_REWARD_BODY))
+        .with_state(RewardState { ingest, rollouts })
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn reward(State(state): State<RewardState>, Path(id): Path<String>, body: Bytes) -> Response {
+    let body: RewardBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a reward ({e}): send {{\"value\": 1.0}} or {{\"rewards\": [{{\"name\": \"…\", \"value\": 1.0}}]}}"),
+            )
+        }
+    };
+    let rewards = match body.rewards() {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let rollouts = state.rollouts.clone();
+    let lookup = id.clone();
+    let trace = match tokio::task::spawn_blocking(move || rollouts.trace_file(&lookup)).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("rollout {id} not found")),
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let attempt_id = body.attempt_id.clone().unwrap_or(trace.attempt_id);
+    // Under the root span (else any span), so the reward joins the
+    // rollout's trace and is never taken for a root itself.
+    let parent = trace
+        .spans
+        .iter()
+        .find(|s| s.parent_id.is_none())
+        .or(trace.spans.first())
+        .and_then(|s| {
+            Some(Parent {
+                trace_id: hex::decode(&s.trace_id).ok()?.try_into().ok()?,
+                span_id: hex::decode(&s.span_id).ok()?.try_into().ok()?,
+            })
+        });
+    let request = annotation_request(&id, &attempt_id, parent, &rewards);
+    match state.ingest.export(request, None).await {
+        Ok(_) => Json(Rewarded {
+            rollout_id: id,
+            attempt_id,
+            rewards,
+        })
+        .into_response(),
+        Err(e) => {
+            let status = match e {
+                IngestError::Busy => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            json_error(status, e.to_string())
+        }
     }
 }
 

@@ -6,9 +6,14 @@
 //! request that cannot get its share within `queue_wait` is turned away as
 //! throttled (HTTP 429 / gRPC `RESOURCE_EXHAUSTED`, retry after a second);
 //! a store that fails to write answers 503 / `UNAVAILABLE`.
+//!
+//! The LLM proxy ([`proxy`]) is a receiver too: it records the model calls
+//! it forwards as spans and hands them to [`Ingest::export`] in-process.
 
+pub mod auth;
 pub mod grpc;
 pub mod http;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -146,7 +151,7 @@ pub struct Admission {
     kib: u32,
 }
 
-fn now_unix_nanos() -> u64 {
+pub(crate) fn now_unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

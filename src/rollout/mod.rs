@@ -11,6 +11,7 @@
 //! - `agentlightning.message` with the reply.
 
 pub mod otel;
+pub mod reward;
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub struct Task {
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// The expected answer, for `collect --score`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
 }
 
 /// How a rollout is run.
@@ -67,6 +71,12 @@ pub struct Outcome {
     pub seconds: f64,
     #[serde(skip)]
     pub gateway_error: Option<GatewayError>,
+    /// The rollout's root span, for spans added afterwards (rewards).
+    #[serde(skip)]
+    pub root: Option<opentelemetry::trace::SpanContext>,
+    /// Rewards given when it ended (`collect --score`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<reward::Reward>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -232,6 +242,7 @@ impl Emitter {
         };
 
         let root_span = root_cx.span();
+        let root = Some(root_span.span_context().clone());
         let outcome = match result {
             Ok(reply) => {
                 self.record_turns(&root_cx, &task.prompt, &reply);
@@ -255,6 +266,8 @@ impl Emitter {
                     tries,
                     seconds: started.elapsed().as_secs_f64(),
                     gateway_error: None,
+                    root,
+                    rewards: Vec::new(),
                 }
             }
             Err(e) => {
@@ -276,6 +289,8 @@ impl Emitter {
                     tries,
                     seconds: started.elapsed().as_secs_f64(),
                     gateway_error: Some(e),
+                    root,
+                    rewards: Vec::new(),
                 }
             }
         };

@@ -6,6 +6,7 @@
 //! Without one, the sidecar's receiver and store run in this process on an
 //! ephemeral loopback port, so a single command still leaves `traces/`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,16 +44,69 @@ pub struct LocalStore {
     pub traces_dir: PathBuf,
 }
 
-/// The in-process sidecar: its stop signal and its task.
-type Sidecar = (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), ServeError>>,
-);
+/// The sidecar's receiver and store run in this process, on an ephemeral
+/// loopback port, over a [`LocalStore`].
+pub struct LocalSidecar {
+    /// Its OTLP/HTTP address.
+    pub http: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl LocalSidecar {
+    /// Starts it; fails (with [`crate::store::StoreError::Locked`]) when
+    /// another process holds the store.
+    pub async fn start(local: &LocalStore) -> Result<LocalSidecar, ServeError> {
+        let args = ServeArgs {
+            grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
+            http_addr: "127.0.0.1:0".parse().expect("literal address"),
+            data_dir: local.data_dir.clone(),
+            traces_dir: local.traces_dir.clone(),
+            // Rollouts end for good when the gateway answers, so files can
+            // be written soon, while the command mostly waits on the
+            // gateway, instead of all at exit.
+            quiet: Duration::from_millis(100),
+            ..ServeArgs::default()
+        };
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            args,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |bound| {
+                let _ = ready_tx.send(bound);
+            },
+        ));
+        match ready_rx.await {
+            Ok(bound) => Ok(LocalSidecar {
+                http: bound.http,
+                stop,
+                task,
+            }),
+            Err(_) => Err(match task.await {
+                Ok(Err(e)) => e,
+                _ => ServeError::Server("the in-process sidecar stopped".into()),
+            }),
+        }
+    }
+
+    /// Stops it after it has stored what it received and written every
+    /// pending trace file.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServeError::Server(e.to_string())),
+        }
+    }
+}
 
 /// The SDK provider, and the in-process sidecar when there is one.
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    sidecar: Option<Sidecar>,
+    sidecar: Option<LocalSidecar>,
     /// Where spans are sent, for messages to the user.
     pub destination: String,
 }
@@ -89,46 +143,16 @@ impl Telemetry {
                 (exporter, None, endpoint)
             }
             None => {
-                let args = ServeArgs {
-                    grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
-                    http_addr: "127.0.0.1:0".parse().expect("literal address"),
-                    data_dir: local.data_dir.clone(),
-                    traces_dir: local.traces_dir.clone(),
-                    // Rollouts end for good when the gateway answers, so
-                    // files can be written soon, while the command mostly
-                    // waits on the gateway, instead of all at exit.
-                    quiet: Duration::from_millis(100),
-                    ..ServeArgs::default()
-                };
-                let (ready_tx, ready_rx) = oneshot::channel();
-                let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let task = tokio::spawn(serve(
-                    args,
-                    async move {
-                        let _ = stop_rx.await;
-                    },
-                    move |bound| {
-                        let _ = ready_tx.send(bound);
-                    },
-                ));
-                let bound = match ready_rx.await {
-                    Ok(bound) => bound,
-                    Err(_) => {
-                        return Err(match task.await {
-                            Ok(Err(e)) => e.into(),
-                            _ => TelemetryError::Exporter("the in-process sidecar stopped".into()),
-                        })
-                    }
-                };
+                let sidecar = LocalSidecar::start(local).await?;
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(Protocol::HttpBinary)
-                    .with_endpoint(format!("http://{}/v1/traces", bound.http))
+                    .with_endpoint(format!("http://{}/v1/traces", sidecar.http))
                     .build()
                     .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
                 (
                     exporter,
-                    Some((stop_tx, task)),
+                    Some(sidecar),
                     format!(
                         "{} (in-process store {})",
                         local.traces_dir.display(),
@@ -180,12 +204,9 @@ impl Telemetry {
             Ok(Err(e)) => Err(TelemetryError::Exporter(format!("flushing spans: {e}"))),
             Err(e) => Err(TelemetryError::Exporter(e.to_string())),
         };
-        if let Some((stop, task)) = self.sidecar {
-            let _ = stop.send(());
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = result.and(Err(e.into())),
-                Err(e) => result = result.and(Err(TelemetryError::Exporter(e.to_string()))),
+        if let Some(sidecar) = self.sidecar {
+            if let Err(e) = sidecar.stop().await {
+                result = result.and(Err(e.into()));
             }
         }
         result

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ pub fn decide(body: &Value) -> Value {
     }
 }
 
-fn sse(body: &Value) -> Response {
+fn sse(body: &Value, id: &str) -> Response {
     let answer = decide(body);
     let model = body["model"].as_str().unwrap_or("mock-1");
     let finish = if answer.get("tool_calls").is_some() {
@@ -99,7 +99,7 @@ fn sse(body: &Value) -> Response {
         "stop"
     };
     let chunk = |delta: Value, finish: Value, usage: Value| {
-        let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_770_000_000,
+        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": 1_770_000_000,
             "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
         if !usage.is_null() {
             c["usage"] = usage;
@@ -132,13 +132,18 @@ async fn completions(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    p.calls.lock().unwrap().push(ProviderCall {
-        body: body.clone(),
-        traceparent: h("traceparent"),
-        authorization: h("authorization"),
-    });
+    let id = {
+        let mut calls = p.calls.lock().unwrap();
+        calls.push(ProviderCall {
+            body: body.clone(),
+            traceparent: h("traceparent"),
+            authorization: h("authorization"),
+        });
+        // Unique per call, as a real provider's are (AGL dedupes by it).
+        format!("chatcmpl-mock-{}", calls.len())
+    };
     if body["stream"] == true {
-        return sse(&body);
+        return sse(&body, &id);
     }
     let answer = decide(&body);
     let mut message = answer.clone();
@@ -148,7 +153,7 @@ async fn completions(
             c.as_object_mut().map(|o| o.remove("index"));
         }
     }
-    Json(json!({"id": "chatcmpl-mock", "object": "chat.completion", "created": 1_770_000_000, "model": body["model"],
+    Json(json!({"id": id, "object": "chat.completion", "created": 1_770_000_000, "model": body["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": if answer.get("tool_calls").is_some() {"tool_calls"} else {"stop"}}],
         "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}}))
     .into_response()
@@ -168,6 +173,47 @@ pub async fn start_provider() -> (SocketAddr, Arc<Provider>) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, state)
+}
+
+/// Runs `oclagl` in `dir` with `env` (and none of the caller's gateway or
+/// OTLP settings); fails the test when it exits non-zero.
+pub fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(super::BIN);
+    cmd.current_dir(dir).args(args);
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "INTERNAL_SECRET",
+        "OPENCLAW_GATEWAY_TOKEN",
+        "GATEWAY_BASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).stdin(Stdio::null());
+    let out = cmd.output().expect("run oclagl");
+    assert!(
+        out.status.success(),
+        "oclagl {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `oclagl` on a blocking thread (the provider needs the runtime).
+pub async fn oclagl_async(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let dir = dir.to_path_buf();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        oclagl(&dir, &env, &args)
+    })
+    .await
+    .unwrap()
 }
 
 fn install_dir() -> PathBuf {

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod fake_fork;
 pub mod gateway;
+pub mod rollouts;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
 
@@ -25,6 +26,8 @@ pub struct Server {
     pub child: Child,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The LLM proxy, when started with `--llm-proxy`.
+    pub llm_proxy: Option<SocketAddr>,
     pub dir: PathBuf,
     pub log: Arc<Mutex<String>>,
 }
@@ -39,6 +42,11 @@ impl Server {
 
     /// Starts (or restarts) on the data in `dir`, with a short quiet period.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_logged(dir, extra, "info")
+    }
+
+    /// Like [`Server::start_in`], with `OCLAGL_LOG` set to `log`.
+    pub fn start_logged(dir: &Path, extra: &[&str], log: &str) -> Server {
         let mut args = vec!["serve".to_string()];
         for flag in ["--grpc-addr", "--http-addr"] {
             if !extra.contains(&flag) {
@@ -52,7 +60,7 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(BIN)
             .args(&args)
-            .env("OCLAGL_LOG", "info")
+            .env("OCLAGL_LOG", log)
             // Flags given in `extra` override this (also checks env support).
             .env("OCLAGL_QUIET", "200ms")
             .stdout(Stdio::null())
@@ -83,15 +91,19 @@ impl Server {
                 panic!("oclagl did not start:\n{}", log.lock().unwrap());
             }
         };
-        let field = |name: &str| -> SocketAddr {
-            let start =
-                ready.find(&format!("{name}=")).expect("addr in ready line") + name.len() + 1;
+        let field = |name: &str| -> Option<SocketAddr> {
+            let start = ready
+                .find(&format!(" {name}="))
+                .expect("addr in ready line")
+                + name.len()
+                + 2;
             let rest = &ready[start..];
-            rest.split_whitespace().next().unwrap().parse().unwrap()
+            rest.split_whitespace().next().unwrap().parse().ok()
         };
         Server {
-            grpc: field("grpc"),
-            http: field("http"),
+            grpc: field("grpc").expect("grpc address"),
+            http: field("http").expect("http address"),
+            llm_proxy: field("llm_proxy"),
             child,
             dir: dir.to_path_buf(),
             log,

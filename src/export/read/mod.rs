@@ -2,7 +2,9 @@
 //!
 //! A rollout's row is built from its *last conversation-bearing span* (file
 //! order): the last span carrying messages in any convention the readers
-//! know. Each convention has its own reader ([`agl`], [`genai`],
+//! know. Model calls recorded by the LLM proxy come first: when a rollout has
+//! an answered one, the last of them is the row (it is exactly what the
+//! provider received and answered, system prompt and tools included). Each convention has its own reader ([`agl`], [`genai`],
 //! [`openinference`]); all of them produce the one model of
 //! [`crate::export::model`]. The rollout's facts that filters need (status,
 //! time, session, model, reward, tokens) come from the root, reward and chosen
@@ -18,6 +20,8 @@ pub mod trace_file;
 use serde_json::{Map, Value};
 
 use crate::export::model::Conversation;
+use crate::ingest::proxy::span::UPSTREAM as PROXY_UPSTREAM;
+use crate::rollout::reward::{Reward, PRIMARY, REWARD_PREFIX};
 use trace_file::{for_each_key, Doc, SpanDoc};
 
 /// Why a span's messages could not be read (a malformed span, as AGL would
@@ -122,18 +126,18 @@ pub struct Rollout {
 
 /// Root-span attribute naming the session (written by the collector).
 pub const SESSION_KEY: &str = "oclagl.session_key";
-const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
-const MODEL_ATTRS: [&str; 3] = [
+pub const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
+pub const MODEL_ATTRS: [&str; 3] = [
     "gen_ai.response.model",
     "gen_ai.request.model",
     "llm.model_name",
 ];
-const PROMPT_TOKENS: [&str; 3] = [
+pub const PROMPT_TOKENS: [&str; 3] = [
     "gen_ai.usage.prompt_tokens",
     "gen_ai.usage.input_tokens",
     "llm.token_count.prompt",
 ];
-const COMPLETION_TOKENS: [&str; 3] = [
+pub const COMPLETION_TOKENS: [&str; 3] = [
     "gen_ai.usage.completion_tokens",
     "gen_ai.usage.output_tokens",
     "llm.token_count.completion",
@@ -147,28 +151,43 @@ fn attributes(span: &SpanDoc, n: usize) -> Result<Map<String, Value>, Malformed>
     }
 }
 
-/// The conventions whose messages a span carries (best first).
-fn convention_of(span: &SpanDoc, n: usize) -> Result<Option<Convention>, Malformed> {
+/// What a span's attribute keys say about it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Keys {
+    /// The best convention of the messages it carries.
+    convention: Option<Convention>,
+    /// A model call the LLM proxy recorded with its answer.
+    proxy_answer: bool,
+}
+
+fn keys_of(span: &SpanDoc, n: usize) -> Result<Keys, Malformed> {
     let Some(raw) = span.attributes else {
-        return Ok(None);
+        return Ok(Keys::default());
     };
-    let mut best: Option<Convention> = None;
+    let (mut best, mut proxy, mut answered) = (None::<Convention>, false, false);
     for_each_key(raw, |k| {
         if let Some(c) = Convention::of_key(k) {
             best = Some(best.map_or(c, |b| b.min(c)));
         }
+        proxy |= k == PROXY_UPSTREAM;
+        answered |= k.starts_with("gen_ai.completion.");
     })
     .map_err(|e| Malformed(format!("span {n} attributes are not an object: {e}")))?;
-    Ok(best)
+    Ok(Keys {
+        convention: best,
+        proxy_answer: proxy && answered,
+    })
 }
 
-fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+/// The first of `keys` holding a non-empty string.
+pub fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter()
         .find_map(|k| attrs.get(*k)?.as_str().filter(|s| !s.is_empty()))
         .map(str::to_string)
 }
 
-fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
+/// The first of `keys` holding a count (a number or a numeric string); 0 if none.
+pub fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
     keys.iter()
         .find_map(|k| match attrs.get(*k)? {
             Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
@@ -178,17 +197,39 @@ fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
         .unwrap_or(0)
 }
 
-/// The primary reward a span records: AGL 0.3's `agentlightning.reward.<i>`
-/// list (index 0 is primary), or the older `reward` attribute.
-pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
-    if let Some(Value::Array(list)) = attrs::unflatten(attrs, "agentlightning.reward") {
-        return list.first()?.get("value")?.as_f64();
+/// The rewards a span records, in order: AGL 0.3's
+/// `agentlightning.reward.<i>.name/value` list (index 0 is primary; the list
+/// ends at the first entry without a numeric value), or the older `reward`
+/// attribute (named `primary`).
+pub fn rewards_of(attrs: &Map<String, Value>) -> Vec<Reward> {
+    if let Some(Value::Array(list)) = attrs::unflatten(attrs, REWARD_PREFIX) {
+        return list
+            .iter()
+            .map_while(|r| {
+                Some(Reward {
+                    name: r.get("name").and_then(Value::as_str).unwrap_or("").into(),
+                    value: r.get("value")?.as_f64()?,
+                })
+            })
+            .collect();
     }
-    attrs.get("reward")?.as_f64()
+    let legacy = attrs.get("reward").and_then(Value::as_f64);
+    legacy
+        .map(|value| Reward {
+            name: PRIMARY.into(),
+            value,
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The primary reward a span records (see [`rewards_of`]).
+pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
+    rewards_of(attrs).first().map(|r| r.value)
 }
 
 /// Span names AGL gives reward spans (0.3 and older emitters).
-const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
+pub const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
 
 /// Reads what export needs of one trace file's rollout. `fallback_id` names
 /// it when the file does not.
@@ -222,10 +263,20 @@ pub fn rollout(doc: &Doc, fallback_id: &str) -> Result<Rollout, Malformed> {
     {
         out.session = first_str(&attributes(root, n)?, &SESSION_ATTRS);
     }
+    let keys = doc
+        .spans
+        .iter()
+        .enumerate()
+        .map(|(n, span)| keys_of(span, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let prefer_proxy = keys.iter().any(|k| k.proxy_answer);
     for (n, span) in doc.spans.iter().enumerate().rev() {
-        let Some(convention) = convention_of(span, n)? else {
+        let Some(convention) = keys[n].convention else {
             continue;
         };
+        if prefer_proxy && !keys[n].proxy_answer {
+            continue;
+        }
         let attrs = attributes(span, n)?;
         let children = match span.span_id.as_deref() {
             Some(id) => doc
@@ -338,6 +389,37 @@ mod tests {
             chosen.children,
             vec![json!({"tool.name": "x"}).as_object().unwrap().clone()]
         );
+    }
+
+    #[test]
+    fn answered_proxy_calls_win_over_later_conversation_spans() {
+        let proxy = |id: &str, answer: bool| {
+            let mut attrs = json!({"oclagl.llm_proxy.upstream": "http://up/v1",
+                "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": id});
+            if answer {
+                attrs["gen_ai.completion.0.role"] = json!("assistant");
+                attrs["gen_ai.completion.0.content"] = json!("ok");
+            }
+            json!({"name": "chat m", "span_id": id, "parent_id": "x", "attributes": attrs})
+        };
+        let bytes = doc_bytes(json!([
+            proxy("first", true),
+            proxy("second", true),
+            proxy("failed", false),
+            {"name": "gen_ai", "span_id": "seed", "parent_id": "r",
+             "attributes": {"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "seed"}}
+        ]));
+        let doc = Doc::parse(&bytes).unwrap();
+        let chosen = rollout(&doc, "f").unwrap().chosen.unwrap();
+        assert_eq!(chosen.attrs["gen_ai.prompt.0.content"], "second");
+        // Without an answered proxy call, the last conversation span is used.
+        let bytes = doc_bytes(
+            json!([proxy("failed", false), {"name": "gen_ai", "span_id": "seed",
+            "attributes": {"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "seed"}}]),
+        );
+        let doc = Doc::parse(&bytes).unwrap();
+        let chosen = rollout(&doc, "f").unwrap().chosen.unwrap();
+        assert_eq!(chosen.attrs["gen_ai.prompt.0.content"], "seed");
     }
 
     #[test]

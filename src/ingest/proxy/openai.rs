@@ -1,0 +1,714 @@
+//! What one model call said, read from the OpenAI-compatible bodies the proxy
+//! forwarded: `POST /v1/chat/completions` and `POST /v1/responses`, answered
+//! as JSON or as a server-sent event stream (reassembled here).
+//!
+//! Both APIs are read into the conversation model export uses
+//! ([`crate::export::model`]), so a recorded call and an exported row mean
+//! the same thing. Fields that model has no place for stay in the raw bodies
+//! the span also records.
+
+use serde_json::{Map, Value};
+
+use crate::export::model::{Message, Role, Tool, ToolCall};
+use crate::export::read::attrs::{
+    array, content_text, object, opt_str, req_str, tool_call, tool_definition,
+};
+use crate::export::read::Malformed;
+
+/// The two model-call APIs the proxy records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Responses,
+}
+
+/// The request of a call.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Request {
+    pub model: Option<String>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    /// Sampling parameters as `gen_ai.request.*` attributes.
+    pub params: Vec<(&'static str, Value)>,
+}
+
+/// One answer of a call (a chat completion has one per choice).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub message: Message,
+    pub finish_reason: Option<String>,
+}
+
+/// The answer of a call.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Response {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub choices: Vec<Choice>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    /// Token ids, when the provider returns them (vLLM's `return_token_ids`).
+    pub prompt_token_ids: Option<Vec<i64>>,
+    pub response_token_ids: Option<Vec<i64>>,
+}
+
+/// The model a request body names, if it is a JSON object that names one.
+pub fn model_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: String,
+    }
+    serde_json::from_slice::<Named>(body).ok().map(|n| n.model)
+}
+
+fn json(body: &[u8], what: &str) -> Result<Value, Malformed> {
+    serde_json::from_slice(body).map_err(|e| Malformed(format!("the {what} is not JSON: {e}")))
+}
+
+/// Reads a request body.
+pub fn request(api: Api, body: &[u8]) -> Result<Request, Malformed> {
+    let body = json(body, "request")?;
+    let obj = object(&body, "the request")?;
+    let mut out = Request {
+        model: opt_str(obj, "model", "the request")?,
+        params: params(obj),
+        ..Request::default()
+    };
+    match api {
+        Api::Chat => {
+            let messages = obj
+                .get("messages")
+                .ok_or_else(|| Malformed("the request has no messages".into()))?;
+            for (i, m) in array(messages, "messages")?.iter().enumerate() {
+                out.messages
+                    .push(chat_message(m, &format!("messages.{i}"))?);
+            }
+        }
+        Api::Responses => {
+            if let Some(text) = opt_str(obj, "instructions", "the request")? {
+                out.messages.push(Message::new(Role::System, Some(text)));
+            }
+            match obj.get("input") {
+                Some(Value::String(text)) => out
+                    .messages
+                    .push(Message::new(Role::User, Some(text.clone()))),
+                Some(items) => {
+                    items_to_messages(array(items, "input")?, "input", &mut out.messages)?
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(tools) = obj.get("tools").filter(|t| !t.is_null()) {
+        for (i, t) in array(tools, "tools")?.iter().enumerate() {
+            out.tools.push(tool_definition(t, &format!("tools.{i}"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Request fields that are OTel GenAI `gen_ai.request.*` attributes.
+fn params(obj: &Map<String, Value>) -> Vec<(&'static str, Value)> {
+    const MAP: [(&str, &str); 11] = [
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+        ("top_k", "gen_ai.request.top_k"),
+        ("max_tokens", "gen_ai.request.max_tokens"),
+        ("max_completion_tokens", "gen_ai.request.max_tokens"),
+        ("max_output_tokens", "gen_ai.request.max_tokens"),
+        ("seed", "gen_ai.request.seed"),
+        ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+        ("presence_penalty", "gen_ai.request.presence_penalty"),
+        ("n", "gen_ai.request.choice.count"),
+        ("stream", "gen_ai.request.stream"),
+    ];
+    let mut out: Vec<(&'static str, Value)> = MAP
+        .iter()
+        .filter_map(|(field, key)| {
+            let v = obj.get(*field)?;
+            (v.is_number() || v.is_boolean()).then(|| (*key, v.clone()))
+        })
+        .collect();
+    match obj.get("stop") {
+        Some(Value::String(s)) => out.push((
+            "gen_ai.request.stop_sequences",
+            Value::from(vec![s.clone()]),
+        )),
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
+            out.push(("gen_ai.request.stop_sequences", Value::Array(list.clone())))
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Message content as text: a string, or a list of text parts joined.
+fn text_content(v: Option<&Value>, what: &str) -> Result<Option<String>, Malformed> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for (j, part) in parts.iter().enumerate() {
+                let what = format!("{what}.content.{j}");
+                let part = object(part, &what)?;
+                match req_str(part, "type", &what)?.as_str() {
+                    "text" | "input_text" | "output_text" => {
+                        text.push_str(&req_str(part, "text", &what)?)
+                    }
+                    "refusal" => text.push_str(&req_str(part, "refusal", &what)?),
+                    other => {
+                        return Err(Malformed(format!(
+                            "{what} is a {other:?} part, which the conversation model cannot hold"
+                        )))
+                    }
+                }
+            }
+            Ok(Some(text))
+        }
+        Some(_) => Err(Malformed(format!(
+            "{what}.content is neither text nor parts"
+        ))),
+    }
+}
+
+fn role(m: &Map<String, Value>, what: &str) -> Result<Role, Malformed> {
+    let name = req_str(m, "role", what)?;
+    Role::parse(&name).ok_or_else(|| Malformed(format!("{what}.role {name:?} is not a chat role")))
+}
+
+/// A chat completions message (request `messages[i]` or response `message`).
+fn chat_message(v: &Value, what: &str) -> Result<Message, Malformed> {
+    let m = object(v, what)?;
+    let mut out = Message::new(role(m, what)?, text_content(m.get("content"), what)?);
+    out.name = opt_str(m, "name", what)?;
+    out.tool_call_id = opt_str(m, "tool_call_id", what)?;
+    if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
+        for (j, c) in array(calls, &format!("{what}.tool_calls"))?
+            .iter()
+            .enumerate()
+        {
+            out.tool_calls
+                .push(tool_call(c, &format!("{what}.tool_calls.{j}"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Responses API items (`input` or `output`) as chat messages: a
+/// `function_call` joins the assistant message before it (or starts one), a
+/// `function_call_output` is a tool message; reasoning is left out.
+fn items_to_messages(items: &[Value], what: &str, out: &mut Vec<Message>) -> Result<(), Malformed> {
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("{what}.{i}");
+        let obj = object(item, &what)?;
+        let kind = opt_str(obj, "type", &what)?.unwrap_or_else(|| "message".into());
+        match kind.as_str() {
+            "message" => out.push(Message::new(
+                role(obj, &what)?,
+                text_content(obj.get("content"), &what)?,
+            )),
+            "function_call" => {
+                let call = ToolCall {
+                    id: Some(req_str(obj, "call_id", &what)?),
+                    name: req_str(obj, "name", &what)?,
+                    arguments: obj.get("arguments").cloned().unwrap_or(Value::Null),
+                };
+                match out.last_mut() {
+                    Some(m) if m.role == Role::Assistant => m.tool_calls.push(call),
+                    _ => {
+                        let mut m = Message::new(Role::Assistant, None);
+                        m.tool_calls.push(call);
+                        out.push(m);
+                    }
+                }
+            }
+            "function_call_output" => {
+                let mut m = Message::new(
+                    Role::Tool,
+                    Some(obj.get("output").map(content_text).unwrap_or_default()),
+                );
+                m.tool_call_id = Some(req_str(obj, "call_id", &what)?);
+                out.push(m);
+            }
+            "reasoning" => {}
+            other => {
+                return Err(Malformed(format!(
+                    "{what} is a {other:?} item, which the conversation model cannot hold"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a response body, JSON or an event stream.
+pub fn response(api: Api, body: &[u8], event_stream: bool) -> Result<Response, Malformed> {
+    let value = match (api, event_stream) {
+        (Api::Chat, true) => merge_chunks(&sse_data(body)?)?,
+        (Api::Responses, true) => last_response_event(&sse_data(body)?)?,
+        (_, false) => json(body, "response")?,
+    };
+    match api {
+        Api::Chat => chat_response(&value),
+        Api::Responses => responses_response(&value),
+    }
+}
+
+/// The `data` payloads of an event stream, up to `[DONE]`.
+fn sse_data(body: &[u8]) -> Result<Vec<Value>, Malformed> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| Malformed("the event stream is not UTF-8".into()))?;
+    let mut out = Vec::new();
+    let mut data = String::new();
+    let mut flush = |data: &mut String| -> Result<bool, Malformed> {
+        if data.is_empty() {
+            return Ok(true);
+        }
+        let payload = std::mem::take(data);
+        if payload.trim() == "[DONE]" {
+            return Ok(false);
+        }
+        out.push(json(payload.as_bytes(), "stream event")?);
+        Ok(true)
+    };
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            if !flush(&mut data)? {
+                return Ok(out);
+            }
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+        }
+    }
+    flush(&mut data)?;
+    Ok(out)
+}
+
+fn append_str(target: &mut Map<String, Value>, key: &str, piece: &str) {
+    match target.get_mut(key) {
+        Some(Value::String(s)) => s.push_str(piece),
+        _ => {
+            target.insert(key.to_string(), Value::String(piece.to_string()));
+        }
+    }
+}
+
+fn append_ids(target: &mut Map<String, Value>, key: &str, ids: &Value) {
+    let Some(ids) = ids.as_array() else { return };
+    match target.get_mut(key) {
+        Some(Value::Array(have)) => have.extend(ids.iter().cloned()),
+        _ => {
+            target.insert(key.to_string(), Value::Array(ids.clone()));
+        }
+    }
+}
+
+/// Folds `chat.completion.chunk` events into the `chat.completion` a
+/// non-streamed call would have answered: text and arguments are
+/// concatenated, tool calls grouped by index, usage and ids kept.
+fn merge_chunks(chunks: &[Value]) -> Result<Value, Malformed> {
+    let mut out = Map::new();
+    let mut choices: Vec<(u64, Map<String, Value>)> = Vec::new();
+    for (n, chunk) in chunks.iter().enumerate() {
+        let chunk = object(chunk, &format!("stream event {n}"))?;
+        for (k, v) in chunk {
+            match k.as_str() {
+                "choices" => {}
+                "prompt_token_ids" => append_ids(&mut out, k, v),
+                _ if v.is_null() => {}
+                _ => {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let Some(list) = chunk.get("choices").and_then(Value::as_array) else {
+            continue;
+        };
+        for c in list {
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let slot = match choices.iter().position(|(i, _)| *i == index) {
+                Some(p) => p,
+                None => {
+                    choices.push((index, Map::new()));
+                    choices.len() - 1
+                }
+            };
+            let choice = &mut choices[slot].1;
+            if let Some(reason) = c.get("finish_reason").filter(|r| !r.is_null()) {
+                choice.insert("finish_reason".into(), reason.clone());
+            }
+            if let Some(ids) = c.get("token_ids") {
+                append_ids(choice, "token_ids", ids);
+            }
+            let Some(delta) = c.get("delta").and_then(Value::as_object) else {
+                continue;
+            };
+            let message = choice
+                .entry("message")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .ok_or_else(|| Malformed("stream message is not an object".into()))?;
+            merge_delta(message, delta);
+        }
+    }
+    choices.sort_by_key(|(i, _)| *i);
+    out.insert(
+        "choices".into(),
+        Value::Array(choices.into_iter().map(|(_, c)| Value::Object(c)).collect()),
+    );
+    Ok(Value::Object(out))
+}
+
+fn merge_delta(message: &mut Map<String, Value>, delta: &Map<String, Value>) {
+    for (k, v) in delta {
+        match (k.as_str(), v) {
+            ("tool_calls", Value::Array(calls)) => {
+                let list = message
+                    .entry("tool_calls")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                let Some(list) = list.as_array_mut() else {
+                    continue;
+                };
+                for call in calls.iter().filter_map(Value::as_object) {
+                    let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    while list.len() <= index {
+                        list.push(Value::Object(Map::new()));
+                    }
+                    let Some(slot) = list[index].as_object_mut() else {
+                        continue;
+                    };
+                    for (ck, cv) in call {
+                        match (ck.as_str(), cv) {
+                            ("index", _) => {}
+                            ("function", Value::Object(f)) => {
+                                let func = slot
+                                    .entry("function")
+                                    .or_insert_with(|| Value::Object(Map::new()));
+                                if let Some(func) = func.as_object_mut() {
+                                    for (fk, fv) in f {
+                                        match (fk.as_str(), fv) {
+                                            ("arguments", Value::String(s)) => {
+                                                append_str(func, fk, s)
+                                            }
+                                            (_, Value::Null) => {}
+                                            _ => {
+                                                func.insert(fk.clone(), fv.clone());
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            (_, Value::Null) => {}
+                            _ => {
+                                slot.insert(ck.clone(), cv.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            ("content" | "reasoning_content" | "reasoning" | "refusal", Value::String(s)) => {
+                append_str(message, k, s)
+            }
+            (_, Value::Null) => {}
+            _ => {
+                message.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The response object of the last Responses API event that carries one
+/// (`response.completed`, `.incomplete` or `.failed`).
+fn last_response_event(events: &[Value]) -> Result<Value, Malformed> {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| e.get("response").filter(|r| r.get("output").is_some()))
+        .cloned()
+        .ok_or_else(|| Malformed("the event stream has no final response".into()))
+}
+
+fn count(v: &Value, key: &str) -> Option<u64> {
+    v.get(key)?.as_u64()
+}
+
+fn ids(v: Option<&Value>) -> Option<Vec<i64>> {
+    let list = v?.as_array()?;
+    // AGL's vLLM patch answers a list per choice; keep the first.
+    let list = match list.first() {
+        Some(Value::Array(first)) => first,
+        _ => list,
+    };
+    list.iter().map(Value::as_i64).collect()
+}
+
+/// A response's id, model and token counts; `[input, output, details]`
+/// name its API's usage fields.
+fn response_head(obj: &Map<String, Value>, names: [&str; 3]) -> Result<Response, Malformed> {
+    let [input, output, details] = names;
+    let usage = obj.get("usage").cloned().unwrap_or(Value::Null);
+    Ok(Response {
+        id: opt_str(obj, "id", "the response")?,
+        model: opt_str(obj, "model", "the response")?,
+        input_tokens: count(&usage, input),
+        output_tokens: count(&usage, output),
+        total_tokens: count(&usage, "total_tokens"),
+        cached_tokens: usage.get(details).and_then(|d| count(d, "cached_tokens")),
+        ..Response::default()
+    })
+}
+
+fn chat_response(v: &Value) -> Result<Response, Malformed> {
+    let obj = object(v, "the response")?;
+    let mut out = Response {
+        prompt_token_ids: ids(obj.get("prompt_token_ids")),
+        response_token_ids: ids(obj.get("response_token_ids")),
+        ..response_head(
+            obj,
+            [
+                "prompt_tokens",
+                "completion_tokens",
+                "prompt_tokens_details",
+            ],
+        )?
+    };
+    let choices = obj.get("choices").cloned().unwrap_or(Value::Array(vec![]));
+    for (i, c) in array(&choices, "choices")?.iter().enumerate() {
+        let what = format!("choices.{i}");
+        let c = object(c, &what)?;
+        let mut message = c
+            .get("message")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        // A stream's deltas may never have named the role.
+        if let Some(m) = message.as_object_mut() {
+            m.entry("role").or_insert_with(|| "assistant".into());
+        }
+        out.choices.push(Choice {
+            message: chat_message(&message, &format!("{what}.message"))?,
+            finish_reason: opt_str(c, "finish_reason", &what)?,
+        });
+        if i == 0 && out.response_token_ids.is_none() {
+            out.response_token_ids = ids(c.get("token_ids"));
+        }
+    }
+    Ok(out)
+}
+
+fn responses_response(v: &Value) -> Result<Response, Malformed> {
+    let obj = object(v, "the response")?;
+    let mut messages = Vec::new();
+    let output = obj.get("output").cloned().unwrap_or(Value::Array(vec![]));
+    items_to_messages(array(&output, "output")?, "output", &mut messages)?;
+    let mut message = Message::new(Role::Assistant, None);
+    for m in messages {
+        if let Some(text) = m.content {
+            message
+                .content
+                .get_or_insert_with(String::new)
+                .push_str(&text);
+        }
+        message.tool_calls.extend(m.tool_calls);
+    }
+    let finish_reason = match obj.get("status").and_then(Value::as_str) {
+        Some("completed") if !message.tool_calls.is_empty() => Some("tool_calls".to_string()),
+        Some("completed") => Some("stop".to_string()),
+        Some("incomplete") => Some(
+            match obj
+                .get("incomplete_details")
+                .and_then(|d| d.get("reason"))
+                .and_then(Value::as_str)
+            {
+                Some("max_output_tokens") => "length".to_string(),
+                Some(other) => other.to_string(),
+                None => "incomplete".to_string(),
+            },
+        ),
+        Some("failed") => Some("error".to_string()),
+        _ => None,
+    };
+    Ok(Response {
+        choices: vec![Choice {
+            message,
+            finish_reason,
+        }],
+        ..response_head(
+            obj,
+            ["input_tokens", "output_tokens", "input_tokens_details"],
+        )?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chunk(v: Value) -> String {
+        format!("data: {v}\n\n")
+    }
+
+    #[test]
+    fn chat_request_keeps_system_tools_calls_and_params() {
+        let body = json!({
+            "model": "m-1", "stream": true, "temperature": 0.2, "max_completion_tokens": 64,
+            "stop": "END", "unknown_field": {"kept": "in the raw body"},
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "list "}, {"type": "text", "text": "files"}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{\"path\":\".\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "a.txt"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "ls", "description": "list",
+                       "parameters": {"type": "object"}}}]
+        });
+        let r = request(Api::Chat, body.to_string().as_bytes()).unwrap();
+        assert_eq!(r.model.as_deref(), Some("m-1"));
+        let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "tool"]);
+        assert_eq!(r.messages[1].content.as_deref(), Some("list files"));
+        assert_eq!(r.messages[2].content, None);
+        assert_eq!(r.messages[2].tool_calls[0].id.as_deref(), Some("call_1"));
+        assert_eq!(
+            r.messages[2].tool_calls[0].arguments,
+            json!("{\"path\":\".\"}")
+        );
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(r.tools[0].parameters, Some(json!({"type": "object"})));
+        assert!(r
+            .params
+            .contains(&("gen_ai.request.temperature", json!(0.2))));
+        assert!(r.params.contains(&("gen_ai.request.max_tokens", json!(64))));
+        assert!(r.params.contains(&("gen_ai.request.stream", json!(true))));
+        assert!(r
+            .params
+            .contains(&("gen_ai.request.stop_sequences", json!(["END"]))));
+        assert_eq!(
+            model_of(body.to_string().as_bytes()).as_deref(),
+            Some("m-1")
+        );
+    }
+
+    #[test]
+    fn unreadable_requests_say_why() {
+        for (body, why) in [
+            ("not json", "not JSON"),
+            ("[1]", "not an object"),
+            ("{\"model\":\"m\"}", "no messages"),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+                "\"image_url\" part",
+            ),
+            (
+                r#"{"messages":[{"role":"wizard","content":"x"}]}"#,
+                "not a chat role",
+            ),
+        ] {
+            let err = request(Api::Chat, body.as_bytes()).unwrap_err();
+            assert!(err.0.contains(why), "{body}: {err}");
+        }
+        assert_eq!(model_of(b"{\"messages\":[]}"), None);
+    }
+
+    #[test]
+    fn streamed_chat_is_reassembled_like_a_plain_answer() {
+        let mut body = String::new();
+        body.push_str(&chunk(json!({"id": "c-1", "model": "m-1", "prompt_token_ids": [1, 2],
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "token_ids": [7]}]})));
+        body.push_str(&chunk(json!({"id": "c-1", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_9", "type": "function", "function": {"name": "ls", "arguments": "{\"pa"}}]},
+            "token_ids": [8]}]})));
+        body.push_str(
+            "data: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":\r\n",
+        );
+        body.push_str("data: [{\"index\":0,\"function\":{\"arguments\":\"th\\\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\r\n\r\n");
+        body.push_str(&chunk(json!({"id": "c-1", "choices": [],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
+                      "prompt_tokens_details": {"cached_tokens": 3}}})));
+        body.push_str("data: [DONE]\n\n");
+        let r = response(Api::Chat, body.as_bytes(), true).unwrap();
+        assert_eq!(r.id.as_deref(), Some("c-1"));
+        assert_eq!(r.model.as_deref(), Some("m-1"));
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.output_tokens,
+                r.total_tokens,
+                r.cached_tokens
+            ),
+            (Some(11), Some(5), Some(16), Some(3))
+        );
+        assert_eq!(r.prompt_token_ids, Some(vec![1, 2]));
+        assert_eq!(r.response_token_ids, Some(vec![7, 8]));
+        let c = &r.choices[0];
+        assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(c.message.content.as_deref(), Some(""));
+        assert_eq!(c.message.tool_calls[0].id.as_deref(), Some("call_9"));
+        assert_eq!(c.message.tool_calls[0].arguments, json!("{\"path\":1}"));
+    }
+
+    #[test]
+    fn plain_chat_answer_with_agl_token_ids() {
+        let body = json!({"id": "c-2", "model": "m", "prompt_token_ids": [1],
+            "response_token_ids": [[5, 6], [9]],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hi"}}]});
+        let r = response(Api::Chat, body.to_string().as_bytes(), false).unwrap();
+        assert_eq!(r.choices[0].message.content.as_deref(), Some("hi"));
+        assert_eq!(r.response_token_ids, Some(vec![5, 6]));
+        assert!(response(Api::Chat, b"data: {oops\n\n", true).is_err());
+        assert!(response(Api::Chat, b"<html>", false).is_err());
+    }
+
+    #[test]
+    fn responses_api_both_ways() {
+        let req = json!({"model": "m", "instructions": "be brief", "max_output_tokens": 9,
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "list files"}]},
+                {"type": "reasoning", "summary": []},
+                {"type": "function_call", "call_id": "fc_1", "name": "ls", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "fc_1", "output": "a.txt"}
+            ],
+            "tools": [{"type": "function", "name": "ls", "parameters": {"type": "object"}}]});
+        let r = request(Api::Responses, req.to_string().as_bytes()).unwrap();
+        let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "tool"]);
+        assert_eq!(r.messages[2].tool_calls[0].id.as_deref(), Some("fc_1"));
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("fc_1"));
+        assert_eq!(r.tools[0].name, "ls");
+        assert!(r.params.contains(&("gen_ai.request.max_tokens", json!(9))));
+        let plain = request(Api::Responses, br#"{"model":"m","input":"hi"}"#).unwrap();
+        assert_eq!(plain.messages[0].content.as_deref(), Some("hi"));
+
+        let done = json!({"id": "resp_1", "model": "m", "status": "completed",
+            "output": [
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a.txt"}]},
+                {"type": "function_call", "call_id": "fc_2", "name": "cat", "arguments": "{\"f\":\"a.txt\"}"}
+            ],
+            "usage": {"input_tokens": 4, "output_tokens": 2, "total_tokens": 6}});
+        let stream = format!(
+            "event: response.created\ndata: {}\n\nevent: response.completed\ndata: {}\n\n",
+            json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+            json!({"type": "response.completed", "response": done})
+        );
+        for r in [
+            response(Api::Responses, done.to_string().as_bytes(), false).unwrap(),
+            response(Api::Responses, stream.as_bytes(), true).unwrap(),
+        ] {
+            assert_eq!(r.id.as_deref(), Some("resp_1"));
+            assert_eq!(r.input_tokens, Some(4));
+            let c = &r.choices[0];
+            assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+            assert_eq!(c.message.content.as_deref(), Some("a.txt"));
+            assert_eq!(c.message.tool_calls[0].name, "cat");
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! One model call as an OTLP span, in two conventions at once: the OTel
+//! GenAI semantic conventions (`chat <model>`, kind CLIENT,
+//! `gen_ai.input.messages`, `gen_ai.output.messages`,
+//! `gen_ai.tool.definitions`, `gen_ai.usage.*`, …) and the attributes AGL
+//! 0.3's adapters read (`gen_ai.prompt.<i>.*`, `gen_ai.completion.<i>.*`,
+//! `gen_ai.request.functions.<i>.*`, `prompt_token_ids`,
+//! `response_token_ids`, tool calls of the answer as child spans with
+//! `tool.name`, `tool.parameters`, `tool.call.id`). The raw bodies are kept
+//! too (up to the recording cap), so fields neither convention names, and
+//! bodies that are not JSON at all, are still on record.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, status, ResourceSpans, ScopeSpans, Span, Status,
+};
+use serde_json::{json, Value};
+
+use super::openai::{self, Api, Request, Response};
+use crate::export::model::{Message, Role, Tool, ToolCall};
+
+/// Marks a span recorded by the proxy (export prefers these); the value is
+/// the upstream the call went to.
+pub const UPSTREAM: &str = "oclagl.llm_proxy.upstream";
+/// `true` when a body was longer than the recording cap (the recorded body
+/// is then its beginning, and the conversation may be missing).
+pub const TRUNCATED: &str = "oclagl.llm_proxy.truncated";
+pub const REQUEST_BODY: &str = "oclagl.llm_proxy.request.body";
+pub const RESPONSE_BODY: &str = "oclagl.llm_proxy.response.body";
+/// Why the bodies could not be read as a conversation.
+pub const UNREADABLE: &str = "oclagl.llm_proxy.unreadable";
+
+/// A recorded body: its first bytes, up to the cap.
+#[derive(Debug, Default, Clone)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    pub truncated: bool,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The whole answer reached the client.
+    Complete,
+    /// The client went away first; the upstream call was cancelled.
+    ClientGone,
+    /// The upstream could not be reached or broke off its answer.
+    Upstream(String),
+}
+
+/// Everything known about a finished call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub api: Api,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The caller's span (from its `traceparent`), if it sent one.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub upstream: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub event_stream: bool,
+    pub request: Captured,
+    pub response: Captured,
+    pub end: End,
+}
+
+fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(v: impl Into<String>) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+fn int(v: u64) -> any_value::Value {
+    any_value::Value::IntValue(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn ints(v: &[i64]) -> any_value::Value {
+    any_value::Value::ArrayValue(ArrayValue {
+        values: v
+            .iter()
+            .map(|i| AnyValue {
+                value: Some(any_value::Value::IntValue(*i)),
+            })
+            .collect(),
+    })
+}
+
+/// A JSON scalar (or list of scalars) as an attribute value.
+fn scalar(v: &Value) -> Option<any_value::Value> {
+    Some(match v {
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => any_value::Value::IntValue(i),
+            None => any_value::Value::DoubleValue(n.as_f64()?),
+        },
+        Value::String(s) => text(s.clone()),
+        Value::Array(items) => any_value::Value::ArrayValue(ArrayValue {
+            values: items
+                .iter()
+                .map(|i| scalar(i).map(|v| AnyValue { value: Some(v) }))
+                .collect::<Option<_>>()?,
+        }),
+        _ => return None,
+    })
+}
+
+/// A body as recorded: text when it is UTF-8 (cut at a character boundary
+/// when truncated), bytes otherwise.
+fn body(c: &Captured) -> any_value::Value {
+    match std::str::from_utf8(&c.bytes) {
+        Ok(s) => text(s),
+        Err(e) if c.truncated && e.error_len().is_none() => {
+            text(String::from_utf8_lossy(&c.bytes[..e.valid_up_to()]))
+        }
+        Err(_) => any_value::Value::BytesValue(c.bytes.clone()),
+    }
+}
+
+/// `prefix.*` of one chat message, AGL's way.
+fn agl_message(prefix: &str, m: &Message, out: &mut Vec<KeyValue>) {
+    out.push(kv(format!("{prefix}.role"), text(m.role.as_str())));
+    if let Some(content) = &m.content {
+        out.push(kv(format!("{prefix}.content"), text(content.clone())));
+    }
+    if let Some(name) = &m.name {
+        out.push(kv(format!("{prefix}.name"), text(name.clone())));
+    }
+    if let Some(id) = &m.tool_call_id {
+        out.push(kv(format!("{prefix}.tool_call_id"), text(id.clone())));
+    }
+    for (j, call) in m.tool_calls.iter().enumerate() {
+        let p = format!("{prefix}.tool_calls.{j}");
+        if let Some(id) = &call.id {
+            out.push(kv(format!("{p}.id"), text(id.clone())));
+        }
+        out.push(kv(format!("{p}.name"), text(call.name.clone())));
+        out.push(kv(format!("{p}.arguments"), text(call.arguments_text())));
+    }
+}
+
+/// One message in OTel GenAI's `{role, parts, name?}` shape.
+fn genai_message(m: &Message) -> Value {
+    let mut parts = Vec::new();
+    if m.role == Role::Tool {
+        parts.push(json!({"type": "tool_call_response", "id": m.tool_call_id,
+                          "response": m.content.clone().unwrap_or_default()}));
+    } else if let Some(content) = &m.content {
+        parts.push(json!({"type": "text", "content": content}));
+    }
+    for ToolCall {
+        id,
+        name,
+        arguments,
+    } in &m.tool_calls
+    {
+        parts.push(json!({"type": "tool_call", "id": id, "name": name, "arguments": arguments}));
+    }
+    let mut out = json!({"role": m.role.as_str(), "parts": parts});
+    if let Some(name) = &m.name {
+        out["name"] = json!(name);
+    }
+    out
+}
+
+fn tool_json(t: &Tool) -> Value {
+    let mut out = json!({"type": "function", "name": t.name});
+    if let Some(d) = &t.description {
+        out["description"] = json!(d);
+    }
+    if let Some(p) = &t.parameters {
+        out["parameters"] = p.clone();
+    }
+    out
+}
+
+fn request_attrs(r: &Request, out: &mut Vec<KeyValue>) {
+    if let Some(model) = &r.model {
+        out.push(kv("gen_ai.request.model", text(model.clone())));
+    }
+    for (key, value) in &r.params {
+        if let Some(v) = scalar(value) {
+            out.push(kv(*key, v));
+        }
+    }
+    for (i, m) in r.messages.iter().enumerate() {
+        agl_message(&format!("gen_ai.prompt.{i}"), m, out);
+    }
+    for (i, t) in r.tools.iter().enumerate() {
+        let p = format!("gen_ai.request.functions.{i}");
+        out.push(kv(format!("{p}.name"), text(t.name.clone())));
+        if let Some(d) = &t.description {
+            out.push(kv(format!("{p}.description"), text(d.clone())));
+        }
+        if let Some(params) = &t.parameters {
+            out.push(kv(format!("{p}.parameters"), text(params.to_string())));
+        }
+    }
+    let input: Vec<Value> = r.messages.iter().map(genai_message).collect();
+    out.push(kv(
+        "gen_ai.input.messages",
+        text(Value::Array(input).to_string()),
+    ));
+    if !r.tools.is_empty() {
+        let tools: Vec<Value> = r.tools.iter().map(tool_json).collect();
+        out.push(kv(
+            "gen_ai.tool.definitions",
+            text(Value::Array(tools).to_string()),
+        ));
+    }
+}
+
+fn response_attrs(r: &Response, out: &mut Vec<KeyValue>) {
+    if let Some(id) = &r.id {
+        out.push(kv("gen_ai.response.id", text(id.clone())));
+    }
+    if let Some(model) = &r.model {
+        out.push(kv("gen_ai.response.model", text(model.clone())));
+    }
+    let reasons: Vec<Value> = r
+        .choices
+        .iter()
+        .filter_map(|c| c.finish_reason.clone().map(Value::String))
+        .collect();
+    if !reasons.is_empty() {
+        if let Some(v) = scalar(&Value::Array(reasons)) {
+            out.push(kv("gen_ai.response.finish_reasons", v));
+        }
+    }
+    let mut output = Vec::new();
+    for (i, c) in r.choices.iter().enumerate() {
+        let p = format!("gen_ai.completion.{i}");
+        agl_message(&p, &c.message, out);
+        let mut m = genai_message(&c.message);
+        if let Some(reason) = &c.finish_reason {
+            out.push(kv(format!("{p}.finish_reason"), text(reason.clone())));
+            m["finish_reason"] = json!(reason);
+        }
+        output.push(m);
+    }
+    out.push(kv(
+        "gen_ai.output.messages",
+        text(Value::Array(output).to_string()),
+    ));
+    let usage = [
+        (
+            ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"],
+            r.input_tokens,
+        ),
+        (
+            [
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+            ],
+            r.output_tokens,
+        ),
+    ];
+    for (keys, value) in usage {
+        if let Some(n) = value {
+            for key in keys {
+                out.push(kv(key, int(n)));
+            }
+        }
+    }
+    if let Some(n) = r.total_tokens {
+        out.push(kv("gen_ai.usage.total_tokens", int(n)));
+    }
+    if let Some(n) = r.cached_tokens {
+        out.push(kv("gen_ai.usage.cache_read.input_tokens", int(n)));
+    }
+    if let Some(ids) = &r.prompt_token_ids {
+        out.push(kv("prompt_token_ids", ints(ids)));
+    }
+    if let Some(ids) = &r.response_token_ids {
+        out.push(kv("response_token_ids", ints(ids)));
+    }
+}
+
+/// The tool calls of the answer as AGL's child spans.
+fn tool_call_spans(call: &Call, response: &Response) -> Vec<Span> {
+    let calls = response
+        .choices
+        .first()
+        .map_or(&[][..], |c| &c.message.tool_calls[..]);
+    calls
+        .iter()
+        .enumerate()
+        .map(|(j, t)| {
+            let mut span_id = call.span_id;
+            // Distinct from the call's id and from each other.
+            span_id[7] ^= (j as u8).wrapping_add(1);
+            span_id[6] ^= 0x5a;
+            let mut attributes = vec![
+                kv("tool.name", text(t.name.clone())),
+                kv("tool.parameters", text(t.arguments_text())),
+                kv("tool.call.type", text("function")),
+            ];
+            if let Some(id) = &t.id {
+                attributes.push(kv("tool.call.id", text(id.clone())));
+            }
+            Span {
+                trace_id: call.trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                parent_span_id: call.span_id.to_vec(),
+                name: format!("tool_call {}", t.name),
+                kind: SpanKind::Internal as i32,
+                start_time_unix_nano: call.end_unix_nano,
+                end_time_unix_nano: call.end_unix_nano,
+                attributes,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+impl Call {
+    /// The export holding this call's span (and its tool-call children).
+    pub fn to_export(&self) -> ExportTraceServiceRequest {
+        let mut attrs = vec![
+            kv("gen_ai.operation.name", text("chat")),
+            kv(UPSTREAM, text(self.upstream.clone())),
+            kv("url.path", text(self.path.clone())),
+            kv(REQUEST_BODY, body(&self.request)),
+            kv(RESPONSE_BODY, body(&self.response)),
+            kv(
+                TRUNCATED,
+                any_value::Value::BoolValue(self.request.truncated || self.response.truncated),
+            ),
+        ];
+        if let Some(status) = self.status {
+            attrs.push(kv("http.response.status_code", int(u64::from(status))));
+        }
+        let answered =
+            self.status.is_some_and(|s| (200..300).contains(&s)) && self.end == End::Complete;
+        let request =
+            openai::request(self.api, &self.request.bytes).map_err(|e| format!("request: {e}"));
+        let response = answered.then(|| {
+            openai::response(self.api, &self.response.bytes, self.event_stream)
+                .map_err(|e| format!("response: {e}"))
+        });
+        let problems: Vec<String> = [
+            request.as_ref().err(),
+            response.as_ref().and_then(|r| r.as_ref().err()),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        let (request, response) = (request.ok(), response.and_then(Result::ok));
+        if let Some(r) = &request {
+            request_attrs(r, &mut attrs);
+        }
+        if let Some(r) = &response {
+            response_attrs(r, &mut attrs);
+        }
+        if !problems.is_empty() {
+            attrs.push(kv(UNREADABLE, text(problems.join("; "))));
+        }
+        let model = request
+            .as_ref()
+            .and_then(|r| r.model.clone())
+            .or_else(|| response.as_ref().and_then(|r| r.model.clone()))
+            .or_else(|| openai::model_of(&self.request.bytes));
+        let error = match (&self.end, self.status) {
+            (End::ClientGone, _) => Some((
+                "cancelled".to_string(),
+                "the client disconnected before the answer ended".to_string(),
+            )),
+            (End::Upstream(e), status) => Some((
+                status.map_or("upstream_unreachable".to_string(), |_| {
+                    "upstream_broke_off".to_string()
+                }),
+                e.clone(),
+            )),
+            (End::Complete, Some(s)) if s >= 400 => {
+                Some((s.to_string(), format!("the upstream answered {s}")))
+            }
+            _ => None,
+        };
+        let status = match &error {
+            Some((kind, message)) => {
+                attrs.push(kv("error.type", text(kind.clone())));
+                Status {
+                    code: status::StatusCode::Error as i32,
+                    message: message.clone(),
+                }
+            }
+            None => Status {
+                code: status::StatusCode::Unset as i32,
+                message: String::new(),
+            },
+        };
+        let name = match &model {
+            Some(m) => format!("chat {m}"),
+            None => "chat".to_string(),
+        };
+        let mut spans = vec![Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            name,
+            kind: SpanKind::Client as i32,
+            start_time_unix_nano: self.start_unix_nano,
+            end_time_unix_nano: self.end_unix_nano,
+            attributes: attrs,
+            status: Some(status),
+            ..Default::default()
+        }];
+        if let Some(r) = &response {
+            spans.extend(tool_call_spans(self, r));
+        }
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", text("oclagl"))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "oclagl.llm_proxy".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agl::span::flatten_attributes;
+    use crate::export::read::agl;
+
+    fn call(request: Value, response: &str, event_stream: bool) -> Call {
+        Call {
+            api: Api::Chat,
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: Some([3; 8]),
+            start_unix_nano: 10,
+            end_unix_nano: 20,
+            upstream: "http://up/v1".into(),
+            path: "/v1/chat/completions".into(),
+            status: Some(200),
+            event_stream,
+            request: Captured {
+                bytes: request.to_string().into_bytes(),
+                truncated: false,
+            },
+            response: Captured {
+                bytes: response.as_bytes().to_vec(),
+                truncated: false,
+            },
+            end: End::Complete,
+        }
+    }
+
+    fn sample() -> Call {
+        let request = json!({"model": "m-1", "temperature": 0.5, "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "list files"}],
+            "tools": [{"type": "function", "function": {"name": "ls", "description": "list",
+                       "parameters": {"type": "object"}}}]});
+        let response = json!({"id": "c-1", "model": "m-1", "prompt_token_ids": [1, 2],
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "token_ids": [3],
+              "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}});
+        call(request, &response.to_string(), false)
+    }
+
+    #[test]
+    fn span_carries_both_conventions_and_reads_back() {
+        let export = sample().to_export();
+        let spans = &export.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 2, "the call and its tool-call child");
+        let span = &spans[0];
+        assert_eq!(span.name, "chat m-1");
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(span.parent_span_id, vec![3; 8]);
+        assert_eq!(
+            span.status.as_ref().unwrap().code,
+            status::StatusCode::Unset as i32
+        );
+        let attrs = flatten_attributes(&span.attributes);
+        assert_eq!(attrs["gen_ai.request.model"], "m-1");
+        assert_eq!(attrs["gen_ai.request.temperature"], 0.5);
+        assert_eq!(attrs["gen_ai.response.id"], "c-1");
+        assert_eq!(
+            attrs["gen_ai.response.finish_reasons"],
+            json!(["tool_calls"])
+        );
+        assert_eq!(attrs["gen_ai.usage.input_tokens"], 7);
+        assert_eq!(attrs["gen_ai.usage.completion_tokens"], 2);
+        assert_eq!(attrs["prompt_token_ids"], json!([1, 2]));
+        assert_eq!(attrs["response_token_ids"], json!([3]));
+        assert_eq!(attrs[TRUNCATED], false);
+        assert!(attrs[REQUEST_BODY].as_str().unwrap().contains("list files"));
+        assert!(!attrs.contains_key(UNREADABLE));
+        let output: Value =
+            serde_json::from_str(attrs["gen_ai.output.messages"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            output[0]["parts"][0],
+            json!({"type": "tool_call", "id": "call_1", "name": "ls", "arguments": "{}"})
+        );
+        // Both of export's readers get the same conversation back.
+        let from_agl = agl::read(&attrs, &[]).unwrap();
+        let from_genai = crate::export::read::genai::read(&attrs).unwrap();
+        assert_eq!(from_agl, from_genai);
+        assert_eq!(from_agl.messages.len(), 3);
+        assert_eq!(
+            from_agl.messages[2].tool_calls[0].id.as_deref(),
+            Some("call_1")
+        );
+        assert_eq!(from_agl.tools[0].description.as_deref(), Some("list"));
+        let child = flatten_attributes(&spans[1].attributes);
+        assert_eq!(child["tool.call.id"], "call_1");
+        assert_eq!(spans[1].parent_span_id, vec![2; 8]);
+        assert_ne!(spans[1].span_id, span.span_id);
+    }
+
+    #[test]
+    fn errors_and_unreadable_bodies_are_flagged() {
+        let mut gone = sample();
+        gone.end = End::ClientGone;
+        let export = gone.to_export();
+        let span = &export.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(
+            span.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
+        let attrs = flatten_attributes(&span.attributes);
+        assert_eq!(attrs["error.type"], "cancelled");
+        assert!(!attrs.contains_key("gen_ai.output.messages"));
+        assert_eq!(attrs["gen_ai.prompt.1.content"], "list files");
+
+        let mut odd = call(json!("x"), "\u{1F600}", false);
+        odd.request.bytes = b"\xff\xfe binary".to_vec();
+        odd.response.bytes.truncate(2);
+        odd.response.truncated = true;
+        odd.status = Some(500);
+        let export = odd.to_export();
+        let span = &export.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.name, "chat");
+        let attrs = flatten_attributes(&span.attributes);
+        assert_eq!(attrs["error.type"], "500");
+        assert_eq!(attrs[TRUNCATED], true);
+        assert_eq!(attrs[REQUEST_BODY], hex::encode(b"\xff\xfe binary"));
+        assert_eq!(attrs[RESPONSE_BODY], "");
+        assert!(attrs[UNREADABLE].as_str().unwrap().contains("not JSON"));
+    }
+}

@@ -1,0 +1,263 @@
+//! `oclagl ls`: a table of rollouts from the view's summaries
+//! ([`crate::agl::summary`]), filtered and sorted; `--json` for programs.
+//! Reads one file, so 100,000 rollouts list in well under a second, also
+//! while `oclagl serve` runs (the file is replaced atomically).
+
+use std::cmp::Ordering;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{duration, number, InspectError, Paint};
+use crate::agl::summary::{self, Summary};
+use crate::agl::trace_file::datetime;
+use crate::args::parse_duration;
+use crate::export::filter::parse_time;
+use crate::export::parse_reward;
+
+/// `oclagl ls` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LsArgs {
+    /// The sidecar's data folder (where the view keeps rollout summaries).
+    #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
+    pub data_dir: PathBuf,
+    /// Only rollouts with these statuses (succeeded, failed, running).
+    #[arg(long, env = "OCLAGL_LS_STATUS", value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Only rollouts that started since: a time back from now (30m, 1h, 2d)
+    /// or a point in time (2026-02-12, RFC 3339, Unix seconds).
+    #[arg(long, env = "OCLAGL_LS_SINCE", value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<f64>,
+    /// Only rollouts of these sessions (session key; repeatable).
+    #[arg(long, env = "OCLAGL_LS_SESSION", value_delimiter = ',')]
+    pub session: Vec<String>,
+    /// Only rollouts whose primary reward is at least this.
+    #[arg(long, env = "OCLAGL_LS_MIN_REWARD", value_name = "REWARD", value_parser = parse_reward)]
+    pub min_reward: Option<f64>,
+    /// Sort by this column.
+    #[arg(long, env = "OCLAGL_LS_SORT", value_enum, default_value_t = SortKey::Start)]
+    pub sort: SortKey,
+    /// Reverse the order.
+    #[arg(long, short = 'r', env = "OCLAGL_LS_REVERSE")]
+    pub reverse: bool,
+    /// Show at most this many rollouts (after sorting).
+    #[arg(long, short = 'n', env = "OCLAGL_LS_LIMIT")]
+    pub limit: Option<usize>,
+    /// A JSON array of the rollouts' summaries instead of the table.
+    #[arg(long, env = "OCLAGL_LS_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    Start,
+    Duration,
+    Reward,
+    Spans,
+    Status,
+    Id,
+}
+
+/// `--since`: a duration (`1h`: that long ago) or a time.
+pub fn parse_since(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    if !t.contains('-') && t.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        let back = parse_duration(t)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        return Ok(now.saturating_sub(back).as_secs_f64());
+    }
+    parse_time(t)
+}
+
+impl LsArgs {
+    fn keeps(&self, s: &Summary) -> bool {
+        (self.status.is_empty() || self.status.contains(&s.status))
+            && self.since.is_none_or(|t| s.start.is_some_and(|st| st >= t))
+            && (self.session.is_empty()
+                || s.session.as_ref().is_some_and(|x| self.session.contains(x)))
+            && self
+                .min_reward
+                .is_none_or(|m| s.reward().is_some_and(|r| r >= m))
+    }
+
+    fn order(&self, a: &Summary, b: &Summary) -> Ordering {
+        let num = |x: Option<f64>, y: Option<f64>| {
+            x.unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&y.unwrap_or(f64::NEG_INFINITY))
+        };
+        let primary = match self.sort {
+            SortKey::Start => num(a.start, b.start),
+            SortKey::Duration => num(a.duration(), b.duration()),
+            SortKey::Reward => num(a.reward(), b.reward()),
+            SortKey::Spans => a.spans.cmp(&b.spans),
+            SortKey::Status => a.status.cmp(&b.status),
+            SortKey::Id => Ordering::Equal,
+        };
+        primary.then_with(|| a.rollout_id.cmp(&b.rollout_id))
+    }
+}
+
+/// The rollouts `args` selects, in order.
+pub fn select(args: &LsArgs) -> Result<Vec<Summary>, InspectError> {
+    let path = args.data_dir.join(summary::FILE);
+    let all = summary::load(&args.data_dir)
+        .map_err(|e| InspectError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| {
+            InspectError::NotFound(format!(
+                "no rollouts in {}: not an oclagl data folder, or no rollout was recorded yet (pass --data-dir; oclagl serve, collect, run and bridge write {})",
+                args.data_dir.display(),
+                summary::FILE
+            ))
+        })?;
+    let mut kept: Vec<Summary> = all.into_iter().filter(|s| args.keeps(s)).collect();
+    kept.sort_unstable_by(|a, b| args.order(a, b));
+    if args.reverse {
+        kept.reverse();
+    }
+    if let Some(n) = args.limit {
+        kept.truncate(n);
+    }
+    Ok(kept)
+}
+
+/// Prints the listing on stdout; returns how many rollouts it shows.
+pub fn run(args: &LsArgs) -> Result<usize, InspectError> {
+    let rows = select(args)?;
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    if args.json {
+        serde_json::to_writer(&mut out, &rows).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write_table(&mut out, &rows, Paint::for_stdout())?;
+    }
+    out.flush()?;
+    Ok(rows.len())
+}
+
+/// The table: id, status, start (UTC), duration, spans, model calls, tool
+/// calls, primary reward, prompt preview.
+pub fn write_table(out: &mut impl Write, rows: &[Summary], paint: Paint) -> io::Result<()> {
+    let id_width = rows
+        .iter()
+        .map(|s| s.rollout_id.chars().count())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let header = format!(
+        "{:<id_width$}  {:<9}  {:<19}  {:>9}  {:>5}  {:>4}  {:>5}  {:>6}  PROMPT",
+        "ID", "STATUS", "START (UTC)", "DURATION", "SPANS", "LLM", "TOOLS", "REWARD"
+    );
+    writeln!(out, "{}", paint.bold(&header))?;
+    for s in rows {
+        writeln!(
+            out,
+            "{:<id_width$}  {}  {:<19}  {:>9}  {:>5}  {:>4}  {:>5}  {:>6}  {}",
+            s.rollout_id,
+            paint.status(&s.status, 9),
+            s.start.map_or_else(|| "-".into(), datetime),
+            s.duration().map_or_else(|| "-".into(), duration),
+            s.spans,
+            s.model_calls,
+            s.tool_calls,
+            s.reward().map_or_else(|| "-".into(), number),
+            s.prompt.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ls: LsArgs,
+    }
+
+    fn summary(id: &str, status: &str, start: f64, reward: Option<f64>, session: &str) -> Summary {
+        Summary {
+            rollout_id: id.into(),
+            attempt_id: "at-1".into(),
+            status: status.into(),
+            start: Some(start),
+            end: Some(start + 2.0),
+            spans: 4,
+            model_calls: 1,
+            tool_calls: 2,
+            rewards: reward
+                .map(|value| crate::rollout::reward::Reward {
+                    name: "primary".into(),
+                    value,
+                })
+                .into_iter()
+                .collect(),
+            session: Some(session.into()),
+            prompt: Some("What is 2+2?".into()),
+            file: format!("rollout_{id}_x.json"),
+        }
+    }
+
+    #[test]
+    fn filters_sorting_and_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = [
+            summary("ro-a", "failed", 100.0, None, "s1"),
+            summary("ro-b", "succeeded", 300.0, Some(1.0), "s2"),
+            summary("ro-c", "succeeded", 200.0, Some(0.25), "s1"),
+        ];
+        summary::save(dir.path(), all.iter()).unwrap();
+        let d = dir.path().to_str().unwrap();
+        let ids = |extra: &[&str]| -> Vec<String> {
+            let mut argv = vec!["ls", "--data-dir", d];
+            argv.extend(extra);
+            select(&Cli::parse_from(argv).ls)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.rollout_id)
+                .collect()
+        };
+        assert_eq!(ids(&[]), ["ro-a", "ro-c", "ro-b"]);
+        assert_eq!(ids(&["--status", "succeeded"]), ["ro-c", "ro-b"]);
+        assert_eq!(ids(&["--min-reward", "0.5"]), ["ro-b"]);
+        assert_eq!(ids(&["--session", "s1", "-r"]), ["ro-c", "ro-a"]);
+        assert_eq!(ids(&["--since", "150"]), ["ro-c", "ro-b"]);
+        assert_eq!(
+            ids(&["--sort", "reward", "-r", "-n", "2"]),
+            ["ro-b", "ro-c"]
+        );
+        assert!(ids(&["--since", "1h"]).is_empty());
+
+        let mut out = Vec::new();
+        write_table(&mut out, &all[..1], Paint { on: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID    STATUS"), "{text}");
+        assert_eq!(
+            lines[1],
+            "ro-a  failed     1970-01-01 00:01:40     2.000s      4     1      2       -  What is 2+2?"
+        );
+        let missing = Cli::parse_from(["ls", "--data-dir", "/nonexistent"]).ls;
+        assert!(matches!(select(&missing), Err(InspectError::NotFound(_))));
+    }
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let hour_ago = parse_since("1h").unwrap();
+        assert!((now - 3600.0 - hour_ago).abs() < 5.0);
+        assert_eq!(parse_since("2026-02-12").unwrap(), 1_770_854_400.0);
+        assert_eq!(parse_since("1000").unwrap(), 1000.0);
+        assert!(parse_since("soon").is_err());
+    }
+}

@@ -1,0 +1,640 @@
+//! The LLM proxy of `oclagl serve`: the real OpenClaw gateway calling its
+//! model through the proxy, and the proxy's pass-through and recording
+//! against a scripted upstream.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::gateway::{decide, oclagl_async, start_provider, Gateway, TOKEN};
+use support::{run_py, wait_for_files, Server};
+
+fn spans_named<'a>(doc: &'a Value, pred: impl Fn(&str) -> bool + 'a) -> Vec<&'a Value> {
+    doc["spans"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter(|s| s["name"].as_str().is_some_and(&pred))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Message content as the dataset holds it: text (a list of text parts is
+/// their concatenation).
+fn text_of(content: &Value) -> Value {
+    match content {
+        Value::Array(parts) => Value::String(
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<String>(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// What an OpenAI fine-tuning row must hold for a request the provider
+/// received and the answer it gave: every message field for field, the
+/// answer last, and the tools.
+fn expected_row(body: &Value) -> (Vec<Value>, Value) {
+    let mut messages: Vec<Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mut out = json!({"role": m["role"], "content": text_of(&m["content"])});
+            for field in ["tool_calls", "tool_call_id", "name"] {
+                if let Some(v) = m.get(field).filter(|v| !v.is_null()) {
+                    out[field] = v.clone();
+                }
+            }
+            out
+        })
+        .collect();
+    let mut answer = decide(body);
+    answer["role"] = json!("assistant");
+    messages.push(answer);
+    (messages, body["tools"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
+    let (provider_addr, provider) = start_provider().await;
+    let upstream = format!("http://{provider_addr}/v1");
+    // Every secret of a real deployment is in play (the sidecar's auth token,
+    // the gateway token, the provider's key), with every log line there is.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_logged(
+        dir.path(),
+        &[
+            "--llm-proxy",
+            "127.0.0.1:0",
+            "--llm-upstream",
+            &upstream,
+            "--auth-token",
+            AUTH_TOKEN,
+        ],
+        "debug",
+    );
+    let proxy = server
+        .llm_proxy
+        .expect("the ready line names the LLM proxy");
+    let gateway =
+        tokio::task::spawn_blocking(move || Gateway::start(&format!("http://{proxy}/v1")))
+            .await
+            .unwrap();
+    let prompts = [
+        "Please use the ls tool to list the files",
+        "Now use the ls tool once more",
+    ];
+    std::fs::write(dir.path().join("prompts.txt"), prompts.join("\n")).unwrap();
+    let otlp = format!("http://{}", server.http);
+    let url = gateway.url();
+    let otlp_headers = format!("authorization=Bearer%20{AUTH_TOKEN}");
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("OPENCLAW_GATEWAY_TOKEN", TOKEN),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", otlp_headers.as_str()),
+        ("OCLAGL_LOG", "debug"),
+    ];
+    let args = [
+        "collect",
+        "--gateway",
+        "ws",
+        "-c",
+        "1",
+        "--timeout",
+        "120s",
+        "prompts.txt",
+    ];
+    let collected = oclagl_async(dir.path(), &env, &args).await;
+
+    // Each rollout's file holds its rollout span and both model calls.
+    let traces = server.traces_dir();
+    let files = wait_for_files(&traces, "two rollouts with two model calls each", |files| {
+        files.len() == 2
+            && files.iter().all(|(_, d)| {
+                d["status"] == "succeeded" && spans_named(d, |n| n.starts_with("chat ")).len() == 2
+            })
+    });
+    let calls = provider.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4, "gateway log:\n{}", gateway.log());
+    let mut expected_rows = Vec::new();
+    for (name, doc) in &files {
+        assert_eq!(
+            spans_named(doc, |n| n == "oclagl.rollout").len(),
+            1,
+            "{name}"
+        );
+        let trace = doc["spans"][0]["trace_id"].as_str().unwrap();
+        let model_calls = spans_named(doc, |n| n == "chat mock-1");
+        for span in &model_calls {
+            assert_eq!(
+                span["trace_id"], trace,
+                "{name}: the call joins the rollout's trace"
+            );
+            let attrs = &span["attributes"];
+            assert_eq!(attrs["gen_ai.operation.name"], "chat");
+            assert!(attrs["gen_ai.response.id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("chatcmpl-mock-")));
+            assert_eq!(attrs["gen_ai.usage.input_tokens"], 11);
+            assert_eq!(attrs["oclagl.llm_proxy.truncated"], false);
+            assert!(attrs["gen_ai.prompt.0.role"] == "system", "{attrs:#}");
+        }
+        let mine: Vec<_> = calls
+            .iter()
+            .filter(|c| c.traceparent.as_deref().and_then(|tp| tp.split('-').nth(1)) == Some(trace))
+            .collect();
+        assert_eq!(
+            mine.len(),
+            2,
+            "{name}: the provider saw this rollout's two calls"
+        );
+        // The first call was answered with the tool call, recorded as such.
+        let first = model_calls
+            .iter()
+            .find(|s| s["attributes"]["gen_ai.completion.0.finish_reason"] == "tool_calls")
+            .expect("the tool-call answer is recorded");
+        assert_eq!(
+            first["attributes"]["gen_ai.completion.0.tool_calls.0.id"],
+            "call_abc"
+        );
+        assert_eq!(
+            first["attributes"]["gen_ai.completion.0.tool_calls.0.arguments"],
+            "{\"path\":\".\"}"
+        );
+        expected_rows.push(expected_row(&mine[1].body));
+    }
+
+    // The provider's key went upstream and nowhere else.
+    assert!(calls
+        .iter()
+        .all(|c| c.authorization.as_deref() == Some("Bearer mock-provider-key")));
+    // No secret in any file oclagl wrote (store, trace files, summaries,
+    // cursors) nor in any of its logs at debug level.
+    let logs = format!(
+        "{}{}",
+        server.log(),
+        String::from_utf8_lossy(&collected.stderr)
+    );
+    assert!(logs.contains("DEBUG"), "debug logging is on");
+    for secret in ["mock-provider-key", TOKEN, AUTH_TOKEN] {
+        assert!(
+            !support::disk_contains(dir.path(), secret),
+            "{secret} on disk"
+        );
+        assert!(!logs.contains(secret), "{secret} in a log");
+    }
+
+    let out = oclagl_async(
+        dir.path(),
+        &[("OCLAGL_LOG", "debug")],
+        &[
+            "export-sft",
+            "--format",
+            "openai",
+            "--source",
+            traces.to_str().unwrap(),
+            "--out",
+            "sft.jsonl",
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let export_log = String::from_utf8_lossy(&out.stderr);
+    for secret in ["mock-provider-key", TOKEN, AUTH_TOKEN] {
+        assert!(!export_log.contains(secret), "{secret} in export-sft's log");
+        assert!(
+            !support::disk_contains(dir.path(), secret),
+            "{secret} in the dataset"
+        );
+    }
+    let rows: Vec<Value> = std::fs::read_to_string(dir.path().join("sft.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for (messages, tools) in &expected_rows {
+        let row = rows
+            .iter()
+            .find(|r| r["messages"].as_array() == Some(messages))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no row equals the provider's last request + answer:\nexpected {}\nrows {rows:#?}",
+                    Value::Array(messages.clone())
+                )
+            });
+        // The row holds the system prompt, the tool call with its real id and
+        // arguments, its result and the final answer.
+        assert_eq!(messages[0]["role"], "system");
+        let call = messages
+            .iter()
+            .rev()
+            .find_map(|m| m["tool_calls"].get(0))
+            .expect("an assistant tool call");
+        assert_eq!(call["function"]["arguments"], "{\"path\":\".\"}");
+        assert!(messages
+            .iter()
+            .any(|m| m["role"] == "tool" && m["tool_call_id"] == call["id"]));
+        assert_eq!(
+            messages.last().unwrap()["content"],
+            "The folder listing is done."
+        );
+        let exported_tools: Vec<Value> = row["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"].clone())
+            .collect();
+        let sent: Vec<Value> = tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let f = &t["function"];
+                let mut out = json!({"name": f["name"], "parameters": f["parameters"]});
+                if let Some(d) = f.get("description") {
+                    out["description"] = d.clone();
+                }
+                out
+            })
+            .collect();
+        assert_eq!(exported_tools, sent, "tool definitions, field for field");
+    }
+
+    // AGL 0.3.0 reads the proxy's spans: messages with the real tool call,
+    // tools, and one triplet per model call.
+    let agl: Value =
+        serde_json::from_str(&run_py("check_proxy_spans.py", &[traces.to_str().unwrap()])).unwrap();
+    for (_, doc) in &files {
+        let seen = &agl[doc["rollout_id"].as_str().unwrap()];
+        assert_eq!(seen["triplets"], 2, "{seen:#}");
+        let messages = seen["messages"].as_array().unwrap();
+        assert_eq!(messages[0]["role"], "system");
+        assert!(messages
+            .iter()
+            .any(|m| m["tool_calls"][0]["function"]["arguments"] == "{\"path\":\".\"}"));
+        assert_eq!(
+            messages.last().unwrap()["content"],
+            "The folder listing is done."
+        );
+        assert!(!seen["tools"].as_array().unwrap().is_empty());
+    }
+}
+
+/// A scripted upstream for the pass-through checks; `x-scenario` picks the
+/// answer.
+mod fake {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::body::{Body, Bytes};
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{any, get};
+    use axum::Router;
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+
+    pub const STREAM: &str = concat!(
+        "data: {\"id\":\"s-1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n",
+        "data: {\"id\":\"s-1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n"
+    );
+
+    #[derive(Default)]
+    pub struct Seen {
+        pub requests: Mutex<Vec<(HeaderMap, Bytes)>>,
+    }
+
+    /// Sends on the channel when dropped (the upstream's answer was dropped:
+    /// its connection closed).
+    struct Guard(mpsc::UnboundedSender<()>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    type AppState = (Arc<Seen>, mpsc::UnboundedSender<()>);
+
+    async fn call(
+        State((seen, closed)): State<AppState>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        seen.requests
+            .lock()
+            .unwrap()
+            .push((headers.clone(), body.clone()));
+        let scenario = headers
+            .get("x-scenario")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match scenario {
+            "echo" => {
+                let ct = headers
+                    .get("content-type")
+                    .cloned()
+                    .unwrap_or_else(|| "application/octet-stream".parse().unwrap());
+                (
+                    StatusCode::OK,
+                    [("content-type", ct), ("x-upstream", "yes".parse().unwrap())],
+                    body,
+                )
+                    .into_response()
+            }
+            "error" => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "7"), ("content-type", "application/json")],
+                r#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
+            )
+                .into_response(),
+            "stream" => ([("content-type", "text/event-stream")], STREAM).into_response(),
+            "responses" => (
+                [("content-type", "application/json")],
+                r#"{"id":"resp_1","model":"m-1","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}"#,
+            )
+                .into_response(),
+            "endless" => {
+                // One event every 20 ms until the reader goes away.
+                let guard = Guard(closed);
+                let events = futures_util::stream::unfold(0u64, |n| async move {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let event = format!(
+                        "data: {{\"id\":\"e\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{n} \"}}}}]}}\n\n"
+                    );
+                    Some((Ok::<_, Infallible>(Bytes::from(event)), n + 1))
+                })
+                .map(move |e| {
+                    let _ = &guard;
+                    e
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(events),
+                )
+                    .into_response()
+            }
+            other => (StatusCode::NOT_FOUND, format!("no scenario {other:?}")).into_response(),
+        }
+    }
+
+    async fn models() -> &'static str {
+        r#"{"object":"list","data":[{"id":"m-1","object":"model"}]}"#
+    }
+
+    /// Starts the upstream; the receiver gets one message per dropped
+    /// endless answer.
+    pub async fn start() -> (std::net::SocketAddr, Arc<Seen>, mpsc::UnboundedReceiver<()>) {
+        let seen = Arc::new(Seen::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = Router::new()
+            .route("/v1/models", get(models))
+            .route("/v1/{*rest}", any(call))
+            .with_state((seen.clone(), tx));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, seen, rx)
+    }
+}
+
+/// `00-<trace>-<span>-01` with the trace id `n` repeated.
+fn traceparent(n: u8) -> String {
+    format!("00-{}-{}-01", hex::encode([n; 16]), hex::encode([0x77; 8]))
+}
+
+/// The proxy's span of trace `n`, once its trace file is written.
+fn proxy_span(traces: &Path, n: u8) -> Value {
+    let trace = hex::encode([n; 16]);
+    let find = |files: &[(String, Value)]| {
+        files.iter().find_map(|(_, d)| {
+            spans_named(d, |name| name.starts_with("chat"))
+                .into_iter()
+                .find(|s| s["trace_id"] == trace.as_str())
+                .cloned()
+        })
+    };
+    let files = wait_for_files(traces, &format!("the span of trace {n}"), |f| {
+        find(f).is_some()
+    });
+    find(&files).unwrap()
+}
+
+/// A chat request body for model `m-1`.
+fn chat(content: &str, stream: bool) -> Vec<u8> {
+    json!({"model": "m-1", "stream": stream, "messages": [{"role": "user", "content": content}]})
+        .to_string()
+        .into_bytes()
+}
+
+const KEY: &str = "Bearer sk-proxy-test-5e1f";
+const AUTH_TOKEN: &str = "oclagl-auth-token-71d2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_is_transparent_and_every_call_is_recorded() {
+    let (upstream, seen, mut closed) = fake::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let default = format!("http://{upstream}/v1");
+    let dead = format!("dead-=http://{dead}/v1");
+    let (server, dir) = Server::start(&[
+        "--llm-proxy",
+        "127.0.0.1:0",
+        "--llm-upstream",
+        &default,
+        "--llm-upstream",
+        &dead,
+        "--llm-record-max",
+        "64KiB",
+    ]);
+    let proxy = format!("http://{}/v1", server.llm_proxy.unwrap());
+    let direct = default.clone();
+    let client = reqwest::Client::new();
+    let post = |base: &str, scenario: &str, trace: u8, body: Vec<u8>| {
+        client
+            .post(format!("{base}/chat/completions"))
+            .header("authorization", KEY)
+            .header("x-scenario", scenario)
+            .header("traceparent", traceparent(trace))
+            .body(body)
+    };
+    let traces = server.traces_dir();
+
+    // Not JSON: passed through untouched both ways, and still recorded.
+    let binary = b"\x00\xffnot json at all\x01".to_vec();
+    let answer = post(&proxy, "echo", 1, binary.clone())
+        .header("content-type", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-upstream"], "yes");
+    assert_eq!(answer.bytes().await.unwrap().to_vec(), binary);
+    {
+        let requests = seen.requests.lock().unwrap();
+        let (headers, body) = requests.last().unwrap();
+        assert_eq!(body.to_vec(), binary, "the upstream got the body as sent");
+        assert_eq!(
+            headers["authorization"], KEY,
+            "the provider's key is forwarded"
+        );
+        assert_eq!(headers["traceparent"], traceparent(1).as_str());
+    }
+    let span = proxy_span(&traces, 1);
+    assert_eq!(
+        span["attributes"]["oclagl.llm_proxy.request.body"],
+        hex::encode(&binary)
+    );
+    assert!(span["attributes"]["oclagl.llm_proxy.unreadable"]
+        .as_str()
+        .unwrap()
+        .contains("not JSON"));
+    assert_eq!(span["parent_id"], hex::encode([0x77; 8]));
+
+    // Unknown fields: untouched on the wire, kept in the recorded body.
+    let request = json!({"model": "m-1", "x_vendor_field": {"keep": [1, 2]},
+        "messages": [{"role": "user", "content": "hi", "x_part_field": true}]});
+    let bytes = request.to_string().into_bytes();
+    let via_proxy = post(&proxy, "echo", 2, bytes.clone()).send().await.unwrap();
+    assert_eq!(via_proxy.bytes().await.unwrap().to_vec(), bytes);
+    let span = proxy_span(&traces, 2);
+    let attrs = &span["attributes"];
+    assert_eq!(span["name"], "chat m-1");
+    assert_eq!(attrs["gen_ai.prompt.0.content"], "hi");
+    let recorded: Value =
+        serde_json::from_str(attrs["oclagl.llm_proxy.request.body"].as_str().unwrap()).unwrap();
+    assert_eq!(recorded, request);
+
+    // Upstream errors: status, headers and body as the upstream sent them.
+    let (direct_answer, proxied) = (
+        post(&direct, "error", 3, b"{}".to_vec())
+            .send()
+            .await
+            .unwrap(),
+        post(&proxy, "error", 3, b"{}".to_vec())
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(proxied.status(), 429);
+    assert_eq!(proxied.headers()["retry-after"], "7");
+    assert_eq!(
+        proxied.bytes().await.unwrap(),
+        direct_answer.bytes().await.unwrap()
+    );
+    let span = proxy_span(&traces, 3);
+    assert_eq!(span["status"]["status_code"], "ERROR");
+    assert_eq!(span["attributes"]["error.type"], "429");
+
+    // An event stream arrives as the upstream sent it and is reassembled.
+    let streamed = post(&proxy, "stream", 4, chat("hi", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    assert_eq!(streamed.text().await.unwrap(), fake::STREAM);
+    let span = proxy_span(&traces, 4);
+    assert_eq!(span["attributes"]["gen_ai.completion.0.content"], "Hello");
+    assert_eq!(
+        span["attributes"]["gen_ai.response.finish_reasons"],
+        json!(["stop"])
+    );
+    assert_eq!(span["status"]["status_code"], "UNSET");
+
+    // The Responses API is recorded the same way.
+    let answer = client
+        .post(format!("{proxy}/responses"))
+        .header("x-scenario", "responses")
+        .header("traceparent", traceparent(8))
+        .body(r#"{"model":"m-1","instructions":"be brief","input":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let span = proxy_span(&traces, 8);
+    let attrs = &span["attributes"];
+    assert_eq!(attrs["url.path"], "/v1/responses");
+    assert_eq!(attrs["gen_ai.prompt.0.role"], "system");
+    assert_eq!(attrs["gen_ai.prompt.1.content"], "hello");
+    assert_eq!(attrs["gen_ai.completion.0.content"], "Hi");
+    assert_eq!(attrs["gen_ai.usage.output_tokens"], 1);
+
+    // Other routes pass through unrecorded.
+    let models = client.get(format!("{proxy}/models")).send().await.unwrap();
+    assert_eq!(models.status(), 200);
+    assert_eq!(
+        models.text().await.unwrap(),
+        client
+            .get(format!("{direct}/models"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    );
+
+    // A model routed to an upstream that is down: 502, recorded as an error.
+    let down = post(
+        &proxy,
+        "echo",
+        5,
+        json!({"model": "dead-1", "messages": []})
+            .to_string()
+            .into_bytes(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(down.status(), 502);
+    let error: Value = down.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "upstream_unreachable");
+    let span = proxy_span(&traces, 5);
+    assert_eq!(span["attributes"]["error.type"], "upstream_unreachable");
+    assert_eq!(span["name"], "chat dead-1");
+
+    // Over the recording cap: the client gets everything, the span the
+    // beginning and a flag.
+    let bytes = chat(&"x".repeat(200_000), false);
+    let echoed = post(&proxy, "echo", 6, bytes.clone()).send().await.unwrap();
+    assert_eq!(echoed.bytes().await.unwrap().to_vec(), bytes);
+    let span = proxy_span(&traces, 6);
+    assert_eq!(span["attributes"]["oclagl.llm_proxy.truncated"], true);
+    let kept = span["attributes"]["oclagl.llm_proxy.request.body"]
+        .as_str()
+        .unwrap();
+    assert_eq!(kept.len(), 64 * 1024);
+    assert!(bytes.starts_with(kept.as_bytes()));
+
+    // A client that hangs up mid-stream cancels the upstream call.
+    let mut endless = post(&proxy, "endless", 7, chat("go on", true))
+        .send()
+        .await
+        .unwrap();
+    assert!(endless.chunk().await.unwrap().is_some());
+    drop(endless);
+    tokio::time::timeout(Duration::from_secs(30), closed.recv())
+        .await
+        .expect("the upstream saw its connection closed")
+        .unwrap();
+    let span = proxy_span(&traces, 7);
+    assert_eq!(span["status"]["status_code"], "ERROR");
+    assert_eq!(span["attributes"]["error.type"], "cancelled");
+
+    // The provider's key is on no disk.
+    assert!(!support::disk_contains(dir.path(), "sk-proxy-test"));
+}
