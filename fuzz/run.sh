@@ -45,6 +45,6 @@ for t in "${targets[@]}"; do
         echo "fuzz: $t FAILED; crashing input in $artifacts/" >&2
         exit 1
     fi
-    grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | tr '\n' ' '
-    echo
+    # "#<runs> DONE cov: <edges> ft: <features> corp: <entries>/<size> ..."
+    grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1
 done
