@@ -11,8 +11,8 @@
 #   SOAK_DURATION=120 benches/soak.sh
 #
 # Every SOAK_* setting is documented in benches/soak.rs. The work folder
-# (target/soak, a few GB after 30 minutes) is removed afterwards unless
-# SOAK_KEEP=1.
+# (target/soak, a few GB after 30 minutes, with each server's log) is
+# removed after a passing run unless SOAK_KEEP=1, and kept after a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -23,7 +23,7 @@ out="$target/soak.txt"
 echo "command: $0 (SOAK_DURATION=${SOAK_DURATION:-1800}) on $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores" | tee "$out"
 status=0
 cargo bench --bench soak 2>&1 | tee -a "$out" || status=$?
-if [ "${SOAK_KEEP:-0}" != 1 ]; then
+if [ "$status" = 0 ] && [ "${SOAK_KEEP:-0}" != 1 ]; then
     rm -rf "${SOAK_DIR:-$target/soak}"
 fi
 echo "(saved to $out)"
