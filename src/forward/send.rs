@@ -224,10 +224,17 @@ async fn http_outcome(resp: reqwest::Response) -> Outcome {
 }
 
 /// OTLP/gRPC: the retryable codes of the specification; `RESOURCE_EXHAUSTED`
-/// only when the server sent `RetryInfo` (it can recover).
+/// only when the server sent `RetryInfo` (it can recover). A status the
+/// server never sent (tonic makes one, `UNKNOWN` or `INTERNAL`, with the cause
+/// as its source, when the connection breaks mid-call because the
+/// destination died) is retried like a refused connection: nothing refused
+/// the data.
 fn grpc_outcome(status: &Status) -> Outcome {
     let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    if std::error::Error::source(status).is_some() {
+        return Outcome::Retry { after, reason };
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -301,5 +308,24 @@ mod tests {
                 reason: "gRPC ResourceExhausted: full".into()
             }
         );
+    }
+
+    /// Found by the soak test (benches/soak.rs): a destination killed while
+    /// a call was in flight gave "gRPC Unknown: transport error", which was
+    /// refused for good, so acknowledged spans never reached it.
+    #[test]
+    fn a_broken_connection_is_retried_not_refused() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let broken = Status::from_error(Box::new(reset));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(matches!(
+            grpc_outcome(&broken),
+            Outcome::Retry { after: None, .. }
+        ));
+        // The same code sent by the server is still its answer.
+        assert!(matches!(
+            grpc_outcome(&Status::unknown("no")),
+            Outcome::Refused { .. }
+        ));
     }
 }

@@ -143,23 +143,88 @@ async fn read_body(
     if !gzip {
         return Ok(raw);
     }
-    let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]);
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut gunzip = Gunzip::new(&raw, limit);
     loop {
-        let n = decoder
-            .read(&mut chunk)
-            .map_err(|e| IngestError::Decode(format!("gzip: {e}")))?;
+        let n = gunzip.read()?;
         if n == 0 {
-            break;
+            return Ok(gunzip.finish());
         }
-        if out.len() + n > limit {
-            return Err(IngestError::TooLarge { limit });
-        }
-        ingest.reserve(admission, raw.len() + out.len() + n).await?;
-        out.extend_from_slice(&chunk[..n]);
+        ingest
+            .reserve(admission, raw.len() + gunzip.len() + n)
+            .await?;
+        gunzip.keep(n);
     }
-    Ok(Bytes::from(out))
+}
+
+/// A gzip body inflated piece by piece, so that each piece can be charged to
+/// the in-flight budget before it is kept; never more than `limit` bytes.
+struct Gunzip<'a> {
+    decoder: flate2::read::MultiGzDecoder<&'a [u8]>,
+    piece: Vec<u8>,
+    out: Vec<u8>,
+    limit: usize,
+}
+
+impl<'a> Gunzip<'a> {
+    fn new(raw: &'a [u8], limit: usize) -> Gunzip<'a> {
+        Gunzip {
+            decoder: flate2::read::MultiGzDecoder::new(raw),
+            piece: vec![0u8; 64 * 1024],
+            out: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Inflates the next piece without keeping it; its length, 0 at the end.
+    fn read(&mut self) -> Result<usize, IngestError> {
+        let n = self
+            .decoder
+            .read(&mut self.piece)
+            .map_err(|e| IngestError::Decode(format!("gzip: {e}")))?;
+        if self.out.len() + n > self.limit {
+            return Err(IngestError::TooLarge { limit: self.limit });
+        }
+        Ok(n)
+    }
+
+    /// Keeps the first `n` bytes of the piece just read.
+    fn keep(&mut self, n: usize) {
+        self.out.extend_from_slice(&self.piece[..n]);
+    }
+
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    fn finish(self) -> Bytes {
+        Bytes::from(self.out)
+    }
+}
+
+/// What the `/v1/traces` handler makes of a body already read: the content
+/// type and encoding checks, gzip and the decode, without the in-flight
+/// budget or the store (the fuzz target `otlp_http` drives this).
+pub fn decode_traces(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<ExportTraceServiceRequest, IngestError> {
+    let encoding = media_type(headers)?;
+    if body.len() > limit {
+        return Err(IngestError::TooLarge { limit });
+    }
+    let body = if gzipped(headers)? {
+        let mut gunzip = Gunzip::new(&body, limit);
+        loop {
+            match gunzip.read()? {
+                0 => break gunzip.finish(),
+                n => gunzip.keep(n),
+            }
+        }
+    } else {
+        body
+    };
+    decode(encoding, &body)
 }
 
 fn decode<T: Message + Default + DeserializeOwned>(
@@ -361,5 +426,96 @@ async fn reward(State(state): State<RewardState>, Path(id): Path<String>, body: 
             };
             json_error(status, e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn headers(content_type: &str, encoding: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
+        if let Some(e) = encoding {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(e).unwrap());
+        }
+        h
+    }
+
+    fn gzip(bytes: &[u8]) -> Bytes {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        Bytes::from(enc.finish().unwrap())
+    }
+
+    fn one_span() -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: "s".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn decode_traces_reads_protobuf_json_and_gzip() {
+        let request = one_span();
+        let proto = Bytes::from(request.encode_to_vec());
+        let json = Bytes::from(serde_json::to_vec(&request).unwrap());
+        let pb = headers("application/x-protobuf", None);
+        assert_eq!(decode_traces(&pb, proto.clone(), 1 << 20).unwrap(), request);
+        let gz = headers("application/x-protobuf", Some("gzip"));
+        assert_eq!(decode_traces(&gz, gzip(&proto), 1 << 20).unwrap(), request);
+        let js = headers("application/json; charset=utf-8", Some("identity"));
+        assert_eq!(decode_traces(&js, json, 1 << 20).unwrap(), request);
+    }
+
+    #[test]
+    fn decode_traces_refuses_what_the_handler_refuses() {
+        let proto = Bytes::from(one_span().encode_to_vec());
+        let text = headers("text/plain", None);
+        assert!(matches!(
+            decode_traces(&text, proto.clone(), 1 << 20),
+            Err(IngestError::Unsupported { .. })
+        ));
+        let brotli = headers("application/x-protobuf", Some("br"));
+        assert!(matches!(
+            decode_traces(&brotli, proto.clone(), 1 << 20),
+            Err(IngestError::Unsupported { .. })
+        ));
+        // A gzip bomb: 4 MiB of zeros in a few KiB stops at the limit.
+        let bomb = gzip(&vec![0u8; 4 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let gz = headers("application/x-protobuf", Some("gzip"));
+        assert!(matches!(
+            decode_traces(&gz, bomb, 1 << 20),
+            Err(IngestError::TooLarge { .. })
+        ));
+        let mut corrupt = gzip(&proto).to_vec();
+        let crc = corrupt.len() - 8;
+        corrupt[crc] ^= 0xff;
+        assert!(matches!(
+            decode_traces(&gz, Bytes::from(corrupt), 1 << 20),
+            Err(IngestError::Decode(_))
+        ));
+        let pb = headers("application/x-protobuf", None);
+        assert!(matches!(
+            decode_traces(&pb, proto.slice(..proto.len() - 1), 1 << 20),
+            Err(IngestError::Decode(_))
+        ));
     }
 }

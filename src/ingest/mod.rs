@@ -264,7 +264,7 @@ fn valid_id(id: &[u8], len: usize) -> bool {
 }
 
 /// Drops spans whose ids are malformed; returns (kept, rejected).
-fn retain_valid_spans(request: &mut ExportTraceServiceRequest) -> (usize, usize) {
+pub fn retain_valid_spans(request: &mut ExportTraceServiceRequest) -> (usize, usize) {
     let (mut kept, mut rejected) = (0, 0);
     for rs in &mut request.resource_spans {
         for ss in &mut rs.scope_spans {

@@ -1,0 +1,40 @@
+//! The trace-file reader of `export-sft`: any bytes as a trace file, through
+//! the rollout reader, the conversation readers of every span convention and
+//! every output format, as `export` runs them on one file.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use oclagl::export::read::{self, trace_file::Doc};
+use oclagl::export::stats::Stats;
+use oclagl::export::write::{write_row, Format, TrainOn};
+
+const OUTPUTS: [(Format, TrainOn); 4] = [
+    (Format::Messages, TrainOn::All),
+    (Format::Openai, TrainOn::All),
+    (Format::Openai, TrainOn::Last),
+    (Format::Trl, TrainOn::All),
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(doc) = Doc::parse(data) else {
+        return;
+    };
+    let Ok(rollout) = read::rollout(&doc, "ro-fuzz") else {
+        return;
+    };
+    let Some(chosen) = &rollout.chosen else {
+        return;
+    };
+    let Ok(conversation) = chosen.read() else {
+        return;
+    };
+    let mut line = Vec::new();
+    for (format, train_on) in OUTPUTS {
+        line.clear();
+        if write_row(format, train_on, &conversation, &mut line).is_ok() {
+            assert!(!line.contains(&b'\n'), "a row is one line");
+            serde_json::from_slice::<serde_json::Value>(&line).expect("a row is JSON");
+        }
+    }
+    Stats::default().row(&conversation, rollout.model.as_deref(), rollout.usage);
+});
