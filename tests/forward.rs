@@ -163,10 +163,14 @@ fn a_chain_through_rotel_delivers_exactly_what_the_first_sidecar_received() {
         support::span_ids(f).len() == 8
     });
     // rotel may be still starting: A retries until it takes the spans.
-    wait_until("B to hold what A received", Duration::from_secs(60), || {
-        normalized(&b.traces_dir()) == normalized(&a.traces_dir())
-            && support::span_ids(&trace_files(&b.traces_dir())).len() == 8
-    });
+    wait_until(
+        "B to hold what A received",
+        Duration::from_secs(120),
+        || {
+            normalized(&b.traces_dir()) == normalized(&a.traces_dir())
+                && support::span_ids(&trace_files(&b.traces_dir())).len() == 8
+        },
+    );
     let page = metrics(&a);
     assert_eq!(
         metric(
