@@ -407,26 +407,7 @@ pub async fn run(
         source,
     };
     let mapping = Mapping::open(&state_dir, &dest.name).map_err(|e| io_err(&state_dir, e))?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in &dest.headers {
-        let bad = || ForwardError::Agl {
-            name: dest.name.clone(),
-            reason: format!("header {k} is not valid"),
-        };
-        let mut value = reqwest::header::HeaderValue::from_str(v).map_err(|_| bad())?;
-        value.set_sensitive(true);
-        headers.insert(
-            reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad())?,
-            value,
-        );
-    }
-    let http = reqwest::Client::builder()
-        .timeout(dest.timeout)
-        .build()
-        .map_err(|e| ForwardError::Agl {
-            name: dest.name.clone(),
-            reason: e.to_string(),
-        })?;
+    let (http, headers) = super::send::http_client(dest)?;
     let mut agl = Agl {
         forwarder,
         client: Client {

@@ -84,19 +84,7 @@ impl Sender {
                 })
             }
             Protocol::HttpProtobuf | Protocol::AglStore => {
-                let mut headers = reqwest::header::HeaderMap::new();
-                for (k, v) in &dest.headers {
-                    let key = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| setup(format!("{k:?} is not a header name")))?;
-                    let mut value = reqwest::header::HeaderValue::from_str(v)
-                        .map_err(|_| setup(format!("the value of {k} is not a valid header")))?;
-                    value.set_sensitive(true);
-                    headers.insert(key, value);
-                }
-                let client = reqwest::Client::builder()
-                    .timeout(dest.timeout)
-                    .build()
-                    .map_err(|e| setup(e.to_string()))?;
+                let (client, headers) = http_client(dest)?;
                 let url = match dest.protocol {
                     Protocol::AglStore => format!("{}/v1/traces", dest.url),
                     _ => dest.url.clone(),
@@ -174,6 +162,31 @@ impl Sender {
             }
         }
     }
+}
+
+/// A reqwest client with the destination's timeout, and its headers (marked
+/// sensitive, so they are never printed); shared with the AGL destination.
+pub fn http_client(
+    dest: &Destination,
+) -> Result<(reqwest::Client, reqwest::header::HeaderMap), SendError> {
+    let setup = |reason: String| SendError::Setup {
+        name: dest.name.clone(),
+        reason,
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &dest.headers {
+        let key = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| setup(format!("{k:?} is not a header name")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(v)
+            .map_err(|_| setup(format!("the value of {k} is not a valid header")))?;
+        value.set_sensitive(true);
+        headers.insert(key, value);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(dest.timeout)
+        .build()
+        .map_err(|e| setup(e.to_string()))?;
+    Ok((client, headers))
 }
 
 fn rejected_of(resp: &ExportTraceServiceResponse) -> u64 {
