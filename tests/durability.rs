@@ -196,3 +196,49 @@ async fn a_flood_is_throttled_and_memory_stays_bounded() {
         acked.is_subset(&span_ids(f))
     });
 }
+
+/// A trace file that cannot be written at shutdown (a full disk, say) is left
+/// to the next start: the server stops at once instead of retrying until its
+/// shutdown timeout, says so in one line, and the next start writes the file
+/// with every acknowledged span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_files_that_fail_at_shutdown_are_written_at_the_next_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_in(tmp.path(), &["--quiet", "1h", "--shutdown-timeout", "1h"]);
+    // The traces folder becomes a file: every write into it fails.
+    let traces = server.traces_dir();
+    std::fs::remove_dir(&traces).expect("empty traces folder");
+    std::fs::write(&traces, b"not a folder").expect("blocker");
+    let http = reqwest::Client::new();
+    let mut acked = HashSet::new();
+    for seq in 0..3 {
+        let (body, ids) = unique_request(7, seq, 4, 16, true);
+        let answer = http
+            .post(server.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(answer.status(), 200);
+        acked.extend(ids);
+    }
+    let log = server.log.clone();
+    // With an hour of shutdown timeout, a retrying view would never stop
+    // (`terminate` gives up after 30 s).
+    server.terminate();
+    let log = log.lock().unwrap().clone();
+    let failures = log.matches("cannot write trace files").count();
+    assert_eq!(failures, 1, "one line for the failed batch:\n{log}");
+    assert!(
+        log.contains("rewritten from the store at the next start"),
+        "{log}"
+    );
+
+    std::fs::remove_file(&traces).expect("remove blocker");
+    let server = Server::start_in(tmp.path(), &[]);
+    let files = wait_for_files(&server.traces_dir(), "the three rollouts", |f| {
+        f.len() == 3 && acked.is_subset(&span_ids(f))
+    });
+    assert_eq!(span_ids(&files), acked);
+}

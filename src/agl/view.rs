@@ -49,9 +49,12 @@ pub struct ViewConfig {
     pub quiet: Duration,
     /// Told the name of every trace file written (for forwarding to AGL).
     pub written: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
-    /// fdatasync trace files before the checkpoint passes them (`--fsync`).
+    /// Make trace files durable before the checkpoint passes them (`--fsync`).
     pub sync: bool,
 }
+
+/// How often the view looks for the writer's answer while a batch is out.
+const WRITER_POLL: Duration = Duration::from_millis(5);
 
 /// Saving the summaries may take at most 1/SAVE_SHARE of the view's time.
 const SAVE_SHARE: u32 = 20;
@@ -111,6 +114,8 @@ pub struct View {
     /// Which named rollout each trace-derived rollout was folded into.
     merged: HashMap<Arc<str>, Arc<str>>,
     checkpoint: Pos,
+    /// Trace files were written since the last checkpoint save.
+    unsynced: bool,
     /// Dirty rollouts in the order they were last touched, with the
     /// generation of that touch; entries whose generation is no longer the
     /// rollout's are skipped. Makes finding due rollouts cost what is due,
@@ -171,6 +176,7 @@ impl View {
             stale: HashMap::new(),
             merged: HashMap::new(),
             checkpoint,
+            unsynced: false,
             due: VecDeque::new(),
             next_pos: Pos::default(),
             changes: Vec::new(),
@@ -252,7 +258,6 @@ impl View {
         let writer = FileWriter {
             reader: WalReader::new(&self.cfg.wal_dir),
             traces_dir: self.cfg.traces_dir.clone(),
-            sync: self.cfg.sync,
         };
         let writer = match std::thread::Builder::new()
             .name("oclagl-trace-files".into())
@@ -264,30 +269,28 @@ impl View {
                 return;
             }
         };
-        let tick =
-            (self.cfg.quiet / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
         let mut busy = false;
-        let mut next_tick = Instant::now() + tick;
         loop {
-            // Nothing pending: sleep until the next record instead of ticking.
-            let received = if self.dirty.is_empty() && !busy && !self.save_pending {
-                committed.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                committed.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
+            // Sleep until something is due (a quiet rollout, a save, the
+            // writer's answer), or until the next record: an idle or
+            // waiting view costs no wake-ups.
+            let wake = self.next_wake(busy);
+            let received = match wake {
+                None => committed.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => committed.recv_timeout(at.saturating_duration_since(Instant::now())),
             };
             match received {
                 Ok(c) => {
                     self.observe(c.pos, c.received_unix_nano, &c.meta, true);
-                    if Instant::now() < next_tick {
+                    if wake.is_none_or(|at| Instant::now() < at) {
                         continue;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            next_tick = Instant::now() + tick;
             if let Ok(done) = done_rx.try_recv() {
-                self.finish(done);
+                let _ = self.finish(done);
                 busy = false;
             }
             if !busy {
@@ -302,7 +305,13 @@ impl View {
         loop {
             if busy {
                 match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(done) => self.finish(done),
+                    // A failed write (a full disk, say) is not retried now:
+                    // the next start rewrites it from the store.
+                    Ok(done) => {
+                        if self.finish(done) > 0 {
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
@@ -318,12 +327,21 @@ impl View {
         if !self.dirty.is_empty() {
             tracing::warn!(
                 rollouts = self.dirty.len(),
-                "shutdown deadline reached; their trace files are rewritten at the next start"
+                "trace files not written at shutdown; they are rewritten from the store at the next start"
             );
         }
-        self.save_checkpoint(true);
         drop(job_tx);
         let _ = writer.join();
+    }
+
+    /// When the loop has work next: the writer's answer (polled while a
+    /// batch is out), the first rollout to go quiet, the next save.
+    fn next_wake(&self, busy: bool) -> Option<Instant> {
+        let now = Instant::now();
+        let writer = busy.then(|| now + WRITER_POLL);
+        let quiet = self.due.front().map(|(at, _, _)| *at + self.cfg.quiet);
+        let save = self.save_pending.then_some(self.next_save);
+        [writer, quiet, save].into_iter().flatten().min()
     }
 
     /// Hands the due rollouts (every pending one if `all`) to the writer;
@@ -388,8 +406,10 @@ impl View {
     }
 
     /// Takes the writer's results: a written rollout is clean unless it got
-    /// spans meanwhile; then the checkpoint moves up.
-    fn finish(&mut self, done: Vec<Done>) {
+    /// spans meanwhile; then the checkpoint moves up. Returns how many
+    /// writes failed (they are retried once quiet again).
+    fn finish(&mut self, done: Vec<Done>) -> usize {
+        let mut failed: Option<(usize, Arc<str>, String)> = None;
         for d in done {
             match d.error {
                 None if locked(&self.index).get(&d.id).is_none() => {
@@ -407,6 +427,7 @@ impl View {
                     }
                 }
                 None => {
+                    self.unsynced = true;
                     for listener in &self.cfg.written {
                         let _ = listener.send(d.name.clone());
                     }
@@ -424,7 +445,10 @@ impl View {
                     }
                 }
                 Some(e) => {
-                    tracing::error!(rollout = %d.id, error = %e, "cannot write trace file; will retry");
+                    match &mut failed {
+                        Some((n, _, _)) => *n += 1,
+                        None => failed = Some((1, d.id.clone(), e)),
+                    }
                     if let Some(x) = self.dirty.get(&d.id) {
                         self.due
                             .push_back((Instant::now(), d.id.clone(), x.generation));
@@ -436,6 +460,12 @@ impl View {
             }
         }
         self.save_checkpoint(false);
+        // One line per batch, not per rollout: a full disk fails them all.
+        let Some((count, first, error)) = failed else {
+            return 0;
+        };
+        tracing::error!(rollouts = count, first = %first, %error, "cannot write trace files; will retry");
+        count
     }
 
     /// Saves the summaries, then moves the checkpoint up (so it never
@@ -460,6 +490,16 @@ impl View {
             return;
         }
         let started = Instant::now();
+        // One sync of the traces' file system covers every file (and
+        // rename) since the last save, instead of a sync per file.
+        if self.cfg.sync && self.unsynced {
+            if let Err(e) = sync_file_system(&self.cfg.traces_dir) {
+                tracing::warn!(error = %e, "cannot sync the trace files");
+                self.next_save = Instant::now() + Duration::from_secs(1);
+                return;
+            }
+            self.unsynced = false;
+        }
         if self.summaries_changed {
             if let Err(e) = summary::save(&self.cfg.data_dir, self.summaries.values()) {
                 tracing::warn!(error = %e, "cannot save the rollout summaries");
@@ -481,6 +521,17 @@ impl View {
         // replay after a crash (or `ls` a second behind).
         self.next_save =
             Instant::now() + (started.elapsed() * SAVE_SHARE).max(Duration::from_secs(1));
+    }
+}
+
+/// Flushes the file system holding `dir` to disk (Linux `syncfs`).
+fn sync_file_system(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(dir)?;
+    // SAFETY: syncfs on a descriptor this function owns.
+    match unsafe { libc::syncfs(dir.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -509,7 +560,6 @@ struct Done {
 struct FileWriter {
     reader: WalReader,
     traces_dir: PathBuf,
-    sync: bool,
 }
 
 impl FileWriter {
@@ -528,51 +578,35 @@ impl FileWriter {
         }
     }
 
-    /// Writes every file of the batch to a temporary name, then syncs them
-    /// (the disk overlaps the flushes), renames them over their targets and
-    /// syncs the folder once: each file is replaced atomically, and all are
-    /// durable before the checkpoint may pass them.
+    /// Writes every file of the batch to a temporary name and renames it
+    /// over its target: each file is replaced atomically. Durability is the
+    /// view's business, once per checkpoint (see [`View::save_checkpoint`]).
     fn write_batch(&mut self, batch: Vec<Job>) -> Vec<Done> {
         let mut decoded = HashMap::new();
-        let mut written = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
         for job in batch {
-            match self.write_tmp(&job, &mut decoded) {
-                Ok(file) => written.push((job, file)),
-                Err(e) => results.push(Done::of(job, Some(e))),
-            }
-        }
-        let mut renamed = Vec::with_capacity(written.len());
-        for (job, (file, tmp, summary)) in written {
             let target = self.traces_dir.join(&job.name);
-            let synced = if self.sync { file.sync_data() } else { Ok(()) };
-            match synced.and_then(|()| std::fs::rename(&tmp, target)) {
-                Ok(()) => renamed.push((job, summary)),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    results.push(Done::of(job, Some(e)));
-                }
-            }
-        }
-        let dir = match self.sync {
-            true => std::fs::File::open(&self.traces_dir).and_then(|d| d.sync_all()),
-            false => Ok(()),
-        };
-        for (job, summary) in renamed {
-            match &dir {
-                Ok(()) => {
+            let written = self
+                .write_tmp(&job, &mut decoded)
+                .and_then(|(tmp, summary)| match std::fs::rename(&tmp, target) {
+                    Ok(()) => Ok(summary),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e)
+                    }
+                });
+            results.push(match written {
+                Ok(summary) => {
                     for old in job.stale.iter().filter(|old| **old != job.name) {
                         let _ = std::fs::remove_file(self.traces_dir.join(old));
                     }
-                    results.push(Done {
+                    Done {
                         summary: Some(summary),
                         ..Done::of(job, None)
-                    });
+                    }
                 }
-                Err(e) => {
-                    results.push(Done::of(job, Some(io::Error::new(e.kind(), e.to_string()))))
-                }
-            }
+                Err(e) => Done::of(job, Some(e)),
+            });
         }
         results
     }
@@ -582,7 +616,7 @@ impl FileWriter {
         &mut self,
         job: &Job,
         decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
-    ) -> io::Result<(std::fs::File, PathBuf, Summary)> {
+    ) -> io::Result<(PathBuf, Summary)> {
         let mut requests = Vec::with_capacity(job.rollout.records.len());
         for pos in &job.rollout.records {
             let request = match decoded.get(pos) {
@@ -603,7 +637,7 @@ impl FileWriter {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        Ok((file, tmp, summary::summarize(&trace_file, &job.name)))
+        Ok((tmp, summary::summarize(&trace_file, &job.name)))
     }
 }
 
