@@ -46,6 +46,12 @@ async fn main() {
     println!("| concurrency | wall (s) | ideal (s) | wall / ideal | CPU per rollout (ms) |");
     println!("|---:|---:|---:|---:|---:|");
     for &c in &levels {
+        let direct = direct_client(&fork.url(), prompts, c).await;
+        println!(
+            "| {c}, bare HTTP client | {direct:.2} | {:.2} | {:.3} | |",
+            prompts as f64 * latency.as_secs_f64() / c as f64,
+            direct / (prompts as f64 * latency.as_secs_f64() / c as f64)
+        );
         let run_dir = dir.path().join(format!("c{c}"));
         std::fs::create_dir_all(&run_dir).expect("run dir");
         std::fs::copy(dir.path().join("prompts.txt"), run_dir.join("prompts.txt")).expect("copy");
@@ -78,4 +84,41 @@ async fn main() {
             cpu * 1000.0 / prompts as f64
         );
     }
+}
+
+/// The same calls from a bare HTTP client (no spans, no store): the floor
+/// that this machine and the fake gateway allow, measured in the same run.
+async fn direct_client(url: &str, prompts: usize, concurrency: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, next) = (client.clone(), next.clone());
+            let url = format!("{url}/_openclaw/internal/agent-run");
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < prompts {
+                    let body = serde_json::json!({
+                        "sessionKey": "agent:dev:main",
+                        "message": "benchmark prompt",
+                        "idempotencyKey": "k",
+                        "mode": "agent",
+                    });
+                    let answer = client
+                        .post(&url)
+                        .header("X-OpenClaw-Internal-Secret", "bench-secret")
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("fake gateway answers");
+                    assert!(answer.status().is_success(), "fake gateway refused");
+                    answer.bytes().await.expect("answer body");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    started.elapsed().as_secs_f64()
 }

@@ -279,34 +279,38 @@ pub async fn collect(
     let mut interrupted = false;
     tokio::pin!(interrupt);
     let mut pending = tasks.into_iter();
+    let mut permits = None;
     loop {
-        // Start what the concurrency limit allows.
-        while fatal_error.is_none() && !interrupted {
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                break;
-            };
-            let Some(task) = pending.next() else { break };
-            let (emitter, options, cancel) = (emitter.clone(), options.clone(), cancel_rx.clone());
-            let scorer = scorer.clone();
-            running.spawn(async move {
-                let mut outcome = emitter.run(&task, &options, cancel).await;
-                let scored = scorer.score(&task, &outcome).await;
-                if let (Ok(rewards), Some(root)) = (&scored, &outcome.root) {
-                    if !rewards.is_empty() {
-                        emitter.reward(&outcome.rollout_id, &outcome.attempt_id, root, rewards);
-                        outcome.rewards = rewards.clone();
-                    }
-                }
-                drop(permit);
-                (outcome, scored.err())
-            });
+        // Start the next prompt as soon as a running one is answered by the
+        // gateway (its permit comes back before its spans are recorded).
+        let starting = fatal_error.is_none() && !interrupted && pending.len() > 0;
+        if starting && permits.is_none() {
+            permits = Some(Box::pin(limit.clone().acquire_owned()));
         }
-        if running.is_empty() {
+        if !starting && running.is_empty() {
             break;
         }
         tokio::select! {
-            joined = running.join_next() => {
-                let Some(Ok((outcome, score_error))) = joined else { continue };
+            biased;
+            Some(permit) = async { permits.as_mut()?.await.ok() }, if starting => {
+                permits = None;
+                let Some(task) = pending.next() else { continue };
+                let (emitter, options, cancel) = (emitter.clone(), options.clone(), cancel_rx.clone());
+                let scorer = scorer.clone();
+                running.spawn(async move {
+                    let mut outcome = emitter.run_then(&task, &options, cancel, || drop(permit)).await;
+                    let scored = scorer.score(&task, &outcome).await;
+                    if let (Ok(rewards), Some(root)) = (&scored, &outcome.root) {
+                        if !rewards.is_empty() {
+                            emitter.reward(&outcome.rollout_id, &outcome.attempt_id, root, rewards);
+                            outcome.rewards = rewards.clone();
+                        }
+                    }
+                    (outcome, scored.err())
+                });
+            }
+            Some(joined) = running.join_next() => {
+                let Ok((outcome, score_error)) = joined else { continue };
                 if let Some(e) = score_error {
                     score_errors += 1;
                     let line = format!("{}: no reward: {e}", outcome.rollout_id);

@@ -159,7 +159,20 @@ impl Emitter {
         &self,
         task: &Task,
         opts: &RunOptions,
+        cancel: watch::Receiver<bool>,
+    ) -> Outcome {
+        self.run_then(task, opts, cancel, || {}).await
+    }
+
+    /// [`Emitter::run`], calling `answered` as soon as the gateway is done
+    /// with the rollout (before its spans are recorded), so a collector can
+    /// start the next prompt without waiting for the bookkeeping.
+    pub async fn run_then(
+        &self,
+        task: &Task,
+        opts: &RunOptions,
         mut cancel: watch::Receiver<bool>,
+        answered: impl FnOnce(),
     ) -> Outcome {
         let started = Instant::now();
         let (rollout_id, attempt_id) = new_ids();
@@ -240,6 +253,7 @@ impl Emitter {
                 other => break other,
             }
         };
+        answered();
 
         let root_span = root_cx.span();
         let root = Some(root_span.span_context().clone());
