@@ -53,6 +53,9 @@ pub struct ViewConfig {
     pub sync: bool,
 }
 
+/// At most one report of failed trace-file writes per this long.
+const FAILURE_REPORT: Duration = Duration::from_secs(10);
+
 /// How often the view looks for the writer's answer while a batch is out.
 const WRITER_POLL: Duration = Duration::from_millis(5);
 
@@ -116,6 +119,9 @@ pub struct View {
     checkpoint: Pos,
     /// Trace files were written since the last checkpoint save.
     unsynced: bool,
+    /// Failed writes not reported yet, and when the last report was.
+    failures: usize,
+    failure_reported: Option<Instant>,
     /// Dirty rollouts in the order they were last touched, with the
     /// generation of that touch; entries whose generation is no longer the
     /// rollout's are skipped. Makes finding due rollouts cost what is due,
@@ -177,6 +183,8 @@ impl View {
             merged: HashMap::new(),
             checkpoint,
             unsynced: false,
+            failures: 0,
+            failure_reported: None,
             due: VecDeque::new(),
             next_pos: Pos::default(),
             changes: Vec::new(),
@@ -460,11 +468,20 @@ impl View {
             }
         }
         self.save_checkpoint(false);
-        // One line per batch, not per rollout: a full disk fails them all.
         let Some((count, first, error)) = failed else {
             return 0;
         };
-        tracing::error!(rollouts = count, first = %first, %error, "cannot write trace files; will retry");
+        // A full disk fails every batch at every retry: one line per
+        // FAILURE_REPORT, with the count since the last one.
+        self.failures += count;
+        if self
+            .failure_reported
+            .is_none_or(|at| at.elapsed() >= FAILURE_REPORT)
+        {
+            tracing::error!(rollouts = self.failures, first = %first, %error, "cannot write trace files; will retry");
+            self.failures = 0;
+            self.failure_reported = Some(Instant::now());
+        }
         count
     }
 

@@ -54,6 +54,10 @@ pub struct Wal {
     /// `fdatasync` each batch (durable); off only for benchmarks and scratch use.
     sync: bool,
     buf: Vec<u8>,
+    /// A failed append left bytes past `active_len` that could not be cut
+    /// yet; nothing is appended until they are (a record must never follow
+    /// a partial frame, or recovery would stop there).
+    torn_tail: bool,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -254,6 +258,7 @@ impl Wal {
                 segment_bytes,
                 sync,
                 buf: Vec::new(),
+                torn_tail: false,
             },
             stats,
         ))
@@ -267,6 +272,10 @@ impl Wal {
         items: &[T],
         mut encode: impl FnMut(&T, &mut Vec<u8>),
     ) -> io::Result<Vec<Pos>> {
+        if self.torn_tail {
+            self.active.set_len(self.active_len)?;
+            self.torn_tail = false;
+        }
         if self.active_len >= self.segment_bytes {
             self.roll()?;
         }
@@ -302,7 +311,7 @@ impl Wal {
         if let Err(e) = written {
             // Cut whatever part of the batch reached the file, so that a later
             // append does not follow a partial frame.
-            let _ = self.active.set_len(self.active_len);
+            self.torn_tail = self.active.set_len(self.active_len).is_err();
             return Err(e);
         }
         self.active_len += self.buf.len() as u64;
