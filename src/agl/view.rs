@@ -342,14 +342,16 @@ impl View {
         let _ = writer.join();
     }
 
-    /// When the loop has work next: the writer's answer (polled while a
-    /// batch is out), the first rollout to go quiet, the next save.
+    /// When the loop has work next: the writer's answer while a batch is
+    /// out (nothing else can be dispatched meanwhile, so due rollouts wait),
+    /// otherwise the first rollout to go quiet; and the next save.
     fn next_wake(&self, busy: bool) -> Option<Instant> {
-        let now = Instant::now();
-        let writer = busy.then(|| now + WRITER_POLL);
-        let quiet = self.due.front().map(|(at, _, _)| *at + self.cfg.quiet);
+        let next = match busy {
+            true => Some(Instant::now() + WRITER_POLL),
+            false => self.due.front().map(|(at, _, _)| *at + self.cfg.quiet),
+        };
         let save = self.save_pending.then_some(self.next_save);
-        [writer, quiet, save].into_iter().flatten().min()
+        [next, save].into_iter().flatten().min()
     }
 
     /// Hands the due rollouts (every pending one if `all`) to the writer;
@@ -775,5 +777,50 @@ pub fn build_trace_file(
         task_input,
         span_count: spans.len(),
         spans,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(dir: &Path) -> View {
+        View::new(ViewConfig {
+            traces_dir: dir.join("traces"),
+            data_dir: dir.to_path_buf(),
+            wal_dir: dir.join("wal"),
+            quiet: Duration::from_millis(100),
+            written: Vec::new(),
+            sync: true,
+        })
+        .expect("view")
+    }
+
+    #[test]
+    fn an_idle_view_sleeps_until_something_is_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut v = view(dir.path());
+        assert_eq!(
+            v.next_wake(false),
+            None,
+            "nothing pending: wait for records"
+        );
+        let touched = Instant::now() - Duration::from_secs(5);
+        v.touch(Arc::from("ro-a"), Pos::default());
+        v.due[0].0 = touched;
+        assert_eq!(v.next_wake(false), Some(touched + v.cfg.quiet));
+    }
+
+    #[test]
+    fn a_due_rollout_does_not_spin_the_loop_while_the_writer_is_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut v = view(dir.path());
+        v.touch(Arc::from("ro-a"), Pos::default());
+        v.due[0].0 = Instant::now() - Duration::from_secs(5);
+        // Due long ago, but nothing can be dispatched until the writer
+        // answers: the loop polls the writer, it does not wake at once.
+        let before = Instant::now();
+        let wake = v.next_wake(true).expect("a wake-up");
+        assert!(wake >= before + WRITER_POLL);
     }
 }
