@@ -49,7 +49,7 @@ pub struct ViewConfig {
     pub quiet: Duration,
     /// Told the name of every trace file written (for forwarding to AGL).
     pub written: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
-    /// Make trace files durable before the checkpoint passes them (`--fsync`).
+    /// fdatasync trace files before the checkpoint passes them (`--fsync`).
     pub sync: bool,
 }
 
@@ -117,8 +117,6 @@ pub struct View {
     /// Which named rollout each trace-derived rollout was folded into.
     merged: HashMap<Arc<str>, Arc<str>>,
     checkpoint: Pos,
-    /// Trace files were written since the last checkpoint save.
-    unsynced: bool,
     /// Failed writes not reported yet, and when the last report was.
     failures: usize,
     failure_reported: Option<Instant>,
@@ -182,7 +180,6 @@ impl View {
             stale: HashMap::new(),
             merged: HashMap::new(),
             checkpoint,
-            unsynced: false,
             failures: 0,
             failure_reported: None,
             due: VecDeque::new(),
@@ -266,6 +263,7 @@ impl View {
         let writer = FileWriter {
             reader: WalReader::new(&self.cfg.wal_dir),
             traces_dir: self.cfg.traces_dir.clone(),
+            sync: self.cfg.sync,
         };
         let writer = match std::thread::Builder::new()
             .name("oclagl-trace-files".into())
@@ -437,7 +435,6 @@ impl View {
                     }
                 }
                 None => {
-                    self.unsynced = true;
                     for listener in &self.cfg.written {
                         let _ = listener.send(d.name.clone());
                     }
@@ -509,16 +506,6 @@ impl View {
             return;
         }
         let started = Instant::now();
-        // One sync of the traces' file system covers every file (and
-        // rename) since the last save, instead of a sync per file.
-        if self.cfg.sync && self.unsynced {
-            if let Err(e) = sync_file_system(&self.cfg.traces_dir) {
-                tracing::warn!(error = %e, "cannot sync the trace files");
-                self.next_save = Instant::now() + Duration::from_secs(1);
-                return;
-            }
-            self.unsynced = false;
-        }
         if self.summaries_changed {
             if let Err(e) = summary::save(&self.cfg.data_dir, self.summaries.values()) {
                 tracing::warn!(error = %e, "cannot save the rollout summaries");
@@ -540,17 +527,6 @@ impl View {
         // replay after a crash (or `ls` a second behind).
         self.next_save =
             Instant::now() + (started.elapsed() * SAVE_SHARE).max(Duration::from_secs(1));
-    }
-}
-
-/// Flushes the file system holding `dir` to disk (Linux `syncfs`).
-fn sync_file_system(dir: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(dir)?;
-    // SAFETY: syncfs on a descriptor this function owns.
-    match unsafe { libc::syncfs(dir.as_raw_fd()) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -579,6 +555,7 @@ struct Done {
 struct FileWriter {
     reader: WalReader,
     traces_dir: PathBuf,
+    sync: bool,
 }
 
 impl FileWriter {
@@ -597,35 +574,51 @@ impl FileWriter {
         }
     }
 
-    /// Writes every file of the batch to a temporary name and renames it
-    /// over its target: each file is replaced atomically. Durability is the
-    /// view's business, once per checkpoint (see [`View::save_checkpoint`]).
+    /// Writes every file of the batch to a temporary name, then syncs them
+    /// (the disk overlaps the flushes), renames them over their targets and
+    /// syncs the folder once: each file is replaced atomically, and all are
+    /// durable before the checkpoint may pass them.
     fn write_batch(&mut self, batch: Vec<Job>) -> Vec<Done> {
         let mut decoded = HashMap::new();
+        let mut written = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
         for job in batch {
+            match self.write_tmp(&job, &mut decoded) {
+                Ok(file) => written.push((job, file)),
+                Err(e) => results.push(Done::of(job, Some(e))),
+            }
+        }
+        let mut renamed = Vec::with_capacity(written.len());
+        for (job, (file, tmp, summary)) in written {
             let target = self.traces_dir.join(&job.name);
-            let written = self
-                .write_tmp(&job, &mut decoded)
-                .and_then(|(tmp, summary)| match std::fs::rename(&tmp, target) {
-                    Ok(()) => Ok(summary),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        Err(e)
-                    }
-                });
-            results.push(match written {
-                Ok(summary) => {
+            let synced = if self.sync { file.sync_data() } else { Ok(()) };
+            match synced.and_then(|()| std::fs::rename(&tmp, target)) {
+                Ok(()) => renamed.push((job, summary)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    results.push(Done::of(job, Some(e)));
+                }
+            }
+        }
+        let dir = match self.sync {
+            true => std::fs::File::open(&self.traces_dir).and_then(|d| d.sync_all()),
+            false => Ok(()),
+        };
+        for (job, summary) in renamed {
+            match &dir {
+                Ok(()) => {
                     for old in job.stale.iter().filter(|old| **old != job.name) {
                         let _ = std::fs::remove_file(self.traces_dir.join(old));
                     }
-                    Done {
+                    results.push(Done {
                         summary: Some(summary),
                         ..Done::of(job, None)
-                    }
+                    });
                 }
-                Err(e) => Done::of(job, Some(e)),
-            });
+                Err(e) => {
+                    results.push(Done::of(job, Some(io::Error::new(e.kind(), e.to_string()))))
+                }
+            }
         }
         results
     }
@@ -635,7 +628,7 @@ impl FileWriter {
         &mut self,
         job: &Job,
         decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
-    ) -> io::Result<(PathBuf, Summary)> {
+    ) -> io::Result<(std::fs::File, PathBuf, Summary)> {
         let mut requests = Vec::with_capacity(job.rollout.records.len());
         for pos in &job.rollout.records {
             let request = match decoded.get(pos) {
@@ -656,7 +649,7 @@ impl FileWriter {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        Ok((tmp, summary::summarize(&trace_file, &job.name)))
+        Ok((file, tmp, summary::summarize(&trace_file, &job.name)))
     }
 }
 
