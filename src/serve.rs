@@ -363,6 +363,11 @@ pub async fn serve(
             })
         }
         None => tokio::spawn(async move {
+            // Answers are small writes after the request: Nagle would hold
+            // them for the client's delayed ACK (~40 ms).
+            let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(http_listener, router)
                 .with_graceful_shutdown(http_stopped)
                 .await
@@ -386,7 +391,7 @@ pub async fn serve(
         ))
         .add_routes(ingest::grpc::routes(ingest.clone()))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener),
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stopped(stop_rx.clone()),
         );
     let llm = match (llm_listener, llm_app) {

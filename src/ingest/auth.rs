@@ -172,6 +172,9 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Answers are small writes after the request: Nagle would
+                // hold them for the client's delayed ACK (~40 ms).
+                let _ = stream.set_nodelay(true);
                 let (acceptor, done) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let handshake =
