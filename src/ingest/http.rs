@@ -89,6 +89,9 @@ fn gzipped(headers: &HeaderMap) -> Result<bool, IngestError> {
 }
 
 /// Reads the whole body (decompressed), charging it to the in-flight budget.
+/// Most a multi-piece body's buffer is sized up front from Content-Length.
+const PRESIZE_MAX: usize = 1 << 20;
+
 async fn read_body(
     ingest: &Ingest,
     headers: &HeaderMap,
@@ -106,6 +109,10 @@ async fn read_body(
     }
     let read = async {
         let mut body = body;
+        // A body that arrives in one piece is kept as it is; one in several
+        // pieces is copied into one buffer, sized from Content-Length (up
+        // to PRESIZE_MAX) so that it is not regrown piece by piece.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
         // Once throttled, the rest of the body is read and dropped, so the
         // client gets its 429 on a healthy connection instead of a reset.
@@ -123,18 +130,32 @@ async fn read_body(
             if throttled.is_some() {
                 continue;
             }
-            match ingest.reserve(admission, seen).await {
-                Ok(()) => buf.extend_from_slice(&data),
+            let presize = match &first {
+                Some(_) if buf.is_empty() => declared
+                    .map_or(0, |n| n.min(PRESIZE_MAX as u64) as usize)
+                    .max(seen),
+                _ => 0,
+            };
+            match ingest.reserve(admission, seen.max(presize)).await {
+                Ok(()) if first.is_none() => first = Some(data),
+                Ok(()) => {
+                    if buf.is_empty() {
+                        buf.reserve(presize);
+                        buf.extend_from_slice(first.as_deref().unwrap_or_default());
+                    }
+                    buf.extend_from_slice(&data);
+                }
                 Err(e) => {
                     *admission = ingest.admission();
-                    buf = BytesMut::new();
+                    (first, buf) = (None, BytesMut::new());
                     throttled = Some(e);
                 }
             }
         }
-        match throttled {
-            Some(e) => Err(e),
-            None => Ok(buf.freeze()),
+        match (throttled, first) {
+            (Some(e), _) => Err(e),
+            (None, Some(first)) if buf.is_empty() => Ok(first),
+            (None, _) => Ok(buf.freeze()),
         }
     };
     let raw = tokio::time::timeout(ingest.limits.body_timeout, read)
