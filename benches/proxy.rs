@@ -286,7 +286,8 @@ async fn main() {
         .pool_max_idle_per_host(1024)
         .build()
         .expect("client");
-    let staggered = env_or("STAGGER", 1u8) == 1 && !latency().is_zero();
+    let staggered =
+        env_or("STAGGER", 1u8) == 1 && !latency().is_zero() && levels.iter().any(|&c| c > 1);
 
     println!(
         "LLM proxy vs direct calls to the same fake provider ({} ms latency{}): {n} calls of each per row, \
