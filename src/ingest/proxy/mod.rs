@@ -12,8 +12,11 @@
 //! cap, and when the call ends the span ([`span`]) goes to the store
 //! in-process, a child of the request's `traceparent`. A client that hangs up
 //! drops the upstream call with it, and the span records the cancellation.
-//! Spans are built on a thread of their own at a lower priority, so on a busy
-//! machine the calls in flight get the CPU first.
+//! Spans are built and stored from a thread of their own that runs only on
+//! idle CPU (the calls that ended meanwhile together, so they share one write
+//! and one sync of the store): nothing of the recording runs on the runtime
+//! that forwards, or before a call's answer is written, unless the recorder
+//! falls 256 calls behind (then calls build their own spans).
 //!
 //! Two deliberate departures from byte-for-byte transparency: the client's
 //! `Accept-Encoding` is not forwarded (so the answer can be recorded; the
@@ -113,6 +116,9 @@ struct Proxy {
 /// on the runtime instead (this bounds the memory of waiting calls).
 const RECORDER_QUEUE: usize = 256;
 
+/// Calls stored together at most.
+const RECORDER_BATCH: usize = 64;
+
 /// Turns finished calls into spans and hands them to the store.
 #[derive(Clone)]
 struct Recorder {
@@ -131,14 +137,24 @@ impl Recorder {
         std::thread::Builder::new()
             .name("oclagl-llm-rec".into())
             .spawn(move || {
-                // SAFETY: setpriority on this thread's own id (Linux: per-thread nice).
+                // Only idle CPU: unlike a low nice value, SCHED_IDLE never
+                // preempts the thread that just handed a call over, so the
+                // end of the answer is written before any of this runs.
+                let idle = libc::sched_param { sched_priority: 0 };
+                // SAFETY: sched_setscheduler on this thread (0) with a valid param.
                 unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
                 }
-                while let Ok(call) = calls.recv() {
-                    let export = call.to_export();
-                    let store = store.clone();
-                    handle.spawn(async move { store_export(&store, export).await });
+                // The calls that ended meanwhile are stored together: their
+                // appends reach the store at once and share one write and
+                // one sync, and none of this runs on the runtime.
+                while let Ok(first) = calls.recv() {
+                    let batch: Vec<_> = std::iter::once(first)
+                        .chain(std::iter::from_fn(|| calls.try_recv().ok()))
+                        .take(RECORDER_BATCH)
+                        .map(|call| store_export(&store, call.to_export()))
+                        .collect();
+                    handle.block_on(futures_util::future::join_all(batch));
                 }
             })
             .map_err(|e| ProxyError::Recorder(e.to_string()))?;
