@@ -533,18 +533,7 @@ async fn hundreds_of_bad_inputs_get_their_status_and_lose_nothing() {
         "tools": [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object"}}}]
     }))
     .unwrap();
-    let mut proxy_bodies: Vec<(String, Vec<u8>)> = (0..100)
-        .map(|k| {
-            let cut = k * chat.len() / 100;
-            (format!("chat truncated at {cut}"), chat[..cut].to_vec())
-        })
-        .collect();
-    proxy_bodies.extend((0..100).map(|k| {
-        let mut b = chat.clone();
-        let at = k * (chat.len() - 1) / 100;
-        b[at] = [b'"', b'{', 0xff, 0x00][k % 4];
-        (format!("chat byte {at} replaced"), b)
-    }));
+    let proxy_bodies = damaged(&chat, [b'"', b'{', 0xff, 0x00]);
     let direct = format!("{upstream}/chat/completions");
     let via = format!("http://{proxy_addr}/v1/chat/completions");
     for (what, body) in proxy_bodies {
@@ -573,18 +562,7 @@ async fn hundreds_of_bad_inputs_get_their_status_and_lose_nothing() {
         "internalSecret": BRIDGE_SECRET
     }))
     .unwrap();
-    let mut bodies: Vec<(String, Vec<u8>)> = (0..100)
-        .map(|k| {
-            let cut = k * chat.len() / 100;
-            (format!("truncated at {cut}"), chat[..cut].to_vec())
-        })
-        .collect();
-    bodies.extend((0..100).map(|k| {
-        let mut b = chat.clone();
-        let at = k * (chat.len() - 1) / 100;
-        b[at] = [b'"', b'}', 0xff, b'x'][k % 4];
-        (format!("byte {at} replaced"), b)
-    }));
+    let mut bodies = damaged(&chat, [b'"', b'}', 0xff, b'x']);
     bodies.push(("over --max-body".into(), vec![b' '; 65 << 10]));
     let url = bridge.url("/chat");
     for (what, body) in bodies {
@@ -633,4 +611,22 @@ async fn hundreds_of_bad_inputs_get_their_status_and_lose_nothing() {
         200,
         "still serving"
     );
+}
+
+/// 100 truncations and 100 one-byte corruptions of a JSON body (the bad byte
+/// cycles through `bad`).
+fn damaged(body: &[u8], bad: [u8; 4]) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|k| {
+            let cut = k * body.len() / 100;
+            (format!("truncated at {cut}"), body[..cut].to_vec())
+        })
+        .collect();
+    out.extend((0..100).map(|k| {
+        let mut b = body.to_vec();
+        let at = k * (body.len() - 1) / 100;
+        b[at] = bad[k % 4];
+        (format!("byte {at} replaced"), b)
+    }));
+    out
 }

@@ -417,7 +417,8 @@ impl View {
     /// spans meanwhile; then the checkpoint moves up. Returns how many
     /// writes failed (they are retried once quiet again).
     fn finish(&mut self, done: Vec<Done>) -> usize {
-        let mut failed: Option<(usize, Arc<str>, String)> = None;
+        let mut failed = 0;
+        let mut first_failure: Option<(Arc<str>, String)> = None;
         for d in done {
             match d.error {
                 None if locked(&self.index).get(&d.id).is_none() => {
@@ -452,10 +453,8 @@ impl View {
                     }
                 }
                 Some(e) => {
-                    match &mut failed {
-                        Some((n, _, _)) => *n += 1,
-                        None => failed = Some((1, d.id.clone(), e)),
-                    }
+                    failed += 1;
+                    first_failure.get_or_insert((d.id.clone(), e));
                     if let Some(x) = self.dirty.get(&d.id) {
                         self.due
                             .push_back((Instant::now(), d.id.clone(), x.generation));
@@ -467,12 +466,12 @@ impl View {
             }
         }
         self.save_checkpoint(false);
-        let Some((count, first, error)) = failed else {
+        let Some((first, error)) = first_failure else {
             return 0;
         };
         // A full disk fails every batch at every retry: one line per
         // FAILURE_REPORT, with the count since the last one.
-        self.failures += count;
+        self.failures += failed;
         if self
             .failure_reported
             .is_none_or(|at| at.elapsed() >= FAILURE_REPORT)
@@ -481,7 +480,7 @@ impl View {
             self.failures = 0;
             self.failure_reported = Some(Instant::now());
         }
-        count
+        failed
     }
 
     /// Saves the summaries, then moves the checkpoint up (so it never

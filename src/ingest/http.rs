@@ -88,10 +88,10 @@ fn gzipped(headers: &HeaderMap) -> Result<bool, IngestError> {
     }
 }
 
-/// Reads the whole body (decompressed), charging it to the in-flight budget.
 /// Most a multi-piece body's buffer is sized up front from Content-Length.
 const PRESIZE_MAX: usize = 1 << 20;
 
+/// Reads the whole body (decompressed), charging it to the in-flight budget.
 async fn read_body(
     ingest: &Ingest,
     headers: &HeaderMap,
@@ -130,18 +130,16 @@ async fn read_body(
             if throttled.is_some() {
                 continue;
             }
-            let presize = match &first {
-                Some(_) if buf.is_empty() => declared
-                    .map_or(0, |n| n.min(PRESIZE_MAX as u64) as usize)
-                    .max(seen),
-                _ => 0,
-            };
+            // The second piece: the buffer for them all is allocated now.
+            let presize = first.as_ref().map_or(0, |_| {
+                declared.map_or(0, |n| n.min(PRESIZE_MAX as u64) as usize)
+            });
             match ingest.reserve(admission, seen.max(presize)).await {
-                Ok(()) if first.is_none() => first = Some(data),
+                Ok(()) if first.is_none() && buf.is_empty() => first = Some(data),
                 Ok(()) => {
-                    if buf.is_empty() {
-                        buf.reserve(presize);
-                        buf.extend_from_slice(first.as_deref().unwrap_or_default());
+                    if let Some(first) = first.take() {
+                        buf.reserve(presize.max(seen));
+                        buf.extend_from_slice(&first);
                     }
                     buf.extend_from_slice(&data);
                 }
@@ -154,8 +152,8 @@ async fn read_body(
         }
         match (throttled, first) {
             (Some(e), _) => Err(e),
-            (None, Some(first)) if buf.is_empty() => Ok(first),
-            (None, _) => Ok(buf.freeze()),
+            (None, Some(first)) => Ok(first),
+            (None, None) => Ok(buf.freeze()),
         }
     };
     let raw = tokio::time::timeout(ingest.limits.body_timeout, read)
