@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::agl::view::{View, ViewConfig, ViewError};
+use crate::agl::view::{Rollouts, View, ViewConfig, ViewError};
 use crate::args::{parse_duration, parse_size};
 use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
 use crate::gateway::Secret;
@@ -340,11 +340,14 @@ pub async fn serve(
         }));
     }
     let router = ingest::http::router(ingest.clone())
-        .merge(ingest::http::reward_router(ingest.clone(), rollouts))
+        .merge(ingest::http::reward_router(
+            ingest.clone(),
+            rollouts.clone(),
+        ))
         .merge(
             axum::Router::new()
                 .route("/metrics", axum::routing::get(metrics))
-                .with_state((counters, forwarders)),
+                .with_state((counters, forwarders, rollouts)),
         )
         .layer(axum::middleware::from_fn_with_state(
             tokens.clone(),
@@ -442,17 +445,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// `GET /metrics`: the receivers' and every destination's counters, in the
-/// Prometheus text format.
+/// `GET /metrics`: the receivers' and every destination's counters and the
+/// view's rollouts, in the Prometheus text format.
 async fn metrics(
-    axum::extract::State((counters, forwarders)): axum::extract::State<(
+    axum::extract::State((counters, forwarders, rollouts)): axum::extract::State<(
         Arc<Counters>,
         Arc<Vec<Forwarder>>,
+        Rollouts,
     )>,
 ) -> impl axum::response::IntoResponse {
     let mut out = String::new();
     counters.write_metrics(&mut out);
     forward::write_metrics(&mut out, &forwarders);
+    rollouts.write_metrics(&mut out);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -406,6 +406,123 @@ async fn late_spans_rewrite_the_file_under_the_same_name() {
     assert!(leftovers.is_empty(), "temporary files left behind");
 }
 
+/// The view's gauges: rollouts held in memory and evicted ones.
+async fn held_and_evicted(server: &Server) -> (u64, u64) {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let gauge = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    (
+        gauge("oclagl_view_rollouts_in_memory "),
+        gauge("oclagl_view_rollouts_evicted "),
+    )
+}
+
+async fn wait_held_and_evicted(server: &Server, want: (u64, u64)) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while held_and_evicted(server).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollouts in memory and evicted: {:?}, want {want:?}",
+            held_and_evicted(server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stored(server: &Server, request: ExportTraceServiceRequest) {
+    let status = post(server, "/v1/traces", PROTOBUF, request.encode_to_vec())
+        .await
+        .status();
+    assert_eq!(status, 200);
+}
+
+fn span_count(files: &[(String, Value)], name: &str) -> Option<u64> {
+    files.iter().find(|f| f.0 == name)?.1["span_count"].as_u64()
+}
+
+#[tokio::test]
+async fn written_rollouts_leave_memory_and_come_back_whole_for_late_spans() {
+    let (server, tmp) = Server::start(&["--quiet", "200ms"]);
+    stored(&server, rollout_request("ro-aaaaaaaaaaa1", 0xa1, 0..4)).await;
+    stored(&server, rollout_request("ro-bbbbbbbbbbb2", 0xb2, 0..4)).await;
+    // Spans of a trace that names no rollout (yet).
+    let unnamed = |ids: std::ops::Range<u64>| rollout_request("-", 0x77, ids);
+    let orphan = unnamed(1..3);
+    stored(&server, orphan).await;
+    let files = wait_for_files(&server.traces_dir(), "three files", |f| f.len() == 3);
+    wait_held_and_evicted(&server, (0, 3)).await;
+    let name = |prefix: &str| {
+        files
+            .iter()
+            .find(|f| f.0.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} file"))
+            .0
+            .clone()
+    };
+    let (a, b) = (
+        name("rollout_ro-aaaaaaaaaaa1_"),
+        name("rollout_ro-bbbbbbbbbbb2_"),
+    );
+    let derived = name("rollout_ro-777777777777_");
+
+    // Unnamed late spans of ro-a's trace bring it back with all it had.
+    stored(&server, rollout_request("ro-aaaaaaaaaaa1", 0xa1, 5..8)).await;
+    wait_for_files(&server.traces_dir(), "ro-a rewritten", |f| {
+        span_count(f, &a) == Some(7)
+    });
+    wait_held_and_evicted(&server, (0, 3)).await;
+
+    // After a kill -9, the summaries say where each rollout is.
+    server.kill();
+    let server = Server::start_in(tmp.path(), &["--quiet", "200ms"]);
+    wait_held_and_evicted(&server, (0, 3)).await;
+    // A reward finds an evicted rollout.
+    let rewarded = client()
+        .post(server.url("/v1/rollouts/ro-bbbbbbbbbbb2/reward"))
+        .json(&json!({"value": 0.5}))
+        .send()
+        .await
+        .expect("reward");
+    assert_eq!(rewarded.status(), 200);
+    wait_for_files(&server.traces_dir(), "ro-b rewarded", |f| {
+        span_count(f, &b) == Some(5)
+    });
+    // A span that names a rollout for the orphan trace folds the evicted
+    // trace-derived rollout into it.
+    stored(&server, rollout_request("ro-ccccccccccc3", 0x77, 0..1)).await;
+    let files = wait_for_files(&server.traces_dir(), "orphan folded", |f| {
+        f.len() == 3 && f.iter().all(|f| f.0 != derived)
+    });
+    let c = files
+        .iter()
+        .find(|f| f.0.starts_with("rollout_ro-ccccccccccc3_"))
+        .expect("ro-c file");
+    assert_eq!(c.1["span_count"], 3);
+    assert_eq!(span_count(&files, &a), Some(7));
+    wait_held_and_evicted(&server, (0, 3)).await;
+    let listed = support::gateway::oclagl(tmp.path(), &[], &["ls", "--data-dir", "data", "--json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("ls --json");
+    let mut ids: Vec<&str> = listed
+        .iter()
+        .filter_map(|r| r["rollout_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["ro-aaaaaaaaaaa1", "ro-bbbbbbbbbbb2", "ro-ccccccccccc3"]
+    );
+}
+
 #[tokio::test]
 async fn hostile_rollout_ids_stay_inside_the_traces_folder() {
     let (server, tmp) = Server::start(&[]);

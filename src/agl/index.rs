@@ -7,13 +7,25 @@
 //! whose ids are derived from the trace id. The index keeps, per rollout, only
 //! the log positions of the records that hold its spans; the spans themselves
 //! are read back from the log when a trace file is written.
+//!
+//! Only rollouts still changing are held in memory. Once a rollout's trace
+//! file is written and its summary line, which carries what the index knows
+//! of it ([`Saved`]), is on disk, the view evicts it: the index then keeps
+//! just where that line is, by a 128-bit keyed hash of the rollout id and by
+//! trace id (about 60 bytes a rollout instead of kilobytes), and reads the
+//! rollout back from the line when a late span arrives.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde::{Deserialize, Serialize};
 
 use super::span::rollout_id;
+use super::summary;
 use crate::store::Pos;
 
 pub type TraceId = [u8; 16];
@@ -67,7 +79,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
     /// Records holding spans of this rollout, in log order.
     pub records: Vec<Pos>,
@@ -77,6 +89,105 @@ pub struct Rollout {
     pub derived_from: Option<TraceId>,
     /// When its first record was received (Unix nanoseconds).
     pub first_received: u64,
+    /// Its trace file's name, once written.
+    pub file: Option<String>,
+}
+
+/// What the index knows of a rollout, as saved in its summary line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    /// `[segment, offset]` of each record.
+    pub records: Vec<[u64; 2]>,
+    /// Hex trace ids.
+    pub traces: Vec<String>,
+    pub derived: bool,
+    pub first_received: u64,
+}
+
+impl Saved {
+    pub fn of(rollout: &Rollout) -> Saved {
+        Saved {
+            records: rollout
+                .records
+                .iter()
+                .map(|p| [p.segment, p.offset])
+                .collect(),
+            traces: rollout.traces.iter().map(hex::encode).collect(),
+            derived: rollout.derived_from.is_some(),
+            first_received: rollout.first_received,
+        }
+    }
+
+    /// The trace ids (malformed ones, which this program never writes, are
+    /// dropped).
+    pub fn trace_ids(&self) -> impl Iterator<Item = TraceId> + '_ {
+        self.traces.iter().filter_map(|t| {
+            let mut id = [0u8; 16];
+            hex::decode_to_slice(t, &mut id).ok().map(|()| id)
+        })
+    }
+
+    fn into_rollout(self, file: String) -> Rollout {
+        let traces: Vec<TraceId> = self.trace_ids().collect();
+        Rollout {
+            records: self
+                .records
+                .iter()
+                .map(|&[segment, offset]| Pos { segment, offset })
+                .collect(),
+            derived_from: if self.derived {
+                traces.first().copied()
+            } else {
+                None
+            },
+            traces,
+            first_received: self.first_received,
+            file: Some(file),
+        }
+    }
+}
+
+/// Evicted rollouts: where the summary line of each is.
+struct Evicted {
+    file: Option<File>,
+    keys: (RandomState, RandomState),
+    ids: HashMap<u128, u64>,
+    traces: HashMap<TraceId, u64>,
+}
+
+impl Default for Evicted {
+    fn default() -> Evicted {
+        Evicted {
+            file: None,
+            keys: (RandomState::new(), RandomState::new()),
+            ids: HashMap::new(),
+            traces: HashMap::new(),
+        }
+    }
+}
+
+impl Evicted {
+    /// Two independent keyed 64-bit hashes: no two ids meet by chance, and
+    /// nobody can pick ids that do (the keys are random per process).
+    fn key(&self, id: &str) -> u128 {
+        ((self.keys.0.hash_one(id) as u128) << 64) | self.keys.1.hash_one(id) as u128
+    }
+
+    /// Reads the rollout saved at `offset`, if the line there is `id`'s (or
+    /// any rollout's, when `id` is `None`).
+    fn read(&self, offset: u64, id: Option<&str>) -> Option<(Arc<str>, Rollout)> {
+        let file = self.file.as_ref()?;
+        match summary::read_saved(file, offset) {
+            Ok((rollout_id, name, saved)) if id.is_none_or(|id| id == rollout_id) => {
+                Some((Arc::from(rollout_id), saved.into_rollout(name)))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(offset, error = %e, "cannot read an evicted rollout back from its summary line");
+                None
+            }
+        }
+    }
 }
 
 impl Rollout {
@@ -99,14 +210,20 @@ struct TraceLink {
 pub enum Change {
     /// The rollout got spans.
     Touched(Arc<str>),
-    /// A trace-derived rollout was folded into a named one and no longer exists.
-    Merged { gone: Arc<str>, into: Arc<str> },
+    /// A trace-derived rollout was folded into a named one and no longer
+    /// exists; `file` is the trace file it had.
+    Merged {
+        gone: Arc<str>,
+        into: Arc<str>,
+        file: Option<String>,
+    },
 }
 
 #[derive(Default)]
 pub struct Index {
     rollouts: HashMap<Arc<str>, Rollout>,
     traces: HashMap<TraceId, TraceLink>,
+    evicted: Evicted,
 }
 
 fn merge_sorted(a: &mut Vec<Pos>, b: Vec<Pos>) {
@@ -116,10 +233,21 @@ fn merge_sorted(a: &mut Vec<Pos>, b: Vec<Pos>) {
 }
 
 impl Index {
+    /// A rollout held in memory (one not evicted).
     pub fn get(&self, id: &str) -> Option<&Rollout> {
         self.rollouts.get(id)
     }
 
+    /// Any rollout, evicted ones read back from their summary line.
+    pub fn lookup(&self, id: &str) -> Option<Rollout> {
+        if let Some(r) = self.rollouts.get(id) {
+            return Some(r.clone());
+        }
+        let offset = *self.evicted.ids.get(&self.evicted.key(id))?;
+        self.evicted.read(offset, Some(id)).map(|(_, r)| r)
+    }
+
+    /// Rollouts held in memory.
     pub fn len(&self) -> usize {
         self.rollouts.len()
     }
@@ -128,12 +256,111 @@ impl Index {
         self.rollouts.is_empty()
     }
 
+    /// Rollouts evicted to their summary lines.
+    pub fn evicted(&self) -> usize {
+        self.evicted.ids.len()
+    }
+
+    /// Gives the index the summaries' file, to read evicted rollouts from.
+    pub fn set_saved_file(&mut self, file: File) {
+        self.evicted.file = Some(file);
+    }
+
+    /// Records that `id`'s last summary line, at `offset`, holds it (`traces`
+    /// are its traces); used when reading the file at start.
+    pub fn saved_at(&mut self, id: &str, traces: impl Iterator<Item = TraceId>, offset: u64) {
+        let key = self.evicted.key(id);
+        self.evicted.ids.insert(key, offset);
+        for trace in traces {
+            self.evicted.traces.insert(trace, offset);
+        }
+    }
+
+    /// Forgets an evicted rollout that was merged away.
+    pub fn forget_saved(&mut self, id: &str) {
+        let key = self.evicted.key(id);
+        self.evicted.ids.remove(&key);
+    }
+
+    /// Records the trace file written for a rollout held in memory.
+    pub fn set_file(&mut self, id: &str, name: &str) {
+        if let Some(r) = self.rollouts.get_mut(id) {
+            r.file = Some(name.to_string());
+        }
+    }
+
+    /// Drops a rollout from memory, to be read back from its summary line
+    /// at `offset` when needed. The caller makes sure that line is on disk
+    /// and holds every record of the rollout.
+    pub fn evict(&mut self, id: &str, offset: u64) {
+        let Some(rollout) = self.rollouts.remove(id) else {
+            return;
+        };
+        for trace in &rollout.traces {
+            if self.traces.get(trace).is_some_and(|l| *l.rollout == *id) {
+                self.traces.remove(trace);
+                self.evicted.traces.insert(*trace, offset);
+            }
+        }
+        let key = self.evicted.key(id);
+        self.evicted.ids.insert(key, offset);
+    }
+
+    /// Brings back the evicted rollouts that a span of `trace` naming
+    /// `explicit` (or nothing) may belong to. Records at or after `pos` are
+    /// not taken from the line: they are being observed again (a replay
+    /// after a restart), in order.
+    fn restore(&mut self, trace: &TraceId, explicit: Option<&Arc<str>>, pos: Pos) {
+        if self.evicted.ids.is_empty() {
+            return;
+        }
+        let by_trace = match self.traces.contains_key(trace) {
+            true => None,
+            false => self.evicted.traces.get(trace).copied(),
+        };
+        let by_id = explicit
+            .filter(|id| !self.rollouts.contains_key(&***id))
+            .and_then(|id| Some((*self.evicted.ids.get(&self.evicted.key(id))?, id.clone())));
+        if let Some(offset) = by_trace {
+            self.evicted.traces.remove(trace);
+            self.bring_back(offset, None, pos);
+        }
+        if let Some((offset, id)) = by_id {
+            self.bring_back(offset, Some(&id), pos);
+        }
+    }
+
+    fn bring_back(&mut self, offset: u64, id: Option<&str>, pos: Pos) {
+        let Some((id, mut rollout)) = self.evicted.read(offset, id) else {
+            return;
+        };
+        if self.rollouts.contains_key(&id) {
+            return;
+        }
+        let key = self.evicted.key(&id);
+        if self.evicted.ids.get(&key) == Some(&offset) {
+            self.evicted.ids.remove(&key);
+        }
+        rollout.records.retain(|r| *r < pos);
+        for trace in &rollout.traces {
+            if self.evicted.traces.get(trace) == Some(&offset) {
+                self.evicted.traces.remove(trace);
+            }
+            self.traces.entry(*trace).or_insert_with(|| TraceLink {
+                rollout: id.clone(),
+                explicit: rollout.derived_from.is_none(),
+            });
+        }
+        self.rollouts.insert(id, rollout);
+    }
+
     fn rollout_mut(&mut self, id: &Arc<str>, received: u64) -> &mut Rollout {
         self.rollouts.entry(id.clone()).or_insert_with(|| Rollout {
             records: Vec::new(),
             traces: Vec::new(),
             derived_from: None,
             first_received: received,
+            file: None,
         })
     }
 
@@ -146,6 +373,7 @@ impl Index {
         changes: &mut Vec<Change>,
     ) {
         for (trace, explicit) in &summary.keys {
+            self.restore(trace, explicit.as_ref(), pos);
             let id = match explicit {
                 Some(named) => {
                     self.bind_trace(trace, named, received, changes);
@@ -210,13 +438,16 @@ impl Index {
                 let gone = self.rollouts.remove(&derived);
                 let into = self.rollout_mut(named, received);
                 into.traces.push(*trace);
+                let mut file = None;
                 if let Some(gone) = gone {
                     into.first_received = into.first_received.min(gone.first_received);
                     merge_sorted(&mut into.records, gone.records);
+                    file = gone.file;
                 }
                 changes.push(Change::Merged {
                     gone: derived,
                     into: named.clone(),
+                    file,
                 });
             }
             // The sender named the very id we derived: it is a named rollout now.
@@ -267,7 +498,8 @@ mod tests {
         assert!(r.owns("ro-aaaaaaaaaaaa", &[7; 16], None));
         assert!(changes.contains(&Change::Merged {
             gone: Arc::from(derived.as_str()),
-            into: Arc::from("ro-aaaaaaaaaaaa")
+            into: Arc::from("ro-aaaaaaaaaaaa"),
+            file: None,
         }));
         // Later unnamed spans of the trace go to the named rollout too.
         index.observe(pos(3), 30, &summary(&[(7, None)]), &mut changes);
@@ -339,6 +571,105 @@ mod tests {
             tail,
             vec![named(3, "ro-x"), named(3, "ro-res"), named(4, "ro-res")]
         );
+    }
+
+    /// Saves `id`'s summary line as the view does and evicts the rollout.
+    fn evict(index: &mut Index, log: &mut summary::Log, id: &str, file: &str) {
+        let trace = crate::agl::trace_file::TraceFile {
+            rollout_id: id.into(),
+            attempt_id: "at-1".into(),
+            status: "succeeded".into(),
+            task_input: serde_json::Value::Null,
+            span_count: 0,
+            spans: vec![],
+        };
+        let saved = Saved::of(index.get(id).expect("held"));
+        let at = log.push(&summary::summary_line(
+            &summary::summarize(&trace, file),
+            &saved,
+        ));
+        log.commit().expect("commit");
+        index.evict(id, at);
+        assert!(index.get(id).is_none());
+    }
+
+    #[test]
+    fn evicted_rollouts_come_back_for_late_spans_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = summary::Log::open(dir.path(), true, |_, _| {}).unwrap();
+        let mut index = Index::default();
+        index.set_saved_file(log.reader().unwrap());
+        let mut changes = Vec::new();
+        index.observe(pos(1), 10, &summary(&[(1, Some("ro-a"))]), &mut changes);
+        evict(&mut index, &mut log, "ro-a", "a.json");
+        assert_eq!((index.len(), index.evicted()), (0, 1));
+        let back = index.lookup("ro-a").expect("read back");
+        assert_eq!(
+            (back.records, back.file),
+            (vec![pos(1)], Some("a.json".into()))
+        );
+        assert!(index.lookup("ro-zz").is_none());
+
+        // An unnamed span of its trace brings it back, and joins it.
+        changes.clear();
+        index.observe(pos(2), 20, &summary(&[(1, None)]), &mut changes);
+        assert_eq!(changes, vec![Change::Touched(Arc::from("ro-a"))]);
+        let a = index.get("ro-a").expect("back in memory");
+        assert_eq!(
+            (a.records.clone(), a.first_received),
+            (vec![pos(1), pos(2)], 10)
+        );
+        assert_eq!(index.evicted(), 0);
+
+        // So does a span naming it, from another trace.
+        evict(&mut index, &mut log, "ro-a", "a.json");
+        index.observe(pos(3), 30, &summary(&[(9, Some("ro-a"))]), &mut changes);
+        let a = index.get("ro-a").unwrap();
+        assert_eq!(a.records, vec![pos(1), pos(2), pos(3)]);
+        assert_eq!(a.traces, vec![[1; 16], [9; 16]]);
+
+        // A replay after a restart observes records the line has already:
+        // they are taken in log order, once.
+        evict(&mut index, &mut log, "ro-a", "a.json");
+        index.observe(pos(2), 20, &summary(&[(1, None)]), &mut changes);
+        assert_eq!(index.get("ro-a").unwrap().records, vec![pos(1), pos(2)]);
+        index.observe(pos(3), 30, &summary(&[(9, Some("ro-a"))]), &mut changes);
+        assert_eq!(
+            index.get("ro-a").unwrap().records,
+            vec![pos(1), pos(2), pos(3)]
+        );
+
+        // An evicted trace-derived rollout is merged when its trace is named.
+        index.observe(pos(4), 40, &summary(&[(5, None)]), &mut changes);
+        let derived = derived_rollout_id(&[5; 16]);
+        evict(&mut index, &mut log, &derived, "d.json");
+        changes.clear();
+        index.observe(pos(5), 50, &summary(&[(5, Some("ro-b"))]), &mut changes);
+        assert!(changes.contains(&Change::Merged {
+            gone: Arc::from(derived.as_str()),
+            into: Arc::from("ro-b"),
+            file: Some("d.json".into()),
+        }));
+        let b = index.get("ro-b").unwrap();
+        assert_eq!(
+            (b.records.clone(), b.first_received),
+            (vec![pos(4), pos(5)], 40)
+        );
+        assert!(index.lookup(&derived).is_none());
+
+        // At a restart, the lines say where every rollout is.
+        drop(log);
+        let mut again = Index::default();
+        let log = summary::Log::open(dir.path(), true, |offset, line| {
+            if let summary::Line::Summary { rollout_id, saved } = line {
+                again.saved_at(&rollout_id, saved.trace_ids(), offset);
+            }
+        })
+        .unwrap();
+        again.set_saved_file(log.reader().unwrap());
+        assert_eq!(again.lookup("ro-a").unwrap().records.len(), 3);
+        again.observe(pos(6), 60, &summary(&[(9, None)]), &mut changes);
+        assert_eq!(again.get("ro-a").unwrap().records.len(), 4);
     }
 
     #[test]

@@ -1,24 +1,38 @@
-//! One line per rollout: what `oclagl ls` shows, kept by the view.
+//! What `oclagl ls` shows of each rollout, kept by the view in
+//! `<data>/rollouts.jsonl`, so listing 100,000 rollouts reads one small file
+//! instead of 100,000 trace files or the whole store.
 //!
-//! The view computes a rollout's [`Summary`] from its trace file each time it
-//! writes that file, and saves all of them in `<data>/rollouts.jsonl`
-//! (replaced atomically, just before the checkpoint moves), so listing
-//! 100,000 rollouts reads one small file instead of 100,000 trace files or
-//! the whole store.
+//! The file is only ever appended to. Its lines are:
+//! - a [`Summary`] of a trace file the view wrote, computed from that file,
+//!   with `"store"`: what the rollout index knows of the rollout ([`Saved`]),
+//!   so the view can drop the rollout from memory and read it back from this
+//!   line;
+//! - `{"rollout_id", "merged_into"}`: a trace-derived rollout that was folded
+//!   into a named one (no longer listed);
+//! - `{"checkpoint": [segment, offset]}`: every store record below that
+//!   position is reflected in the trace files and in the lines before.
+//!
+//! A rollout's last summary line is the one that counts. The view appends
+//! lines in batches, each made durable with one `fdatasync` before the next
+//! checkpoint line; a batch cut short by a crash is cut off at the next start.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::index::Saved;
 use super::span::Span;
-use super::trace_file::{AtomicFile, TraceFile};
+use super::trace_file::TraceFile;
 use crate::export::read::{
     first_str, rewards_of, Convention, MODEL_ATTRS, REWARD_SPANS, SESSION_ATTRS,
 };
 use crate::rollout::reward::Reward;
+use crate::store::Pos;
 
 /// The summaries' file in the data folder.
 pub const FILE: &str = "rollouts.jsonl";
@@ -150,26 +164,229 @@ pub fn summarize(trace: &TraceFile, file: &str) -> Summary {
     s
 }
 
-/// Saves every summary (atomically replacing the file).
-pub fn save<'a>(data_dir: &Path, all: impl Iterator<Item = &'a Summary>) -> io::Result<()> {
-    let mut file = AtomicFile::create(data_dir, FILE)?;
-    for s in all {
-        serde_json::to_writer(&mut file, s)?;
-        file.write_all(b"\n")?;
+/// A summary line: the summary and what the index knows of its rollout.
+pub fn summary_line(summary: &Summary, saved: &Saved) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(flatten)]
+        summary: &'a Summary,
+        store: &'a Saved,
     }
-    file.commit().map(drop)
+    json_line(&Line {
+        summary,
+        store: saved,
+    })
 }
 
-/// Reads the saved summaries; `Ok(None)` when there is no file yet. Lines
-/// that do not parse are skipped (the file is replaced whole, so there are
-/// none unless someone edited it).
+/// The line saying that `gone` was merged into `into`.
+pub fn merged_line(gone: &str, into: &str) -> Vec<u8> {
+    json_line(&serde_json::json!({"rollout_id": gone, "merged_into": into}))
+}
+
+/// The line saying that every record below `pos` is reflected.
+pub fn checkpoint_line(pos: Pos) -> Vec<u8> {
+    json_line(&serde_json::json!({"checkpoint": [pos.segment, pos.offset]}))
+}
+
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail.
+    let mut line = serde_json::to_vec(value).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// A line of the file, as the view reads it at start.
+pub enum Line {
+    Summary {
+        rollout_id: String,
+        saved: Saved,
+    },
+    Merged {
+        rollout_id: String,
+    },
+    Checkpoint(Pos),
+    /// A summary written before lines carried the index, or not a line of
+    /// this program's.
+    Other,
+}
+
+impl Line {
+    fn parse(bytes: &[u8]) -> Line {
+        #[derive(Deserialize)]
+        struct Head {
+            rollout_id: Option<String>,
+            merged_into: Option<String>,
+            checkpoint: Option<[u64; 2]>,
+            store: Option<Saved>,
+        }
+        let Ok(head) = serde_json::from_slice::<Head>(bytes) else {
+            return Line::Other;
+        };
+        match head {
+            Head {
+                checkpoint: Some([segment, offset]),
+                ..
+            } => Line::Checkpoint(Pos { segment, offset }),
+            Head {
+                rollout_id: Some(rollout_id),
+                merged_into: Some(_),
+                ..
+            } => Line::Merged { rollout_id },
+            Head {
+                rollout_id: Some(rollout_id),
+                store: Some(saved),
+                ..
+            } => Line::Summary { rollout_id, saved },
+            _ => Line::Other,
+        }
+    }
+}
+
+/// The file, as the view appends to it.
+pub struct Log {
+    file: File,
+    /// Bytes of whole lines on disk.
+    len: u64,
+    /// Lines waiting for [`Log::commit`].
+    pending: Vec<u8>,
+    /// A failed commit may have left part of its lines.
+    torn: bool,
+    sync: bool,
+}
+
+impl Log {
+    /// Opens (or creates) the file in `data_dir`, calls `on_line` with the
+    /// offset and meaning of every whole line, and cuts off a last line that
+    /// a crash left incomplete.
+    pub fn open(
+        data_dir: &Path,
+        sync: bool,
+        mut on_line: impl FnMut(u64, Line),
+    ) -> io::Result<Log> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(data_dir.join(FILE))?;
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut line = Vec::new();
+        let mut len = 0u64;
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            on_line(len, Line::parse(&line));
+            len += n as u64;
+        }
+        drop(reader);
+        let mut log = Log {
+            file,
+            len,
+            pending: Vec::new(),
+            torn: line.last().is_some_and(|b| *b != b'\n'),
+            sync,
+        };
+        log.cut()?;
+        Ok(log)
+    }
+
+    /// Another handle on the file, to read lines back from.
+    pub fn reader(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Queues a line; returns the offset it will have once committed.
+    pub fn push(&mut self, line: &[u8]) -> u64 {
+        let at = self.len + self.pending.len() as u64;
+        self.pending.extend_from_slice(line);
+        at
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes the queued lines and makes them durable. On failure they stay
+    /// queued, at the same offsets, and what reached the file is cut off.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.cut()?;
+        self.torn = true;
+        let mut file = &self.file;
+        file.write_all(&self.pending)?;
+        if self.sync {
+            self.file.sync_data()?;
+        }
+        self.torn = false;
+        self.len += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn cut(&mut self) -> io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.len)?;
+            if self.sync {
+                self.file.sync_data()?;
+            }
+            self.torn = false;
+        }
+        Ok(())
+    }
+}
+
+/// Reads back the summary line at `offset`: its rollout id, trace file name
+/// and what the index knew of the rollout.
+pub fn read_saved(file: &File, offset: u64) -> io::Result<(String, String, Saved)> {
+    #[derive(Deserialize)]
+    struct Back {
+        rollout_id: String,
+        file: String,
+        store: Saved,
+    }
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, offset + line.len() as u64)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "summary line cut short",
+            ));
+        }
+        match chunk[..n].iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                line.extend_from_slice(&chunk[..end]);
+                break;
+            }
+            None => line.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let back: Back = serde_json::from_slice(&line).map_err(io::Error::other)?;
+    Ok((back.rollout_id, back.file, back.store))
+}
+
+/// Reads the rollouts' summaries, the last one of each rollout, without
+/// those merged away; `Ok(None)` when there is no file yet. Lines that do not
+/// parse (one being appended right now, say) are skipped.
 pub fn load(data_dir: &Path) -> io::Result<Option<Vec<Summary>>> {
-    let file = match std::fs::File::open(data_dir.join(FILE)) {
+    #[derive(Deserialize)]
+    struct Merged {
+        rollout_id: String,
+        #[allow(dead_code)]
+        merged_into: String,
+    }
+    let file = match File::open(data_dir.join(FILE)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut out = Vec::new();
+    let mut out: Vec<Option<Summary>> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     loop {
@@ -177,16 +394,24 @@ pub fn load(data_dir: &Path) -> io::Result<Option<Vec<Summary>>> {
         if reader.read_until(b'\n', &mut line)? == 0 {
             break;
         }
+        if line.starts_with(b"{\"checkpoint\"") {
+            continue;
+        }
         if let Ok(s) = serde_json::from_slice::<Summary>(&line) {
-            out.push(s);
+            match at.get(&s.rollout_id) {
+                Some(&i) => out[i] = Some(s),
+                None => {
+                    at.insert(s.rollout_id.clone(), out.len());
+                    out.push(Some(s));
+                }
+            }
+        } else if let Ok(m) = serde_json::from_slice::<Merged>(&line) {
+            if let Some(&i) = at.get(&m.rollout_id) {
+                out[i] = None;
+            }
         }
     }
-    Ok(Some(out))
-}
-
-/// The saved summaries by rollout id (for the view to keep up to date).
-pub fn load_map(data_dir: &Path) -> io::Result<Option<HashMap<String, Summary>>> {
-    Ok(load(data_dir)?.map(|all| all.into_iter().map(|s| (s.rollout_id.clone(), s)).collect()))
+    Ok(Some(out.into_iter().flatten().collect()))
 }
 
 #[cfg(test)]
@@ -280,23 +505,78 @@ mod tests {
     }
 
     #[test]
-    fn summaries_round_trip_through_their_file() {
+    fn the_last_line_of_a_rollout_counts_and_merged_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().is_none());
-        let trace = TraceFile {
-            rollout_id: "ro-2".into(),
+        let trace = |id: &str, status: &str| TraceFile {
+            rollout_id: id.into(),
             attempt_id: "at-2".into(),
-            status: "running".into(),
+            status: status.into(),
             task_input: Value::Null,
             span_count: 0,
             spans: vec![],
         };
-        let s = summarize(&trace, "f.json");
-        save(dir.path(), [&s, &s].into_iter()).unwrap();
-        assert_eq!(
-            load(dir.path()).unwrap().unwrap(),
-            vec![s.clone(), s.clone()]
+        let running = summarize(&trace("ro-2", "running"), "f.json");
+        let done = summarize(&trace("ro-2", "succeeded"), "f.json");
+        let derived = summarize(&trace("ro-d", "running"), "d.json");
+        let saved = Saved {
+            records: vec![[1, 8], [2, 8]],
+            traces: vec!["ab".repeat(16)],
+            derived: false,
+            first_received: 7,
+        };
+        let mut log = Log::open(dir.path(), true, |_, _| {}).unwrap();
+        let first = log.push(&summary_line(&running, &saved));
+        log.push(&summary_line(&derived, &Saved::default()));
+        log.push(&checkpoint_line(Pos {
+            segment: 1,
+            offset: 9,
+        }));
+        let last = log.push(&summary_line(&done, &saved));
+        log.push(&merged_line("ro-d", "ro-2"));
+        assert!(
+            load(dir.path()).unwrap().unwrap().is_empty(),
+            "not committed yet"
         );
-        assert_eq!(load_map(dir.path()).unwrap().unwrap().len(), 1);
+        log.commit().unwrap();
+        assert_eq!(load(dir.path()).unwrap().unwrap(), vec![done]);
+        let (id, file, back) = read_saved(&log.reader().unwrap(), last).unwrap();
+        assert_eq!(
+            (id.as_str(), file.as_str(), &back),
+            ("ro-2", "f.json", &saved)
+        );
+        assert_eq!(back.trace_ids().collect::<Vec<_>>(), vec![[0xab; 16]]);
+        assert!(read_saved(&log.reader().unwrap(), first + 1).is_err());
+
+        // A line cut short by a crash is cut off at the next open; the
+        // others read as they were written.
+        drop(log);
+        let path = dir.path().join(FILE);
+        let whole = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"rollout_id\":\"ro-3\",\"sta")
+            .unwrap();
+        let mut seen = Vec::new();
+        let log = Log::open(dir.path(), true, |offset, line| {
+            seen.push(match line {
+                Line::Summary { rollout_id, saved } => {
+                    format!("{offset} {rollout_id} {}", saved.records.len())
+                }
+                Line::Merged { rollout_id } => format!("{offset} merged {rollout_id}"),
+                Line::Checkpoint(pos) => format!("{offset} checkpoint {pos}"),
+                Line::Other => format!("{offset} other"),
+            })
+        })
+        .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[0], format!("{first} ro-2 2"));
+        assert!(seen[2].ends_with("checkpoint 1:9"), "{seen:?}");
+        assert_eq!(seen[3], format!("{last} ro-2 2"));
+        assert!(seen[4].ends_with("merged ro-d"), "{seen:?}");
+        drop(log);
     }
 }

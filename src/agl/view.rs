@@ -3,13 +3,19 @@
 //! The view runs on its own thread. It receives every committed record in log
 //! order, updates the rollout index, and writes a rollout's trace file once the
 //! rollout has been quiet for a while (rewriting it, atomically and under the
-//! same name, when late spans arrive). A checkpoint in the data folder records
-//! the log position below which every record is reflected in the files, so a
-//! restart rewrites only what the crash may have left stale.
+//! same name, when late spans arrive). Each file written adds a line to the
+//! rollouts' summaries ([`summary`]), which also carry the checkpoint: the log
+//! position below which every record is reflected in the files. A restart
+//! reads the summaries and replays only the records from the checkpoint on,
+//! rewriting what a crash may have left stale.
+//!
+//! Memory stays flat however many rollouts the store holds: once a rollout's
+//! file and summary line are on disk, the index evicts it (see
+//! [`super::index`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,18 +24,20 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::Value;
 
+use super::index::Saved;
 use super::index::{
     derived_attempt_id, fallback_attempt_id, summarize, Change, Index, RecordSummary, Rollout,
 };
 use super::span::{self, flatten_attributes, str_attr, Resource, SpanIds};
-use super::summary::{self, Summary};
+use super::summary::{self, Line};
 use super::trace_file::{self, TraceFile};
 use crate::store::{Committed, Pos, Record, WalReader};
 
 /// Root-span attribute holding the task input (JSON) of a rollout.
 pub const TASK_INPUT: &str = "oclagl.task_input";
 
-const CHECKPOINT: &str = "agl-view.checkpoint";
+/// Where earlier versions kept the checkpoint (removed when found).
+const LEGACY_CHECKPOINT: &str = "agl-view.checkpoint";
 /// Rollouts written per batch; records decoded for a batch are shared.
 const BATCH: usize = 256;
 
@@ -37,8 +45,8 @@ const BATCH: usize = 256;
 pub enum ViewError {
     #[error("cannot use the traces folder {path}: {source}")]
     TracesDir { path: String, source: io::Error },
-    #[error("cannot read the view checkpoint {path}: {reason}")]
-    Checkpoint { path: String, reason: String },
+    #[error("cannot open the rollout summaries in {path}: {source}")]
+    Summaries { path: String, source: io::Error },
 }
 
 pub struct ViewConfig {
@@ -80,7 +88,7 @@ impl Rollouts {
     /// The rollout's trace file as the view would write it now, from the
     /// store; `None` for a rollout the sidecar does not know.
     pub fn trace_file(&self, id: &str) -> Option<TraceFile> {
-        let rollout = locked(&self.index).get(id).cloned()?;
+        let rollout = locked(&self.index).lookup(id)?;
         let mut reader = WalReader::new(&self.wal_dir);
         let requests: Vec<_> = rollout
             .records
@@ -88,6 +96,32 @@ impl Rollouts {
             .filter_map(|pos| read_export(&mut reader, *pos))
             .collect();
         Some(build_trace_file(id, &rollout, &requests))
+    }
+
+    /// Prometheus gauges: rollouts held in memory and evicted ones.
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (held, evicted) = {
+            let index = locked(&self.index);
+            (index.len(), index.evicted())
+        };
+        for (name, help, value) in [
+            (
+                "oclagl_view_rollouts_in_memory",
+                "Rollouts whose trace file or summary line is still to be written.",
+                held,
+            ),
+            (
+                "oclagl_view_rollouts_evicted",
+                "Rollouts read back from their summary line when late spans arrive.",
+                evicted,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
     }
 }
 
@@ -102,15 +136,17 @@ struct Dirty {
 pub struct View {
     cfg: ViewConfig,
     index: Arc<Mutex<Index>>,
-    /// What `oclagl ls` shows, by rollout id (saved in [`summary::FILE`]).
-    summaries: HashMap<String, Summary>,
-    summaries_changed: bool,
+    /// The summaries' file (what `oclagl ls` shows, and the checkpoint).
+    log: summary::Log,
+    /// Rollouts to evict once their summary line (at this offset) is on disk.
+    evict: HashMap<Arc<str>, u64>,
     /// Summaries or checkpoint wait to be saved (at `next_save`).
     save_pending: bool,
     next_save: Instant,
     dirty: HashMap<Arc<str>, Dirty>,
-    /// Trace files on disk, by file stem.
-    files: HashMap<String, String>,
+    /// Trace files found on disk, by file stem, when the summaries were
+    /// missing (so a rebuild keeps their names); empty otherwise.
+    legacy_files: HashMap<String, String>,
     /// Files of trace-derived rollouts merged away, deleted once the rollout
     /// they joined is written.
     stale: HashMap<Arc<str>, Vec<String>>,
@@ -129,25 +165,6 @@ pub struct View {
     changes: Vec<Change>,
 }
 
-fn read_checkpoint(path: &Path) -> Result<Pos, ViewError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Pos::default()),
-        Err(e) => {
-            return Err(ViewError::Checkpoint {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    let mut parts = text.split_whitespace().map(str::parse::<u64>);
-    match (parts.next(), parts.next()) {
-        (Some(Ok(segment)), Some(Ok(offset))) => Ok(Pos { segment, offset }),
-        // An unreadable checkpoint only costs a full rewrite.
-        _ => Ok(Pos::default()),
-    }
-}
-
 impl View {
     pub fn new(cfg: ViewConfig) -> Result<View, ViewError> {
         let dir_err = |source| ViewError::TracesDir {
@@ -155,35 +172,47 @@ impl View {
             source,
         };
         std::fs::create_dir_all(&cfg.traces_dir).map_err(dir_err)?;
-        let files = trace_file::scan(&cfg.traces_dir).map_err(dir_err)?;
-        let mut checkpoint = read_checkpoint(&cfg.data_dir.join(CHECKPOINT))?;
-        let summaries = match summary::load_map(&cfg.data_dir) {
-            Ok(Some(map)) => map,
-            other => {
-                if let Err(e) = other {
-                    tracing::warn!(error = %e, "cannot read the rollout summaries; rebuilding them");
-                }
-                // Without summaries, every rollout is summarised again.
-                checkpoint = Pos::default();
-                HashMap::new()
-            }
+        let summaries_err = |source| ViewError::Summaries {
+            path: cfg.data_dir.display().to_string(),
+            source,
         };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(summaries_err)?;
+        let mut index = Index::default();
+        let mut checkpoint = None;
+        let log = summary::Log::open(&cfg.data_dir, cfg.sync, |offset, line| match line {
+            Line::Summary { rollout_id, saved } => {
+                index.saved_at(&rollout_id, saved.trace_ids(), offset)
+            }
+            Line::Merged { rollout_id } => index.forget_saved(&rollout_id),
+            Line::Checkpoint(pos) => checkpoint = Some(pos),
+            Line::Other => {}
+        })
+        .map_err(summaries_err)?;
+        index.set_saved_file(log.reader().map_err(summaries_err)?);
+        // Without a checkpoint every rollout is rebuilt from the store; the
+        // files already there keep their names.
+        let legacy_files = match checkpoint {
+            Some(_) => HashMap::new(),
+            None => trace_file::scan(&cfg.traces_dir).map_err(dir_err)?,
+        };
+        let _ = std::fs::remove_file(cfg.data_dir.join(LEGACY_CHECKPOINT));
+        let checkpoint = checkpoint.unwrap_or_default();
         Ok(View {
             cfg,
-            index: Arc::default(),
-            summaries,
-            summaries_changed: false,
+            index: Arc::new(Mutex::new(index)),
+            log,
+            evict: HashMap::new(),
             save_pending: false,
             next_save: Instant::now(),
             dirty: HashMap::new(),
-            files,
+            legacy_files,
             stale: HashMap::new(),
             merged: HashMap::new(),
             checkpoint,
             failures: 0,
             failure_reported: None,
             due: VecDeque::new(),
-            next_pos: Pos::default(),
+            next_pos: checkpoint,
             changes: Vec::new(),
         })
     }
@@ -197,12 +226,15 @@ impl View {
     }
 
     /// Feeds a record found while opening the store.
+    /// Records below the checkpoint are in the summaries already.
     pub fn recover(&mut self, pos: Pos, record: &Record) {
+        if pos < self.checkpoint {
+            return;
+        }
         match ExportTraceServiceRequest::decode(record.export_trace_request.clone()) {
             Ok(request) => {
                 let summary = summarize(&request);
-                let changed = pos >= self.checkpoint;
-                self.observe(pos, record.received_unix_nano, &summary, changed);
+                self.observe(pos, record.received_unix_nano, &summary);
             }
             Err(e) => tracing::warn!(%pos, error = %e, "skipping undecodable export in store"),
         }
@@ -221,18 +253,19 @@ impl View {
         self.due.push_back((now, id, d.generation));
     }
 
-    fn observe(&mut self, pos: Pos, received: u64, summary: &RecordSummary, changed: bool) {
+    fn observe(&mut self, pos: Pos, received: u64, summary: &RecordSummary) {
         let mut changes = std::mem::take(&mut self.changes);
         changes.clear();
         locked(&self.index).observe(pos, received, summary, &mut changes);
         for change in changes.drain(..) {
             match change {
-                Change::Touched(id) if changed => self.touch(id, pos),
-                Change::Touched(_) => {}
-                Change::Merged { gone, into } => {
+                Change::Touched(id) => self.touch(id, pos),
+                Change::Merged { gone, into, file } => {
                     self.dirty.remove(&gone);
-                    self.summaries_changed |= self.summaries.remove(&*gone).is_some();
-                    if let Some(file) = self.files.remove(&trace_file::file_stem(&gone)) {
+                    self.evict.remove(&gone);
+                    self.log.push(&summary::merged_line(&gone, &into));
+                    let legacy = || self.legacy_files.remove(&trace_file::file_stem(&gone));
+                    if let Some(file) = file.or_else(legacy) {
                         self.stale.entry(into.clone()).or_default().push(file);
                         self.touch(into.clone(), pos);
                     }
@@ -287,7 +320,7 @@ impl View {
             };
             match received {
                 Ok(c) => {
-                    self.observe(c.pos, c.received_unix_nano, &c.meta, true);
+                    self.observe(c.pos, c.received_unix_nano, &c.meta);
                     if wake.is_none_or(|at| Instant::now() < at) {
                         continue;
                     }
@@ -389,27 +422,28 @@ impl View {
         if due.is_empty() {
             return false;
         }
-        let batch: Vec<Job> =
-            due.into_iter()
-                .filter_map(|id| {
-                    let Some(rollout) = locked(&self.index).get(&id).cloned() else {
-                        self.dirty.remove(&id);
-                        return None;
-                    };
-                    let stem = trace_file::file_stem(&id);
-                    let name =
-                        self.files.get(&stem).cloned().unwrap_or_else(|| {
-                            trace_file::file_name(&stem, rollout.first_received)
-                        });
-                    Some(Job {
-                        generation: self.dirty.get(&id).map_or(0, |d| d.generation),
-                        stale: self.stale.remove(&id).unwrap_or_default(),
-                        id,
-                        rollout,
-                        name,
-                    })
+        let batch: Vec<Job> = due
+            .into_iter()
+            .filter_map(|id| {
+                let Some(rollout) = locked(&self.index).get(&id).cloned() else {
+                    self.dirty.remove(&id);
+                    return None;
+                };
+                let stem = trace_file::file_stem(&id);
+                let name = rollout
+                    .file
+                    .clone()
+                    .or_else(|| self.legacy_files.get(&stem).cloned())
+                    .unwrap_or_else(|| trace_file::file_name(&stem, rollout.first_received));
+                Some(Job {
+                    generation: self.dirty.get(&id).map_or(0, |d| d.generation),
+                    stale: self.stale.remove(&id).unwrap_or_default(),
+                    id,
+                    rollout,
+                    name,
                 })
-                .collect();
+            })
+            .collect();
         !batch.is_empty() && jobs.send(batch).is_ok()
     }
 
@@ -422,7 +456,6 @@ impl View {
         for d in done {
             match d.error {
                 None if locked(&self.index).get(&d.id).is_none() => {
-                    self.summaries_changed |= self.summaries.remove(&*d.id).is_some();
                     // Merged into a named rollout while being written: the
                     // file is stale, to delete when that rollout is written.
                     match self.merged.get(&d.id).cloned() {
@@ -439,17 +472,21 @@ impl View {
                     for listener in &self.cfg.written {
                         let _ = listener.send(d.name.clone());
                     }
-                    if let Some(s) = d.summary {
-                        self.summaries.insert(d.id.to_string(), s);
-                        self.summaries_changed = true;
-                    }
-                    self.files.insert(trace_file::file_stem(&d.id), d.name);
+                    let line = d.line.map(|line| self.log.push(&line));
+                    self.legacy_files.remove(&trace_file::file_stem(&d.id));
+                    locked(&self.index).set_file(&d.id, &d.name);
                     let unchanged = self
                         .dirty
                         .get(&d.id)
                         .is_some_and(|x| x.generation == d.generation);
-                    if unchanged {
-                        self.dirty.remove(&d.id);
+                    match (unchanged, line) {
+                        (true, Some(offset)) => {
+                            self.dirty.remove(&d.id);
+                            self.evict.insert(d.id, offset);
+                        }
+                        _ => {
+                            self.evict.remove(&d.id);
+                        }
                     }
                 }
                 Some(e) => {
@@ -465,6 +502,8 @@ impl View {
                 }
             }
         }
+        // Merges that happened while this batch was out mattered only to it.
+        self.merged.clear();
         self.save_checkpoint(false);
         let Some((first, error)) = first_failure else {
             return 0;
@@ -483,9 +522,10 @@ impl View {
         failed
     }
 
-    /// Saves the summaries, then moves the checkpoint up (so it never
-    /// passes a summary that is not on disk). Unless `now`, at most one save
-    /// per SAVE_SHARE times the last save's duration: with many rollouts,
+    /// Appends the new summary lines and, after them, the checkpoint (so it
+    /// never passes a summary that is not on disk), then evicts the rollouts
+    /// whose lines are now durable. Unless `now`, at most one save per
+    /// SAVE_SHARE times the last save's duration: with many dirty rollouts,
     /// saves get rarer instead of taking over the thread.
     fn save_checkpoint(&mut self, now: bool) {
         // Finding the checkpoint costs a pass over every dirty rollout: only
@@ -500,30 +540,31 @@ impl View {
             .map(|d| d.since)
             .min()
             .unwrap_or(self.next_pos);
-        self.save_pending = low != self.checkpoint || self.summaries_changed;
+        if low != self.checkpoint {
+            self.log.push(&summary::checkpoint_line(low));
+        }
+        self.save_pending = self.log.has_pending();
         if !self.save_pending {
             return;
         }
         let started = Instant::now();
-        if self.summaries_changed {
-            if let Err(e) = summary::save(&self.cfg.data_dir, self.summaries.values()) {
-                tracing::warn!(error = %e, "cannot save the rollout summaries");
-                self.next_save = Instant::now() + Duration::from_secs(1);
-                return;
-            }
-            self.summaries_changed = false;
+        if let Err(e) = self.log.commit() {
+            tracing::warn!(error = %e, "cannot save the rollout summaries");
+            self.next_save = Instant::now() + Duration::from_secs(1);
+            return;
         }
-        if low != self.checkpoint {
-            let text = format!("{} {}\n", low.segment, low.offset);
-            match trace_file::write_atomic(&self.cfg.data_dir, CHECKPOINT, text.as_bytes()) {
-                Ok(_) => self.checkpoint = low,
-                Err(e) => tracing::warn!(error = %e, "cannot save view checkpoint"),
+        self.save_pending = false;
+        self.checkpoint = low;
+        let mut index = locked(&self.index);
+        for (id, offset) in self.evict.drain() {
+            if !self.dirty.contains_key(&id) {
+                index.evict(&id, offset);
             }
         }
-        self.save_pending = self.checkpoint != low;
+        drop(index);
         // At most one save a second: each costs a pass over the dirty
-        // rollouts and an fsync or two, and a late save only means a longer
-        // replay after a crash (or `ls` a second behind).
+        // rollouts and an fsync, and a late save only means a longer replay
+        // after a crash (or `ls` a second behind).
         self.next_save =
             Instant::now() + (started.elapsed() * SAVE_SHARE).max(Duration::from_secs(1));
     }
@@ -546,8 +587,8 @@ struct Done {
     /// Files still to delete (given back when the write failed).
     stale: Vec<String>,
     error: Option<String>,
-    /// The written file's summary.
-    summary: Option<Summary>,
+    /// The written file's summary line.
+    line: Option<Vec<u8>>,
 }
 
 /// The trace file writer thread.
@@ -609,8 +650,9 @@ impl FileWriter {
                     for old in job.stale.iter().filter(|old| **old != job.name) {
                         let _ = std::fs::remove_file(self.traces_dir.join(old));
                     }
+                    let line = summary::summary_line(&summary, &Saved::of(&job.rollout));
                     results.push(Done {
-                        summary: Some(summary),
+                        line: Some(line),
                         ..Done::of(job, None)
                     });
                 }
@@ -627,7 +669,7 @@ impl FileWriter {
         &mut self,
         job: &Job,
         decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
-    ) -> io::Result<(std::fs::File, PathBuf, Summary)> {
+    ) -> io::Result<(std::fs::File, PathBuf, summary::Summary)> {
         let mut requests = Vec::with_capacity(job.rollout.records.len());
         for pos in &job.rollout.records {
             let request = match decoded.get(pos) {
@@ -664,7 +706,7 @@ impl Done {
             id: job.id,
             name: job.name,
             generation: job.generation,
-            summary: None,
+            line: None,
         }
     }
 }
@@ -776,7 +818,7 @@ pub fn build_trace_file(
 mod tests {
     use super::*;
 
-    fn view(dir: &Path) -> View {
+    fn view(dir: &std::path::Path) -> View {
         View::new(ViewConfig {
             traces_dir: dir.join("traces"),
             data_dir: dir.to_path_buf(),

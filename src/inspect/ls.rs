@@ -213,7 +213,11 @@ mod tests {
             summary("ro-b", "succeeded", 300.0, Some(1.0), "s2"),
             summary("ro-c", "succeeded", 200.0, Some(0.25), "s1"),
         ];
-        summary::save(dir.path(), all.iter()).unwrap();
+        let mut log = summary::Log::open(dir.path(), false, |_, _| {}).unwrap();
+        for s in &all {
+            log.push(&summary::summary_line(s, &Default::default()));
+        }
+        log.commit().unwrap();
         let d = dir.path().to_str().unwrap();
         let ids = |extra: &[&str]| -> Vec<String> {
             let mut argv = vec!["ls", "--data-dir", d];

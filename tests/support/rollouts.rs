@@ -153,12 +153,18 @@ pub async fn generate(server: &Server, n: u64, per_request: u64) {
     }
 }
 
-/// How many rollouts the view has summarised so far (lines of its file).
+/// How many rollouts the view has summarised so far (distinct rollout ids
+/// of its file's summary lines).
 pub fn summarised(data_dir: &std::path::Path) -> usize {
-    // std's line splitting (memchr) stays fast in a debug build.
-    std::fs::read_to_string(data_dir.join("rollouts.jsonl"))
-        .map(|text| text.lines().count())
-        .unwrap_or(0)
+    // Summary lines start with the rollout id; merge lines name where the
+    // rollout went. Plain string work stays fast in a debug build.
+    let text = std::fs::read_to_string(data_dir.join("rollouts.jsonl")).unwrap_or_default();
+    let ids: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.contains("\"merged_into\""))
+        .filter_map(|l| l.strip_prefix("{\"rollout_id\":\"")?.split('"').next())
+        .collect();
+    ids.len()
 }
 
 /// Waits until the view has summarised `n` rollouts.
