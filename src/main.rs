@@ -71,8 +71,27 @@ fn main() {
     }
 }
 
+/// Transparent huge pages pay off for the long-running sidecar, not for the
+/// commands that drive the gateway: the allocator asks for them, and every
+/// 2 MiB page a thread first touches is then zeroed whole. Measured with
+/// `benches/collect.rs` at concurrency 1, 100 prompts: 1.45 ms of CPU per
+/// rollout without them, 1.62-1.78 ms with.
+fn without_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and only
+    // sets a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn real_main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Collect(_) | Command::Run(_) | Command::Bridge(_)
+    ) {
+        without_huge_pages();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OCLAGL_LOG")
