@@ -697,14 +697,17 @@ impl FileWriter {
     }
 }
 
-/// Threads that sync a batch's files at once.
+/// Threads that sync a batch's files at once, at most.
 const SYNC_THREADS: usize = 8;
+/// Files per sync thread, at least: a thread costs more than it saves on a
+/// batch of two or three.
+const SYNCS_PER_THREAD: usize = 4;
 
 /// fdatasyncs the files, several at a time: the disk takes their writes
 /// together and the file system covers them with fewer journal commits than
 /// one sync after another would need. Results are in the files' order.
 fn sync_data_all(files: Vec<&std::fs::File>) -> Vec<io::Result<()>> {
-    let threads = files.len().min(SYNC_THREADS);
+    let threads = (files.len() / SYNCS_PER_THREAD).clamp(1, SYNC_THREADS);
     let mut results: Vec<Option<io::Result<()>>> = files.iter().map(|_| None).collect();
     let sync_share = |t: usize| -> Vec<(usize, io::Result<()>)> {
         (t..files.len())
@@ -880,7 +883,7 @@ mod tests {
     #[test]
     fn batch_syncs_answer_for_every_file_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for n in [0, 1, 3, SYNC_THREADS * 2 + 1] {
+        for n in [0, 1, 3, SYNC_THREADS * SYNCS_PER_THREAD * 2 + 1] {
             let files: Vec<std::fs::File> = (0..n)
                 .map(|i| {
                     std::fs::File::create(dir.path().join(format!("{n}-{i}"))).expect("create")
