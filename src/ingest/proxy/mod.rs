@@ -421,15 +421,14 @@ fn traceparent(headers: &HeaderMap) -> Option<([u8; 16], [u8; 8])> {
     let value = headers.get("traceparent")?.to_str().ok()?.trim();
     let mut parts = value.split('-');
     let version = parts.next()?;
-    let trace = hex::decode(parts.next()?).ok()?;
-    let span = hex::decode(parts.next()?).ok()?;
+    let (mut trace, mut span, mut byte) = ([0; 16], [0; 8], [0; 1]);
+    hex::decode_to_slice(parts.next()?, &mut trace).ok()?;
+    hex::decode_to_slice(parts.next()?, &mut span).ok()?;
     let flags = parts.next()?;
-    let version_ok = version.len() == 2 && version != "ff" && hex::decode(version).is_ok();
+    let version_ok = version != "ff" && hex::decode_to_slice(version, &mut byte).is_ok();
     if !version_ok || flags.len() != 2 || (version == "00" && parts.next().is_some()) {
         return None;
     }
-    let trace: [u8; 16] = trace.try_into().ok()?;
-    let span: [u8; 8] = span.try_into().ok()?;
     (trace != [0; 16] && span != [0; 8]).then_some((trace, span))
 }
 
@@ -470,6 +469,10 @@ impl Captured {
     }
 }
 
+/// At most this much of a recording buffer is set aside before the bytes
+/// arrive (from a body's stated length); past it, it grows as they do.
+const PRESIZE_MAX: usize = 256 << 10;
+
 /// A call being recorded; its span is stored when this is dropped (the call
 /// is over then, whichever way it ended).
 struct Recording {
@@ -493,6 +496,23 @@ impl Recording {
             if self.expected == Some(self.seen) {
                 call.end = End::Complete;
             }
+        }
+    }
+
+    /// Room for the answer as long as it says it is, within what the request
+    /// left of the cap and [`PRESIZE_MAX`].
+    fn reserve(&mut self) {
+        let room = self
+            .record_max
+            .saturating_sub(lock(&self.request).bytes.len());
+        let expected = self
+            .expected
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        if let Some(call) = &mut self.call {
+            call.response
+                .bytes
+                .reserve(expected.min(room).min(PRESIZE_MAX));
         }
     }
 
@@ -644,7 +664,15 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
         _ => None,
     };
     let limit = proxy.record_max;
-    let captured = api.map(|_| Arc::new(Mutex::new(Captured::default())));
+    // Room for the request as long as it says it is (a lie costs at most
+    // PRESIZE_MAX).
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let captured = api.map(|_| {
+        Arc::new(Mutex::new(Captured {
+            bytes: Vec::with_capacity(expected.min(limit).min(PRESIZE_MAX)),
+            truncated: false,
+        }))
+    });
 
     // With model routes, hold the request until its model is known.
     let mut held = VecDeque::new();
@@ -755,6 +783,7 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
     strip_hop_by_hop(&mut head.headers);
     if let Some(rec) = &mut recording {
         rec.expected = upstream.size_hint().exact();
+        rec.reserve();
         if let Some(call) = &mut rec.call {
             call.status = Some(head.status.as_u16());
             call.event_stream = head
