@@ -266,7 +266,7 @@ pub fn new(ingest: Arc<Ingest>, config: ProxyConfig) -> Result<LlmProxy, ProxyEr
     if config.upstreams.is_empty() {
         return Err(ProxyError::NoUpstream);
     }
-    let clients = Clients::new().map_err(ProxyError::Client)?;
+    let clients = Clients::from_env().map_err(ProxyError::Client)?;
     let targets = config
         .upstreams
         .into_iter()

@@ -133,7 +133,7 @@ where
 }
 
 /// The way to one upstream.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Via {
     Direct,
     /// An http upstream through a forward proxy.
@@ -202,7 +202,12 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new() -> Result<Clients, String> {
+    /// With the proxies the environment names.
+    pub fn from_env() -> Result<Clients, String> {
+        Clients::new(Matcher::from_env())
+    }
+
+    fn new(proxies: Matcher) -> Result<Clients, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
             .map_err(|e| format!("TLS roots: {e}"))?;
@@ -215,7 +220,28 @@ impl Clients {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Clients {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            proxies: Matcher::from_env(),
+            proxies,
+        })
+    }
+
+    /// The way to the upstream at `base`, and the `Proxy-Authorization`
+    /// its requests carry.
+    fn via(&self, base: &Uri) -> Result<(Via, Option<HeaderValue>), String> {
+        let Some(proxy) = self.proxies.intercept(base) else {
+            return Ok((Via::Direct, None));
+        };
+        let uri = proxy.uri().clone();
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!(
+                "the environment's proxy for {base} is {}: only http:// and https:// proxies are supported",
+                uri.scheme_str().unwrap_or("without a scheme")
+            ));
+        }
+        let auth = proxy.basic_auth().cloned();
+        Ok(if base.scheme() == Some(&Scheme::HTTPS) {
+            (Via::Tunnel(uri, auth), None)
+        } else {
+            (Via::Forward(uri), auth)
         })
     }
 
@@ -238,29 +264,58 @@ impl Clients {
             tcp,
             tls: self.tls.clone(),
         };
-        let (via, proxy_auth) = match self.proxies.intercept(base) {
-            None => (Via::Direct, None),
-            Some(proxy) => {
-                let uri = proxy.uri().clone();
-                if !matches!(uri.scheme_str(), Some("http" | "https")) {
-                    return Err(format!(
-                        "the environment's proxy for {base} is {}: only http:// and https:// proxies are supported",
-                        uri.scheme_str().unwrap_or("without a scheme")
-                    ));
-                }
-                let auth = proxy.basic_auth().cloned();
-                if base.scheme() == Some(&Scheme::HTTPS) {
-                    (Via::Tunnel(uri, auth), None)
-                } else {
-                    (Via::Forward(uri), auth)
-                }
-            }
-        };
+        let (via, proxy_auth) = self.via(base)?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(Connector { open, via });
         Ok(Route { client, proxy_auth })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_upstream_goes_through_the_proxy_the_environment_names_for_it() {
+        let clients = |all: &str| {
+            let proxies = Matcher::builder()
+                .all(all)
+                .no("direct.example, 10.0.0.0/8")
+                .build();
+            Clients::new(proxies).unwrap()
+        };
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        let at_proxy = |p: &Uri| p.host() == Some("proxy.example") && p.port_u16() == Some(3128);
+        let with = clients("http://u:p@proxy.example:3128");
+        let basic = "Basic dTpw";
+        match with.via(&uri("https://api.example/v1")).unwrap() {
+            (Via::Tunnel(p, Some(auth)), None) => assert!(at_proxy(&p) && auth == basic),
+            other => panic!("{other:?}"),
+        }
+        match with.via(&uri("http://vllm.example:8000/v1")).unwrap() {
+            (Via::Forward(p), Some(auth)) => assert!(at_proxy(&p) && auth == basic),
+            other => panic!("{other:?}"),
+        }
+        for direct in ["https://direct.example/v1", "http://10.1.2.3:8000/v1"] {
+            assert!(matches!(
+                with.via(&uri(direct)).unwrap(),
+                (Via::Direct, None)
+            ));
+        }
+        match clients("http://proxy.example:3128").via(&uri("https://api.example/v1")) {
+            Ok((Via::Tunnel(_, None), None)) => {}
+            other => panic!("{other:?}"),
+        }
+        let socks = clients("socks5://proxy.example:1080").via(&uri("https://api.example/v1"));
+        assert!(socks.unwrap_err().contains("socks5"));
+        assert!(matches!(
+            Clients::new(Matcher::builder().build())
+                .unwrap()
+                .via(&uri("https://api.example/v1")),
+            Ok((Via::Direct, None))
+        ));
     }
 }
