@@ -311,6 +311,13 @@ mod fake {
         "data: [DONE]\n\n"
     );
 
+    /// The `slow` scenario's events, sent 300 ms apart.
+    pub const SLOW: [&str; 3] = [
+        "data: {\"n\":0}\n\n",
+        "data: {\"n\":1}\n\n",
+        "data: {\"n\":2}\n\n",
+    ];
+
     #[derive(Default)]
     pub struct Seen {
         pub requests: Mutex<Vec<(HeaderMap, Bytes)>>,
@@ -368,15 +375,12 @@ mod fake {
             "slow" => {
                 // Three events 300 ms apart: each must reach the client
                 // before the next is sent.
-                let events = futures_util::stream::unfold(0u64, |n| async move {
-                    if n == 3 {
-                        return None;
-                    }
+                let events = futures_util::stream::unfold(0usize, |n| async move {
+                    let event = SLOW.get(n)?;
                     if n > 0 {
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
-                    let event = format!("data: {{\"n\":{n}}}\n\n");
-                    Some((Ok::<_, Infallible>(Bytes::from(event)), n + 1))
+                    Some((Ok::<_, Infallible>(Bytes::from_static(event.as_bytes())), n + 1))
                 });
                 (
                     [("content-type", "text/event-stream")],
@@ -659,7 +663,7 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
         arrivals.push(Instant::now());
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
-    let events = "data: {\"n\":0}\n\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\n";
+    let events = fake::SLOW.concat();
     assert_eq!(text, events);
     let spread = *arrivals.last().unwrap() - arrivals[0];
     assert!(
@@ -896,4 +900,47 @@ async fn https_upstreams_environment_proxies_and_url_credentials() {
         "{heads:?}"
     );
     assert_eq!(heads.len(), 2, "{heads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_calls_in_flight_finish() {
+    let (upstream, _seen, _closed) = fake::start().await;
+    let (server, _dir) = Server::start(&[
+        "--llm-proxy",
+        "127.0.0.1:0",
+        "--llm-upstream",
+        &format!("http://{upstream}/v1"),
+    ]);
+    let proxy = format!("http://{}/v1/chat/completions", server.llm_proxy.unwrap());
+    let traces = server.traces_dir();
+    let mut slow = reqwest::Client::new()
+        .post(&proxy)
+        .header("x-scenario", "slow")
+        .header("traceparent", traceparent(30))
+        .body(chat("slowly", true))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let first = slow.chunk().await.unwrap().unwrap();
+    text.push_str(std::str::from_utf8(&first).unwrap());
+    // SIGTERM with the answer half sent: it is finished, then recorded.
+    let stopping = tokio::task::spawn_blocking(move || server.terminate());
+    while let Some(chunk) = slow.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(text, fake::SLOW.concat());
+    assert!(stopping.await.unwrap().success());
+    let span = proxy_span(&traces, 30);
+    assert_eq!(span["status"]["status_code"], "UNSET");
+    assert_eq!(
+        span["attributes"]["oclagl.llm_proxy.response.body"],
+        fake::SLOW.concat()
+    );
+    assert!(reqwest::Client::new()
+        .post(&proxy)
+        .body(chat("too late", false))
+        .send()
+        .await
+        .is_err());
 }
