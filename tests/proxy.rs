@@ -769,16 +769,16 @@ async fn https_upstreams_environment_proxies_and_url_credentials() {
     let https = format!("https://localhost:{}/v1", tls_addr.port());
     let trusted = cert_path.to_str().unwrap();
     let client = reqwest::Client::new();
+    // The request for `model`, which the echo scenario answers with.
+    let echoed = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
     let call = |proxy: SocketAddr, model: &str, scenario: &str, trace: u8| {
-        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
         client
             .post(format!("http://{proxy}/v1/chat/completions"))
             .header("x-scenario", scenario)
             .header("traceparent", traceparent(trace))
-            .body(body.to_string())
-    };
-    let echoed = |model: &str| {
-        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+            .body(echoed(model))
     };
 
     // An https upstream, its certificate trusted through SSL_CERT_FILE; an
