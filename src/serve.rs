@@ -287,7 +287,7 @@ pub async fn serve(
                 record_max: args.llm_record_max,
             };
             Some(
-                ingest::proxy::router(ingest.clone(), config)
+                ingest::proxy::new(ingest.clone(), config)
                     .map_err(|e| ServeError::Config(e.to_string()))?,
             )
         }
@@ -398,14 +398,11 @@ pub async fn serve(
             stopped(stop_rx.clone()),
         );
     let llm = match (llm_listener, llm_app) {
-        (Some(listener), Some(app)) => {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let serving =
-                axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        (Some(listener), Some(proxy)) => {
+            let serving = proxy.serve(listener, stopped(stop_rx.clone()));
             Some(tokio::spawn(async move {
-                serving.await.map_err(|e| e.to_string())
+                serving.await;
+                Ok(())
             }))
         }
         _ => None,

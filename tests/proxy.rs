@@ -4,8 +4,9 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::gateway::{decide, oclagl_async, start_provider, Gateway, TOKEN};
@@ -310,6 +311,13 @@ mod fake {
         "data: [DONE]\n\n"
     );
 
+    /// The `slow` scenario's events, sent 300 ms apart.
+    pub const SLOW: [&str; 3] = [
+        "data: {\"n\":0}\n\n",
+        "data: {\"n\":1}\n\n",
+        "data: {\"n\":2}\n\n",
+    ];
+
     #[derive(Default)]
     pub struct Seen {
         pub requests: Mutex<Vec<(HeaderMap, Bytes)>>,
@@ -364,6 +372,22 @@ mod fake {
                 r#"{"id":"resp_1","model":"m-1","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}"#,
             )
                 .into_response(),
+            "slow" => {
+                // Three events 300 ms apart: each must reach the client
+                // before the next is sent.
+                let events = futures_util::stream::unfold(0usize, |n| async move {
+                    let event = SLOW.get(n)?;
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    Some((Ok::<_, Infallible>(Bytes::from_static(event.as_bytes())), n + 1))
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(events),
+                )
+                    .into_response()
+            }
             "endless" => {
                 // One event every 20 ms until the reader goes away.
                 let guard = Guard(closed);
@@ -394,19 +418,92 @@ mod fake {
         r#"{"object":"list","data":[{"id":"m-1","object":"model"}]}"#
     }
 
-    /// Starts the upstream; the receiver gets one message per dropped
-    /// endless answer.
-    pub async fn start() -> (std::net::SocketAddr, Arc<Seen>, mpsc::UnboundedReceiver<()>) {
+    fn app() -> (Router, Arc<Seen>, mpsc::UnboundedReceiver<()>) {
         let seen = Arc::new(Seen::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let app = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/{*rest}", any(call))
             .with_state((seen.clone(), tx));
+        (app, seen, rx)
+    }
+
+    /// Starts the upstream; the receiver gets one message per dropped
+    /// endless answer.
+    pub async fn start() -> (std::net::SocketAddr, Arc<Seen>, mpsc::UnboundedReceiver<()>) {
+        let (app, seen, rx) = app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (addr, seen, rx)
+    }
+
+    /// The same upstream over HTTPS, with the certificate and key in these
+    /// PEM files.
+    pub async fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> (std::net::SocketAddr, Arc<Seen>) {
+        use oclagl::ingest::auth::{Tls, TlsListener};
+        let (app, seen, _) = app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = TlsListener::new(listener, &Tls::load(cert, key).unwrap()).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, seen)
+    }
+}
+
+/// A forward proxy for the environment's `HTTP_PROXY`/`HTTPS_PROXY`: `CONNECT`
+/// tunnels, and requests in absolute form passed on as they are (servers
+/// take that form too); it keeps the head of each request it gets.
+mod env_proxy {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub async fn start() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                tokio::spawn(relay(client, seen.clone()));
+            }
+        });
+        (addr, heads)
+    }
+
+    async fn relay(mut client: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        heads.lock().unwrap().push(text.clone());
+        let target = text.split_whitespace().nth(1).unwrap_or_default();
+        let (authority, connect) = match target.strip_prefix("http://") {
+            Some(rest) => (rest.split('/').next().unwrap_or_default(), false),
+            None => (target, true),
+        };
+        let Ok(mut upstream) = TcpStream::connect(authority).await else {
+            return;
+        };
+        if connect {
+            let _ = client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+        } else {
+            let _ = upstream.write_all(&head).await;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 }
 
@@ -555,6 +652,27 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
     );
     assert_eq!(span["status"]["status_code"], "UNSET");
 
+    // Events reach the client as the upstream sends them, not when its
+    // answer ends.
+    let mut slow = post(&proxy, "slow", 9, chat("slowly", true))
+        .send()
+        .await
+        .unwrap();
+    let (mut text, mut arrivals) = (String::new(), Vec::new());
+    while let Some(chunk) = slow.chunk().await.unwrap() {
+        arrivals.push(Instant::now());
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let events = fake::SLOW.concat();
+    assert_eq!(text, events);
+    let spread = *arrivals.last().unwrap() - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(400),
+        "the events arrived together, {spread:?} apart"
+    );
+    let span = proxy_span(&traces, 9);
+    assert_eq!(span["attributes"]["oclagl.llm_proxy.response.body"], events);
+
     // The Responses API is recorded the same way.
     let answer = client
         .post(format!("{proxy}/responses"))
@@ -637,4 +755,192 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
 
     // The provider's key is on no disk.
     assert!(!support::disk_contains(dir.path(), "sk-proxy-test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_environment_proxies_and_url_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (tls_addr, tls_seen) = fake::start_tls(&cert_path, &key_path).await;
+    let (plain_addr, plain_seen, _closed) = fake::start().await;
+    let https = format!("https://localhost:{}/v1", tls_addr.port());
+    let trusted = cert_path.to_str().unwrap();
+    let client = reqwest::Client::new();
+    // The request for `model`, which the echo scenario answers with.
+    let echoed = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
+    let call = |proxy: SocketAddr, model: &str, scenario: &str, trace: u8| {
+        client
+            .post(format!("http://{proxy}/v1/chat/completions"))
+            .header("x-scenario", scenario)
+            .header("traceparent", traceparent(trace))
+            .body(echoed(model))
+    };
+
+    // An https upstream, its certificate trusted through SSL_CERT_FILE; an
+    // http one whose URL holds credentials.
+    let with_user = format!("basic-=http://us%20er:pw@{plain_addr}/v1");
+    let (server, dir) = Server::start_with_env(
+        &[
+            "--llm-proxy",
+            "127.0.0.1:0",
+            "--llm-upstream",
+            &https,
+            "--llm-upstream",
+            &with_user,
+        ],
+        &[("SSL_CERT_FILE", trusted)],
+    );
+    let proxy = server.llm_proxy.unwrap();
+    let answer = call(proxy, "m-1", "echo", 20)
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), echoed("m-1"));
+    assert_eq!(
+        tls_seen.requests.lock().unwrap().last().unwrap().0["authorization"],
+        KEY
+    );
+    let streamed = call(proxy, "m-1", "stream", 21).send().await.unwrap();
+    assert_eq!(streamed.text().await.unwrap(), fake::STREAM);
+    let span = proxy_span(&server.traces_dir(), 21);
+    assert_eq!(span["attributes"]["oclagl.llm_proxy.upstream"], https);
+    assert_eq!(span["attributes"]["gen_ai.completion.0.content"], "Hello");
+    // No Authorization from the caller: the URL's, as Basic.
+    let answer = call(proxy, "basic-1", "echo", 22).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), echoed("basic-1"));
+    assert_eq!(
+        plain_seen.requests.lock().unwrap().last().unwrap().0["authorization"],
+        "Basic dXMgZXI6cHc="
+    );
+    let span = proxy_span(&server.traces_dir(), 22);
+    assert_eq!(
+        span["attributes"]["oclagl.llm_proxy.upstream"],
+        format!("http://{plain_addr}/v1")
+    );
+    assert!(!support::disk_contains(dir.path(), "dXMgZXI6cHc"));
+    assert!(!support::disk_contains(dir.path(), "er:pw"));
+
+    // Without the trust, the upstream's certificate is refused.
+    let (untrusting, _dir) =
+        Server::start(&["--llm-proxy", "127.0.0.1:0", "--llm-upstream", &https]);
+    let seen_before = tls_seen.requests.lock().unwrap().len();
+    let refused = call(untrusting.llm_proxy.unwrap(), "m-1", "echo", 23)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "upstream_unreachable");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{error}"
+    );
+    assert_eq!(tls_seen.requests.lock().unwrap().len(), seen_before);
+
+    // Through the proxies the environment names: a CONNECT tunnel to the
+    // https upstream, the absolute form with the proxy's credentials to the
+    // http one.
+    let (env_proxy, heads) = env_proxy::start().await;
+    let (via, via_with_user) = (
+        format!("http://{env_proxy}"),
+        format!("http://pu:pp@{env_proxy}"),
+    );
+    let plain = format!("plain-=http://{plain_addr}/v1");
+    let (proxied, _dir) = Server::start_with_env(
+        &[
+            "--llm-proxy",
+            "127.0.0.1:0",
+            "--llm-upstream",
+            &https,
+            "--llm-upstream",
+            &plain,
+        ],
+        &[
+            ("SSL_CERT_FILE", trusted),
+            ("HTTPS_PROXY", &via),
+            ("HTTP_PROXY", &via_with_user),
+            ("NO_PROXY", ""),
+        ],
+    );
+    let proxy = proxied.llm_proxy.unwrap();
+    let answer = call(proxy, "m-1", "echo", 24).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), echoed("m-1"));
+    let answer = call(proxy, "plain-1", "echo", 25).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), echoed("plain-1"));
+    let heads = heads.lock().unwrap().clone();
+    assert!(
+        heads[0].starts_with(&format!(
+            "CONNECT localhost:{} HTTP/1.1\r\n",
+            tls_addr.port()
+        )),
+        "{heads:?}"
+    );
+    assert!(
+        heads[1].starts_with(&format!(
+            "POST http://{plain_addr}/v1/chat/completions HTTP/1.1\r\n"
+        )),
+        "{heads:?}"
+    );
+    assert!(
+        heads[1].to_ascii_lowercase().contains(
+            "\r\nproxy-authorization: basic chu6chA=\r\n"
+                .to_ascii_lowercase()
+                .as_str()
+        ),
+        "{heads:?}"
+    );
+    assert_eq!(heads.len(), 2, "{heads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_calls_in_flight_finish() {
+    let (upstream, _seen, _closed) = fake::start().await;
+    let (server, _dir) = Server::start(&[
+        "--llm-proxy",
+        "127.0.0.1:0",
+        "--llm-upstream",
+        &format!("http://{upstream}/v1"),
+    ]);
+    let proxy = format!("http://{}/v1/chat/completions", server.llm_proxy.unwrap());
+    let traces = server.traces_dir();
+    let mut slow = reqwest::Client::new()
+        .post(&proxy)
+        .header("x-scenario", "slow")
+        .header("traceparent", traceparent(30))
+        .body(chat("slowly", true))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let first = slow.chunk().await.unwrap().unwrap();
+    text.push_str(std::str::from_utf8(&first).unwrap());
+    // SIGTERM with the answer half sent: it is finished, then recorded.
+    let stopping = tokio::task::spawn_blocking(move || server.terminate());
+    while let Some(chunk) = slow.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(text, fake::SLOW.concat());
+    assert!(stopping.await.unwrap().success());
+    let span = proxy_span(&traces, 30);
+    assert_eq!(span["status"]["status_code"], "UNSET");
+    assert_eq!(
+        span["attributes"]["oclagl.llm_proxy.response.body"],
+        fake::SLOW.concat()
+    );
+    assert!(reqwest::Client::new()
+        .post(&proxy)
+        .body(chat("too late", false))
+        .send()
+        .await
+        .is_err());
 }

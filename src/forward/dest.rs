@@ -198,7 +198,9 @@ pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` escapes decoded; `None` if one is malformed or the result is not
+/// UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

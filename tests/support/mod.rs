@@ -46,8 +46,19 @@ impl Server {
         Server::start_logged(dir, extra, "info")
     }
 
+    /// Like [`Server::start`], with these environment variables set too.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let server = Server::spawn(tmp.path(), extra, "info", env);
+        (server, tmp)
+    }
+
     /// Like [`Server::start_in`], with `OCLAGL_LOG` set to `log`.
     pub fn start_logged(dir: &Path, extra: &[&str], log: &str) -> Server {
+        Server::spawn(dir, extra, log, &[])
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], log: &str, env: &[(&str, &str)]) -> Server {
         let mut args = vec!["serve".to_string()];
         for flag in ["--grpc-addr", "--http-addr"] {
             if !extra.contains(&flag) {
@@ -64,6 +75,7 @@ impl Server {
             .env("OCLAGL_LOG", log)
             // Flags given in `extra` override this (also checks env support).
             .env("OCLAGL_QUIET", "200ms")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

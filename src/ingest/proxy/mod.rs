@@ -18,6 +18,11 @@
 //! that forwards, or before a call's answer is written, unless the recorder
 //! falls 256 calls behind (then calls build their own spans).
 //!
+//! The proxy speaks HTTP through hyper itself, with no framework on the
+//! call's path: hyper's server on the listener (HTTP/1.1, and HTTP/2 without
+//! TLS), hyper-util's pooled HTTP/1.1 client upstream (`upstream.rs`: TCP
+//! with `TCP_NODELAY`, rustls for https, the environment's proxies).
+//!
 //! Two deliberate departures from byte-for-byte transparency: the client's
 //! `Accept-Encoding` is not forwarded (so the answer can be recorded; the
 //! client then gets it uncompressed), and with model routes configured a
@@ -26,22 +31,27 @@
 
 pub mod openai;
 pub mod span;
+mod upstream;
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use self::openai::Api;
 use self::span::{Call, Captured, End};
+use self::upstream::{Clients, Route};
 use super::{now_unix_nanos, Ingest};
 
 /// Where calls go: the default upstream (`prefix` `None`) or the one for
@@ -51,6 +61,12 @@ pub struct Upstream {
     pub prefix: Option<String>,
     /// Base URL; a request for `/v1/<rest>` goes to `<url>/<rest>`.
     pub url: reqwest::Url,
+}
+
+impl AsRef<Upstream> for Upstream {
+    fn as_ref(&self) -> &Upstream {
+        self
+    }
 }
 
 /// Parses `--llm-upstream`: `https://host/v1` or `<model-prefix>=https://host/v1`.
@@ -86,6 +102,26 @@ fn display_url(url: &reqwest::Url) -> String {
     shown.as_str().trim_end_matches('/').to_string()
 }
 
+/// The `Authorization` the user info of an upstream URL stands for (Basic,
+/// percent-decoded), sent when the caller sends none.
+fn basic_auth(url: &reqwest::Url) -> Option<HeaderValue> {
+    use base64::Engine;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    use crate::forward::dest::percent_decode;
+    let user = percent_decode(url.username())?;
+    let password = match url.password() {
+        Some(p) => percent_decode(p)?,
+        None => String::new(),
+    };
+    let credentials = format!("{user}:{password}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub upstreams: Vec<Upstream>,
@@ -103,10 +139,26 @@ pub enum ProxyError {
     Recorder(String),
 }
 
+/// An upstream with its client and what its calls need.
+struct Target {
+    upstream: Upstream,
+    /// The URL requests are made from (`<base><rest>`), without user info
+    /// or a trailing slash; also what spans record.
+    base: String,
+    /// From the URL's user info.
+    authorization: Option<HeaderValue>,
+    route: Route<Outgoing>,
+}
+
+impl AsRef<Upstream> for Target {
+    fn as_ref(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
 struct Proxy {
-    client: reqwest::Client,
     /// Never empty.
-    upstreams: Vec<Upstream>,
+    targets: Vec<Target>,
     by_model: bool,
     record_max: usize,
     recorder: Recorder,
@@ -190,52 +242,143 @@ async fn store_export(
 /// The upstream for a model: the longest matching prefix, else the default
 /// (the one without a prefix, or the first one listed). `None` if there are
 /// no upstreams.
-fn pick<'a>(upstreams: &'a [Upstream], model: Option<&str>) -> Option<&'a Upstream> {
+fn pick<'a, T: AsRef<Upstream>>(upstreams: &'a [T], model: Option<&str>) -> Option<&'a T> {
+    fn prefix<T: AsRef<Upstream>>(t: &T) -> Option<&str> {
+        t.as_ref().prefix.as_deref()
+    }
     model
         .and_then(|m| {
             upstreams
                 .iter()
-                .filter(|u| u.prefix.as_deref().is_some_and(|p| m.starts_with(p)))
-                .max_by_key(|u| u.prefix.as_ref().map_or(0, String::len))
+                .filter(|t| prefix(t).is_some_and(|p| m.starts_with(p)))
+                .max_by_key(|t| prefix(t).map_or(0, str::len))
         })
-        .or_else(|| upstreams.iter().find(|u| u.prefix.is_none()))
+        .or_else(|| upstreams.iter().find(|t| prefix(t).is_none()))
         .or_else(|| upstreams.first())
 }
 
-/// The proxy's routes: everything under `/v1/`.
-pub fn router(ingest: Arc<Ingest>, config: ProxyConfig) -> Result<Router, ProxyError> {
+/// The LLM proxy, ready to serve (see [`LlmProxy::serve`]).
+#[derive(Clone)]
+pub struct LlmProxy(Arc<Proxy>);
+
+/// Sets up the proxy: a client per upstream, and the recorder.
+pub fn new(ingest: Arc<Ingest>, config: ProxyConfig) -> Result<LlmProxy, ProxyError> {
     if config.upstreams.is_empty() {
         return Err(ProxyError::NoUpstream);
     }
-    let client = reqwest::Client::builder()
-        // Transparent: redirects and compression are the client's business.
-        .redirect(reqwest::redirect::Policy::none())
-        .no_gzip()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| ProxyError::Client(e.to_string()))?;
-    let proxy = Proxy {
-        client,
-        by_model: config.upstreams.iter().any(|u| u.prefix.is_some()),
-        upstreams: config.upstreams,
+    let clients = Clients::from_env().map_err(ProxyError::Client)?;
+    let targets = config
+        .upstreams
+        .into_iter()
+        .map(|upstream| {
+            let base = display_url(&upstream.url);
+            let uri = Uri::try_from(base.as_str())
+                .map_err(|e| ProxyError::Client(format!("{base}: {e}")))?;
+            Ok(Target {
+                route: clients.route(&uri).map_err(ProxyError::Client)?,
+                authorization: basic_auth(&upstream.url),
+                upstream,
+                base,
+            })
+        })
+        .collect::<Result<Vec<_>, ProxyError>>()?;
+    Ok(LlmProxy(Arc::new(Proxy {
+        by_model: targets.iter().any(|t| t.upstream.prefix.is_some()),
+        targets,
         record_max: config.record_max,
         recorder: Recorder::start(ingest)?,
-    };
-    Ok(Router::new().fallback(forward).with_state(Arc::new(proxy)))
+    })))
+}
+
+impl LlmProxy {
+    /// Serves HTTP/1.1 (and HTTP/2 without TLS) on `listener` until
+    /// `shutdown` resolves, then lets the connections finish their calls.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Answers and events are small writes: Nagle would hold them
+            // for the client's delayed ACK.
+            let _ = tcp.set_nodelay(true);
+            let proxy = self.0.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(forward(&proxy, request).await) }
+            });
+            let connection = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "LLM proxy connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    }
+}
+
+/// After a failed accept: a connection that went away before it was taken
+/// is nothing; anything else (out of file descriptors, …) is logged and
+/// waited out for a second, as axum's server did.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "the LLM proxy cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// An OpenAI-style error answer from the proxy itself.
-fn error(status: StatusCode, kind: &str, message: String) -> Response {
+fn error(status: StatusCode, kind: &str, message: String) -> Response<Answer> {
     let body = serde_json::json!({"error": {"message": message, "type": kind}});
-    (status, axum::Json(body)).into_response()
+    let mut response = Response::new(Answer {
+        from: Source::Proxy(Some(Bytes::from(body.to_string()))),
+        recording: None,
+    });
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
-/// Headers that belong to one connection, not to the message (RFC 9110
-/// 7.6.1), including those the `Connection` header names.
-fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut out = vec![
+/// Removes the headers that belong to one connection, not to the message
+/// (RFC 9110 7.6.1), including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
         header::CONNECTION,
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
@@ -245,24 +388,32 @@ fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-    ];
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(v) = value.to_str() {
-            out.extend(
-                v.split(',')
-                    .filter_map(|n| HeaderName::try_from(n.trim()).ok()),
-            );
-        }
+    ] {
+        headers.remove(name);
     }
-    out
 }
 
-fn end_to_end(headers: &HeaderMap, also_drop: &[HeaderName]) -> HeaderMap {
-    let mut out = headers.clone();
-    for name in hop_by_hop(headers).iter().chain(also_drop) {
-        out.remove(name);
+/// The caller's headers as the upstream gets them: end-to-end only, without
+/// `Host` (the upstream's is set) and `Accept-Encoding` (answers must stay
+/// readable to be recorded), with the upstream URL's credentials when the
+/// caller sends no `Authorization`, and the credentials of the proxy in
+/// between, if any.
+fn to_upstream(
+    headers: &mut HeaderMap,
+    authorization: Option<&HeaderValue>,
+    proxy_authorization: Option<&HeaderValue>,
+) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(header::ACCEPT_ENCODING);
+    if let Some(basic) = authorization {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            headers.insert(header::AUTHORIZATION, basic.clone());
+        }
     }
-    out
+    if let Some(auth) = proxy_authorization {
+        headers.insert(header::PROXY_AUTHORIZATION, auth.clone());
+    }
 }
 
 /// The caller's span from a W3C `traceparent`: (trace id, span id).
@@ -270,15 +421,14 @@ fn traceparent(headers: &HeaderMap) -> Option<([u8; 16], [u8; 8])> {
     let value = headers.get("traceparent")?.to_str().ok()?.trim();
     let mut parts = value.split('-');
     let version = parts.next()?;
-    let trace = hex::decode(parts.next()?).ok()?;
-    let span = hex::decode(parts.next()?).ok()?;
+    let (mut trace, mut span, mut byte) = ([0; 16], [0; 8], [0; 1]);
+    hex::decode_to_slice(parts.next()?, &mut trace).ok()?;
+    hex::decode_to_slice(parts.next()?, &mut span).ok()?;
     let flags = parts.next()?;
-    let version_ok = version.len() == 2 && version != "ff" && hex::decode(version).is_ok();
+    let version_ok = version != "ff" && hex::decode_to_slice(version, &mut byte).is_ok();
     if !version_ok || flags.len() != 2 || (version == "00" && parts.next().is_some()) {
         return None;
     }
-    let trace: [u8; 16] = trace.try_into().ok()?;
-    let span: [u8; 8] = span.try_into().ok()?;
     (trace != [0; 16] && span != [0; 8]).then_some((trace, span))
 }
 
@@ -291,12 +441,11 @@ fn random_id<const N: usize>() -> [u8; N] {
     }
 }
 
-/// The message of an error and of its causes (never the URL: a query may
-/// hold a key).
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
+/// The message of an error and of its causes (hyper's never hold the URL,
+/// whose query may hold a key).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
@@ -319,6 +468,10 @@ impl Captured {
         self.bytes.extend_from_slice(&data[..data.len().min(room)]);
     }
 }
+
+/// At most this much of a recording buffer is set aside before the bytes
+/// arrive (from a body's stated length); past it, it grows as they do.
+const PRESIZE_MAX: usize = 256 << 10;
 
 /// A call being recorded; its span is stored when this is dropped (the call
 /// is over then, whichever way it ended).
@@ -346,6 +499,23 @@ impl Recording {
         }
     }
 
+    /// Room for the answer as long as it says it is, within what the request
+    /// left of the cap and [`PRESIZE_MAX`].
+    fn reserve(&mut self) {
+        let room = self
+            .record_max
+            .saturating_sub(lock(&self.request).bytes.len());
+        let expected = self
+            .expected
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        if let Some(call) = &mut self.call {
+            call.response
+                .bytes
+                .reserve(expected.min(room).min(PRESIZE_MAX));
+        }
+    }
+
     fn ended(&mut self, end: End) {
         if let Some(call) = &mut self.call {
             call.end = end;
@@ -364,35 +534,119 @@ impl Drop for Recording {
     }
 }
 
-/// The upstream's answer body on its way to the client, recorded on the side.
-struct Relay {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+/// The request body on its way upstream: what was read to find the model
+/// first, then the rest as it arrives, recorded on the side.
+struct Outgoing {
+    held: VecDeque<Frame<Bytes>>,
+    rest: Incoming,
+    /// Where the recorded part goes, and its cap.
+    record: Option<(Arc<Mutex<Captured>>, usize)>,
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(frame) = self.held.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let frame = std::task::ready!(Pin::new(&mut self.rest).poll_frame(cx));
+        if let (Some(Ok(frame)), Some((captured, limit))) = (&frame, &self.record) {
+            if let Some(data) = frame.data_ref() {
+                lock(captured).push(data, *limit);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // What is held was read off the rest's length already.
+        let rest = self.rest.size_hint();
+        let held: u64 = self
+            .held
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint.set_lower(rest.lower().saturating_add(held));
+        hint
+    }
+}
+
+/// An answer to the client: the upstream's, recorded on the side, or one of
+/// the proxy's own.
+struct Answer {
+    from: Source,
     recording: Option<Recording>,
 }
 
-impl Stream for Relay {
-    type Item = Result<Bytes, reqwest::Error>;
+enum Source {
+    Upstream(Incoming),
+    Proxy(Option<Bytes>),
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.inner.poll_next_unpin(cx));
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let upstream = match &mut self.from {
+            Source::Proxy(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(upstream) => upstream,
+        };
+        let frame = std::task::ready!(Pin::new(upstream).poll_frame(cx));
         if let Some(rec) = &mut self.recording {
-            match &item {
-                Some(Ok(data)) => rec.response_chunk(data),
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        rec.response_chunk(data);
+                    }
+                }
                 Some(Err(e)) => rec.ended(End::Upstream(format!("the answer broke off: {e}"))),
                 None => rec.ended(End::Complete),
             }
         }
-        if matches!(item, None | Some(Err(_))) {
+        if matches!(frame, None | Some(Err(_))) {
             // Store the span now rather than when the server lets go.
             self.recording = None;
         }
-        Poll::Ready(item)
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.from {
+            Source::Upstream(upstream) => upstream.is_end_stream(),
+            Source::Proxy(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.from {
+            Source::Upstream(upstream) => upstream.size_hint(),
+            Source::Proxy(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 
-async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> {
     let start = now_unix_nanos();
-    let (parts, body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
     let path = parts.uri.path();
     let Some(rest) = path
         .strip_prefix("/v1")
@@ -409,23 +663,28 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         (&Method::POST, "/responses") => Some(Api::Responses),
         _ => None,
     };
-    let empty = http_body::Body::size_hint(&body).exact() == Some(0);
-    let captured = Arc::new(Mutex::new(Captured::default()));
     let limit = proxy.record_max;
-    let mut incoming = body.into_data_stream();
+    // Room for the request as long as it says it is (a lie costs at most
+    // PRESIZE_MAX).
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let captured = api.map(|_| {
+        Arc::new(Mutex::new(Captured {
+            bytes: Vec::with_capacity(expected.min(limit).min(PRESIZE_MAX)),
+            truncated: false,
+        }))
+    });
 
     // With model routes, hold the request until its model is known.
-    let mut head: Vec<Result<Bytes, axum::Error>> = Vec::new();
+    let mut held = VecDeque::new();
     let mut model = None;
-    if api.is_some() && proxy.by_model {
-        loop {
-            if lock(&captured).bytes.len() >= limit {
-                break;
-            }
-            match incoming.next().await {
-                Some(Ok(data)) => {
-                    lock(&captured).push(&data, limit);
-                    head.push(Ok(data));
+    if let (Some(captured), true) = (&captured, proxy.by_model) {
+        while lock(captured).bytes.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        lock(captured).push(data, limit);
+                    }
+                    held.push_back(frame);
                 }
                 Some(Err(e)) => {
                     return error(
@@ -437,38 +696,48 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
                 None => break,
             }
         }
-        model = openai::model_of(&lock(&captured).bytes);
+        model = openai::model_of(&lock(captured).bytes);
     }
-    let Some(upstream) = pick(&proxy.upstreams, model.as_deref()) else {
+    let Some(target) = pick(&proxy.targets, model.as_deref()) else {
         return error(
             StatusCode::BAD_GATEWAY,
             "no_upstream",
             "no upstream configured".into(),
         );
     };
-    let base = upstream.url.as_str().trim_end_matches('/');
     let url = match parts.uri.query() {
-        Some(q) => format!("{base}{rest}?{q}"),
-        None => format!("{base}{rest}"),
+        Some(q) => format!("{}{rest}?{q}", target.base),
+        None => format!("{}{rest}", target.base),
     };
-    let headers = end_to_end(&parts.headers, &[header::HOST, header::ACCEPT_ENCODING]);
-    let mut outgoing = proxy
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers);
-    if !empty || !head.is_empty() {
-        let tee = captured.clone();
-        let rest_of_body = incoming.inspect(move |chunk| {
-            if let (Some(_), Ok(data)) = (api, chunk) {
-                lock(&tee).push(data, limit);
-            }
-        });
-        let stream = futures_util::stream::iter(head).chain(rest_of_body);
-        outgoing = outgoing.body(reqwest::Body::wrap_stream(stream));
-    }
+    let uri = match Uri::try_from(url) {
+        Ok(uri) => uri,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("cannot make the upstream URL: {e}"),
+            )
+        }
+    };
+    let parent = traceparent(&parts.headers);
+    let path = path.to_string();
+    let mut headers = std::mem::take(&mut parts.headers);
+    to_upstream(
+        &mut headers,
+        target.authorization.as_ref(),
+        target.route.proxy_auth.as_ref(),
+    );
+    let mut outgoing = Request::new(Outgoing {
+        held,
+        rest: body,
+        record: captured.clone().map(|c| (c, limit)),
+    });
+    *outgoing.method_mut() = parts.method;
+    *outgoing.uri_mut() = uri;
+    *outgoing.headers_mut() = headers;
 
-    let mut recording = api.map(|api| {
-        let (trace_id, parent_span_id) = match traceparent(&parts.headers) {
+    let mut recording = api.zip(captured).map(|(api, captured)| {
+        let (trace_id, parent_span_id) = match parent {
             Some((trace, span)) => (trace, Some(span)),
             None => (random_id(), None),
         };
@@ -480,8 +749,8 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
                 parent_span_id,
                 start_unix_nano: start,
                 end_unix_nano: start,
-                upstream: display_url(&upstream.url),
-                path: path.to_string(),
+                upstream: target.base.clone(),
+                path,
                 status: None,
                 event_stream: false,
                 request: Captured::default(),
@@ -496,30 +765,29 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         }
     });
 
-    let answer = match outgoing.send().await {
+    let answer = match target.route.client.request(outgoing).await {
         Ok(answer) => answer,
         Err(e) => {
-            let why = describe(e);
+            let why = describe(&e);
             if let Some(rec) = &mut recording {
                 rec.ended(End::Upstream(why.clone()));
             }
             return error(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
-                format!(
-                    "the LLM proxy cannot reach {}: {why}",
-                    display_url(&upstream.url)
-                ),
+                format!("the LLM proxy cannot reach {}: {why}", target.base),
             );
         }
     };
-    let status = answer.status();
-    let headers = end_to_end(answer.headers(), &[]);
+    let (mut head, upstream) = answer.into_parts();
+    strip_hop_by_hop(&mut head.headers);
     if let Some(rec) = &mut recording {
-        rec.expected = answer.content_length();
+        rec.expected = upstream.size_hint().exact();
+        rec.reserve();
         if let Some(call) = &mut rec.call {
-            call.status = Some(status.as_u16());
-            call.event_stream = headers
+            call.status = Some(head.status.as_u16());
+            call.event_stream = head
+                .headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
@@ -528,20 +796,18 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
             rec.ended(End::Complete);
         }
     }
-    let relay = Relay {
-        inner: Box::pin(answer.bytes_stream()),
+    let mut response = Response::new(Answer {
+        from: Source::Upstream(upstream),
         recording,
-    };
-    let mut response = Response::new(Body::from_stream(relay));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
+    });
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
     response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     #[test]
     fn upstreams_parse_and_route_by_longest_prefix() {
@@ -568,10 +834,13 @@ mod tests {
         assert_eq!(port(&all, None), Some(None));
         assert_eq!(port(&[routed, longer], None), Some(Some(9)));
         assert_eq!(port(&[], None), None);
-        assert_eq!(
-            display_url(&reqwest::Url::parse("https://user:pw@h.example/v1/").unwrap()),
-            "https://h.example/v1"
-        );
+        let with_user = reqwest::Url::parse("https://us%20er:p%3Aw@h.example/v1/").unwrap();
+        assert_eq!(display_url(&with_user), "https://h.example/v1");
+        // As curl and reqwest send it: Basic base64("us er:p:w").
+        assert_eq!(basic_auth(&with_user).unwrap(), "Basic dXMgZXI6cDp3");
+        let no_password = reqwest::Url::parse("https://key@h.example/v1").unwrap();
+        assert_eq!(basic_auth(&no_password).unwrap(), "Basic a2V5Og==");
+        assert_eq!(basic_auth(&all[1].url), None);
     }
 
     #[test]
@@ -613,9 +882,35 @@ mod tests {
         );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        let out = end_to_end(&h, &[header::ACCEPT_ENCODING]);
-        let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["authorization"]);
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:4000"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic caller"),
+        );
+        let mut answer = h.clone();
+        strip_hop_by_hop(&mut answer);
+        let names = |h: &HeaderMap| {
+            let mut names: Vec<_> = h.keys().map(|k| k.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&answer), ["accept-encoding", "authorization", "host"]);
+
+        let basic = HeaderValue::from_static("Basic dTpw");
+        let ours = HeaderValue::from_static("Basic cHJveHk6cA==");
+        let mut request = h.clone();
+        to_upstream(&mut request, Some(&basic), Some(&ours));
+        assert_eq!(names(&request), ["authorization", "proxy-authorization"]);
+        assert_eq!(
+            request[header::AUTHORIZATION],
+            "Bearer k",
+            "the caller's key wins"
+        );
+        assert_eq!(request[header::PROXY_AUTHORIZATION], ours);
+        h.remove(header::AUTHORIZATION);
+        to_upstream(&mut h, Some(&basic), None);
+        assert_eq!(h[header::AUTHORIZATION], basic);
+        assert!(!h.contains_key(header::PROXY_AUTHORIZATION));
     }
 
     #[test]
