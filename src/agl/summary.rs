@@ -377,8 +377,9 @@ pub fn load(data_dir: &Path) -> io::Result<Option<Vec<Summary>>> {
     #[derive(Deserialize)]
     struct Merged {
         rollout_id: String,
-        #[allow(dead_code)]
-        merged_into: String,
+        // Required, so that only merge lines parse as one.
+        #[serde(rename = "merged_into")]
+        _into: serde::de::IgnoredAny,
     }
     let file = match File::open(data_dir.join(FILE)) {
         Ok(f) => f,

@@ -881,7 +881,7 @@ mod tests {
     }
 
     #[test]
-    fn batch_syncs_answer_for_every_file_in_order() {
+    fn batch_syncs_answer_once_for_every_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         for n in [0, 1, 3, SYNC_THREADS * SYNCS_PER_THREAD * 2 + 1] {
             let files: Vec<std::fs::File> = (0..n)
