@@ -104,76 +104,89 @@ fn real_main() -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => oclagl::serve::serve(args, shutdown_signal(), |_| {})
+    // The command runs as a task, on the workers, rather than on this thread:
+    // its wake-ups (a rollout answered, a permit back) then land on a thread
+    // that is usually awake already.
+    let outcome = runtime.block_on(runtime.spawn(run(cli.command)));
+    // A command returns once what it wrote is durable; the runtime's idle
+    // threads need not be waited for.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(anyhow::anyhow!("the command was cancelled: {e}")),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve(args) => oclagl::serve::serve(args, shutdown_signal(), |_| {})
+            .await
+            .context("oclagl serve failed")
+            .map(|()| 0),
+        Command::Collect(args) => {
+            let json = args.json;
+            let summary = oclagl::collect::collect(args, shutdown_signal()).await?;
+            eprintln!("{}", summary.line());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            Ok(if summary.interrupted {
+                130
+            } else {
+                i32::from(summary.failed + summary.score_errors > 0)
+            })
+        }
+        Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),
+        Command::Bridge(args) => oclagl::bridge::run(args, shutdown_signal())
+            .await
+            .context("oclagl bridge failed")
+            .map(|()| 0),
+        Command::Reward(args) => {
+            let done = oclagl::rollout::reward::send(&args)
                 .await
-                .context("oclagl serve failed")
-                .map(|()| 0),
-            Command::Collect(args) => {
-                let json = args.json;
-                let summary = oclagl::collect::collect(args, shutdown_signal()).await?;
-                eprintln!("{}", summary.line());
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&summary)?);
-                }
-                Ok(if summary.interrupted {
-                    130
-                } else {
-                    i32::from(summary.failed + summary.score_errors > 0)
-                })
+                .context("oclagl reward failed")?;
+            let rewards: Vec<String> = done
+                .rewards
+                .iter()
+                .map(|r| format!("{}={}", r.name, r.value))
+                .collect();
+            eprintln!(
+                "rewarded {} (attempt {}): {}",
+                done.rollout_id,
+                done.attempt_id,
+                rewards.join(" ")
+            );
+            Ok(0)
+        }
+        Command::Ls(args) => {
+            let shown = oclagl::inspect::ls::run(&args).context("oclagl ls failed")?;
+            if shown == 0 && !args.json {
+                eprintln!("no rollouts match");
             }
-            Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),
-            Command::Bridge(args) => oclagl::bridge::run(args, shutdown_signal())
-                .await
-                .context("oclagl bridge failed")
-                .map(|()| 0),
-            Command::Reward(args) => {
-                let done = oclagl::rollout::reward::send(&args)
-                    .await
-                    .context("oclagl reward failed")?;
-                let rewards: Vec<String> = done
-                    .rewards
-                    .iter()
-                    .map(|r| format!("{}={}", r.name, r.value))
-                    .collect();
-                eprintln!(
-                    "rewarded {} (attempt {}): {}",
-                    done.rollout_id,
-                    done.attempt_id,
-                    rewards.join(" ")
-                );
-                Ok(0)
+            Ok(0)
+        }
+        Command::Show(args) => oclagl::inspect::show::run(&args)
+            .context("oclagl show failed")
+            .map(|()| 0),
+        Command::Run(args) => {
+            let json = args.json;
+            let outcome = oclagl::collect::run(args, shutdown_signal()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else if let Some(reply) = &outcome.reply {
+                println!("{reply}");
             }
-            Command::Ls(args) => {
-                let shown = oclagl::inspect::ls::run(&args).context("oclagl ls failed")?;
-                if shown == 0 && !args.json {
-                    eprintln!("no rollouts match");
+            match &outcome.error {
+                None => {
+                    eprintln!("rollout {} succeeded", outcome.rollout_id);
+                    Ok(0)
                 }
-                Ok(0)
-            }
-            Command::Show(args) => oclagl::inspect::show::run(&args)
-                .context("oclagl show failed")
-                .map(|()| 0),
-            Command::Run(args) => {
-                let json = args.json;
-                let outcome = oclagl::collect::run(args, shutdown_signal()).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&outcome)?);
-                } else if let Some(reply) = &outcome.reply {
-                    println!("{reply}");
-                }
-                match &outcome.error {
-                    None => {
-                        eprintln!("rollout {} succeeded", outcome.rollout_id);
-                        Ok(0)
-                    }
-                    Some(e) => {
-                        eprintln!("rollout {} failed: {e}", outcome.rollout_id);
-                        Ok(1)
-                    }
+                Some(e) => {
+                    eprintln!("rollout {} failed: {e}", outcome.rollout_id);
+                    Ok(1)
                 }
             }
         }
-    })
+    }
 }

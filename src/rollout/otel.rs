@@ -231,11 +231,15 @@ fn batch<E: SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
     if env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
         config = config.with_max_queue_size(8_192);
     }
+    // A rollout's spans leave within a second of its end (all of them at
+    // exit): a longer delay than 100 ms puts several rollouts in one export
+    // at a gateway's pace, so the store syncs and the trace files are
+    // written once for all of them, and an idle command wakes once a second.
     if env("OTEL_BSP_SCHEDULE_DELAY").is_none() {
-        config = config.with_scheduled_delay(Duration::from_millis(100));
+        config = config.with_scheduled_delay(Duration::from_secs(1));
     }
     if env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
-        config = config.with_max_export_batch_size(512);
+        config = config.with_max_export_batch_size(64);
     }
     BatchSpanProcessor::builder(exporter)
         .with_batch_config(config.build())
