@@ -21,7 +21,9 @@ fn unique_request(
 ) -> (Vec<u8>, Vec<String>) {
     let mut trace = [0u8; 16];
     trace[..8].copy_from_slice(&client.to_be_bytes());
-    trace[8..].copy_from_slice(&(seq + 1).to_be_bytes());
+    // The low bytes hold the client too: a trace-derived rollout id is the
+    // trace id's last 12 hex digits, and each request is a rollout of its own.
+    trace[8..].copy_from_slice(&((client << 40) | (seq + 1)).to_be_bytes());
     let rollout = format!("ro-{client:04x}{seq:08x}");
     let mut ids = Vec::new();
     let spans = (0..n)

@@ -314,11 +314,17 @@ impl Index {
         if self.evicted.ids.is_empty() {
             return;
         }
-        let by_trace = match self.traces.contains_key(trace) {
+        let known = self.traces.contains_key(trace);
+        let by_trace = match known {
             true => None,
             false => self.evicted.traces.get(trace).copied(),
         };
+        // A new trace naming no rollout joins the one its derived id names,
+        // in memory or not: two traces whose random parts end alike share it.
+        let derived = (explicit.is_none() && !known && by_trace.is_none())
+            .then(|| Arc::<str>::from(derived_rollout_id(trace)));
         let by_id = explicit
+            .or(derived.as_ref())
             .filter(|id| !self.rollouts.contains_key(&***id))
             .and_then(|id| Some((*self.evicted.ids.get(&self.evicted.key(id))?, id.clone())));
         if let Some(offset) = by_trace {
@@ -670,6 +676,40 @@ mod tests {
         assert_eq!(again.lookup("ro-a").unwrap().records.len(), 3);
         again.observe(pos(6), 60, &summary(&[(9, None)]), &mut changes);
         assert_eq!(again.get("ro-a").unwrap().records.len(), 4);
+    }
+
+    #[test]
+    fn a_new_trace_joins_the_evicted_rollout_of_its_derived_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = summary::Log::open(dir.path(), true, |_, _| {}).unwrap();
+        let mut index = Index::default();
+        index.set_saved_file(log.reader().unwrap());
+        // Two traces that differ only before their last 12 hex digits.
+        let (first, mut second) = ([1u8; 16], [1u8; 16]);
+        second[0] = 2;
+        let id = derived_rollout_id(&first);
+        assert_eq!(id, derived_rollout_id(&second));
+        let keys = |trace| RecordSummary {
+            keys: vec![(trace, None)],
+        };
+        let mut changes = Vec::new();
+        index.observe(pos(1), 10, &keys(first), &mut changes);
+        evict(&mut index, &mut log, &id, "d.json");
+        // As if it had stayed in memory: the second trace joins it, and its
+        // file keeps its name (a fresh rollout would have lost the first
+        // trace's spans from the file, or made a second file of the id).
+        index.observe(pos(2), 20, &keys(second), &mut changes);
+        let r = index.get(&id).expect("back in memory");
+        assert_eq!(
+            (&r.records, &r.traces, r.first_received, r.file.as_deref()),
+            (
+                &vec![pos(1), pos(2)],
+                &vec![first, second],
+                10,
+                Some("d.json")
+            )
+        );
+        assert_eq!(index.evicted(), 0);
     }
 
     #[test]
