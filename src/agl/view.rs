@@ -619,11 +619,26 @@ impl FileWriter {
     /// syncs the folder once: each file is replaced atomically, and all are
     /// durable before the checkpoint may pass them.
     fn write_batch(&mut self, batch: Vec<Job>) -> Vec<Done> {
+        // A store record often holds spans of several rollouts: it is read
+        // once per batch, and dropped after the last file that needs it, so
+        // a batch holds little more than the record of the file at hand.
+        let mut last_use = HashMap::new();
+        for (i, job) in batch.iter().enumerate() {
+            for pos in &job.rollout.records {
+                last_use.insert(*pos, i);
+            }
+        }
         let mut decoded = HashMap::new();
         let mut written = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
-        for job in batch {
-            match self.write_tmp(&job, &mut decoded) {
+        for (i, job) in batch.into_iter().enumerate() {
+            let file = self.write_tmp(&job, &mut decoded);
+            for pos in &job.rollout.records {
+                if last_use.get(pos) == Some(&i) {
+                    decoded.remove(pos);
+                }
+            }
+            match file {
                 Ok(file) => written.push((job, file)),
                 Err(e) => results.push(Done::of(job, Some(e))),
             }
