@@ -1,6 +1,8 @@
 //! `oclagl collect` against a fake fork gateway with a fixed latency:
 //! wall time against the ideal (prompts × latency ÷ concurrency) and the
-//! collector's CPU time per rollout, at several concurrencies.
+//! collector's CPU time per rollout, at several concurrencies. The peer, in
+//! the same run: a bare HTTP client (this program run again as a process of
+//! its own) making the same calls, with no spans and no store.
 //!
 //! Run: `bash benches/run-collect.sh` (or `cargo bench --bench collect`).
 //! Knobs: PROMPTS (500), LATENCY_MS (200), CONCURRENCY ("1,8,64"), OCLAGL_BIN.
@@ -26,8 +28,16 @@ fn children_cpu() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Set in the bare client's process: the fake gateway's URL.
+const BARE_CLIENT: &str = "BENCH_BARE_CLIENT_URL";
+
 #[tokio::main]
 async fn main() {
+    if let Ok(url) = std::env::var(BARE_CLIENT) {
+        let (prompts, concurrency) = (env_or("PROMPTS", 500), env_or("BARE_CONCURRENCY", 1));
+        direct_client(&url, prompts, concurrency).await;
+        return;
+    }
     let prompts: usize = env_or("PROMPTS", 500);
     let latency = Duration::from_millis(env_or("LATENCY_MS", 200));
     let levels = levels("1,8,64");
@@ -46,38 +56,28 @@ async fn main() {
     println!("| concurrency | wall (s) | ideal (s) | wall / ideal | CPU per rollout (ms) |");
     println!("|---:|---:|---:|---:|---:|");
     for &c in &levels {
-        let direct = direct_client(&fork.url(), prompts, c).await;
+        let ideal = prompts as f64 * latency.as_secs_f64() / c as f64;
+        let mut bare = Command::new(std::env::current_exe().expect("this program"));
+        bare.env(BARE_CLIENT, fork.url())
+            .env("BARE_CONCURRENCY", c.to_string());
+        let (wall, cpu) = timed(bare).await;
         println!(
-            "| {c}, bare HTTP client | {direct:.2} | {:.2} | {:.3} | |",
-            prompts as f64 * latency.as_secs_f64() / c as f64,
-            direct / (prompts as f64 * latency.as_secs_f64() / c as f64)
+            "| {c}, bare HTTP client | {wall:.2} | {ideal:.2} | {:.3} | {:.3} |",
+            wall / ideal,
+            cpu * 1000.0 / prompts as f64
         );
         let run_dir = dir.path().join(format!("c{c}"));
         std::fs::create_dir_all(&run_dir).expect("run dir");
         std::fs::copy(dir.path().join("prompts.txt"), run_dir.join("prompts.txt")).expect("copy");
-        let cpu_before = children_cpu();
-        let started = Instant::now();
-        let url = fork.url();
-        let bin = bin.clone();
-        let status = tokio::task::spawn_blocking(move || {
-            Command::new(&bin)
-                .current_dir(&run_dir)
-                .args(["collect", "--concurrency", &c.to_string()])
-                .env("GATEWAY_BASE_URL", url)
-                .env("INTERNAL_SECRET", "bench-secret")
-                .env("OCLAGL_LOG", "warn")
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-        })
-        .await
-        .expect("join")
-        .expect("run oclagl");
-        let wall = started.elapsed().as_secs_f64();
-        let cpu = children_cpu() - cpu_before;
-        assert!(status.success(), "collect failed at concurrency {c}");
-        let ideal = prompts as f64 * latency.as_secs_f64() / c as f64;
+        let mut collect = Command::new(&bin);
+        collect
+            .current_dir(&run_dir)
+            .args(["collect", "--concurrency", &c.to_string()])
+            .env("GATEWAY_BASE_URL", fork.url())
+            .env("INTERNAL_SECRET", "bench-secret")
+            .env("OCLAGL_LOG", "warn")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let (wall, cpu) = timed(collect).await;
         println!(
             "| {c} | {wall:.2} | {ideal:.2} | {:.3} | {:.3} |",
             wall / ideal,
@@ -86,12 +86,25 @@ async fn main() {
     }
 }
 
+/// Runs the command to its end; its wall time and CPU time (seconds).
+async fn timed(mut command: Command) -> (f64, f64) {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .expect("join")
+        .expect("run the command");
+    let wall = started.elapsed().as_secs_f64();
+    assert!(status.success(), "{status}");
+    (wall, children_cpu() - cpu_before)
+}
+
 /// The same calls from a bare HTTP client (no spans, no store): the floor
 /// that this machine and the fake gateway allow, measured in the same run.
-async fn direct_client(url: &str, prompts: usize, concurrency: usize) -> f64 {
+async fn direct_client(url: &str, prompts: usize, concurrency: usize) {
     let client = reqwest::Client::new();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (client, next) = (client.clone(), next.clone());
@@ -120,5 +133,4 @@ async fn direct_client(url: &str, prompts: usize, concurrency: usize) -> f64 {
     for w in workers {
         w.await.expect("worker");
     }
-    started.elapsed().as_secs_f64()
 }

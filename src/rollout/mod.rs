@@ -254,10 +254,6 @@ impl Emitter {
             }
         };
         answered();
-        // Let the next prompt's request go out before this one's spans are
-        // recorded: at high concurrency, answers arrive in bursts, and the
-        // gateway should not wait on bookkeeping.
-        tokio::task::yield_now().await;
 
         let root_span = root_cx.span();
         let root = Some(root_span.span_context().clone());
