@@ -599,12 +599,18 @@ mod tests {
         assert!(index.get(id).is_none());
     }
 
-    #[test]
-    fn evicted_rollouts_come_back_for_late_spans_whole() {
+    /// An empty index with its summaries' log, as the view sets it up.
+    fn evicting() -> (tempfile::TempDir, summary::Log, Index) {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = summary::Log::open(dir.path(), true, |_, _| {}).unwrap();
+        let log = summary::Log::open(dir.path(), true, |_, _| {}).unwrap();
         let mut index = Index::default();
         index.set_saved_file(log.reader().unwrap());
+        (dir, log, index)
+    }
+
+    #[test]
+    fn evicted_rollouts_come_back_for_late_spans_whole() {
+        let (dir, mut log, mut index) = evicting();
         let mut changes = Vec::new();
         index.observe(pos(1), 10, &summary(&[(1, Some("ro-a"))]), &mut changes);
         evict(&mut index, &mut log, "ro-a", "a.json");
@@ -680,10 +686,7 @@ mod tests {
 
     #[test]
     fn a_new_trace_joins_the_evicted_rollout_of_its_derived_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = summary::Log::open(dir.path(), true, |_, _| {}).unwrap();
-        let mut index = Index::default();
-        index.set_saved_file(log.reader().unwrap());
+        let (_dir, mut log, mut index) = evicting();
         // Two traces that differ only before their last 12 hex digits.
         let (first, mut second) = ([1u8; 16], [1u8; 16]);
         second[0] = 2;
