@@ -53,19 +53,15 @@ async fn main() {
         "oclagl collect: {prompts} prompts, fake gateway latency {} ms",
         latency.as_millis()
     );
-    println!("| concurrency | wall (s) | ideal (s) | wall / ideal | CPU per rollout (ms) |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| concurrency | wall (ms) | ideal (ms) | wall / ideal | CPU per rollout (ms) | start to first call (ms) | last answer to exit (ms) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &levels {
         let ideal = prompts as f64 * latency.as_secs_f64() / c as f64;
         let mut bare = Command::new(std::env::current_exe().expect("this program"));
         bare.env(BARE_CLIENT, fork.url())
             .env("BARE_CONCURRENCY", c.to_string());
-        let (wall, cpu) = timed(bare).await;
-        println!(
-            "| {c}, bare HTTP client | {wall:.2} | {ideal:.2} | {:.3} | {:.3} |",
-            wall / ideal,
-            cpu * 1000.0 / prompts as f64
-        );
+        let bare = timed(bare, &fork).await;
+        println!("| {c}, bare HTTP client | {} |", bare.row(ideal, prompts));
         let run_dir = dir.path().join(format!("c{c}"));
         std::fs::create_dir_all(&run_dir).expect("run dir");
         std::fs::copy(dir.path().join("prompts.txt"), run_dir.join("prompts.txt")).expect("copy");
@@ -77,27 +73,56 @@ async fn main() {
             .env("INTERNAL_SECRET", "bench-secret")
             .env("OCLAGL_LOG", "warn")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let (wall, cpu) = timed(collect).await;
-        println!(
-            "| {c} | {wall:.2} | {ideal:.2} | {:.3} | {:.3} |",
-            wall / ideal,
-            cpu * 1000.0 / prompts as f64
-        );
+        let collect = timed(collect, &fork).await;
+        println!("| {c} | {} |", collect.row(ideal, prompts));
     }
 }
 
-/// Runs the command to its end; its wall time and CPU time (seconds).
-async fn timed(mut command: Command) -> (f64, f64) {
+/// One client run: wall and CPU seconds, and how the wall time splits
+/// around the gateway's calls.
+struct Timing {
+    wall: f64,
+    cpu: f64,
+    /// From the process's start to the gateway's first request.
+    start: Duration,
+    /// From the gateway's last answer to the process's exit.
+    exit: Duration,
+}
+
+impl Timing {
+    fn row(&self, ideal: f64, prompts: usize) -> String {
+        format!(
+            "{:.0} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1}",
+            self.wall * 1000.0,
+            ideal * 1000.0,
+            self.wall / ideal,
+            self.cpu * 1000.0 / prompts as f64,
+            self.start.as_secs_f64() * 1000.0,
+            self.exit.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// Runs the command to its end against the fake gateway.
+async fn timed(mut command: Command, fork: &fake_fork::FakeFork) -> Timing {
     command.stdout(Stdio::null()).stderr(Stdio::null());
+    *fork.state.span.lock().unwrap() = (None, None);
     let cpu_before = children_cpu();
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || command.status())
         .await
         .expect("join")
         .expect("run the command");
-    let wall = started.elapsed().as_secs_f64();
+    let ended = Instant::now();
     assert!(status.success(), "{status}");
-    (wall, children_cpu() - cpu_before)
+    let (first, last) = *fork.state.span.lock().unwrap();
+    let (first, last) = (first.expect("a call"), last.expect("an answer"));
+    Timing {
+        wall: (ended - started).as_secs_f64(),
+        cpu: children_cpu() - cpu_before,
+        start: first - started,
+        exit: ended - last,
+    }
 }
 
 /// The same calls from a bare HTTP client (no spans, no store): the floor

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +25,9 @@ pub struct Fork {
     pub script: Mutex<VecDeque<u16>>,
     /// Every request body received, with its idempotency-key header.
     pub seen: Mutex<Vec<(Option<String>, Value)>>,
+    /// When the first request arrived and the last answer left (benchmarks
+    /// split a client's wall time with them); `None` until then.
+    pub span: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 pub struct FakeFork {
@@ -83,6 +86,7 @@ pub fn transcript(message: &str) -> Value {
 }
 
 async fn agent_run(State(fork): State<Arc<Fork>>, headers: HeaderMap, body: String) -> Response {
+    fork.span.lock().unwrap().0.get_or_insert_with(Instant::now);
     let secret = headers
         .get("x-openclaw-internal-secret")
         .and_then(|v| v.to_str().ok())
@@ -114,11 +118,13 @@ async fn agent_run(State(fork): State<Arc<Fork>>, headers: HeaderMap, body: Stri
         return err(400, "sessionKey and message required");
     }
     tokio::time::sleep(fork.latency).await;
-    Json(json!({
+    let answer = Json(json!({
         "ok": true,
         "responseText": format!("echo: {message}"),
         "runId": format!("run-{}", body["idempotencyKey"].as_str().unwrap_or("")),
         "messages": transcript(message),
     }))
-    .into_response()
+    .into_response();
+    fork.span.lock().unwrap().1 = Some(Instant::now());
+    answer
 }
