@@ -316,7 +316,7 @@ pub async fn collect(
                     let line = format!("{}: no reward: {e}", outcome.rollout_id);
                     match &bar {
                         Some(bar) => bar.println(line),
-                        None => eprintln!("{line}"),
+                        None => say(format!("{line}\n")),
                     }
                 }
                 scored += usize::from(!outcome.rewards.is_empty());
@@ -339,7 +339,7 @@ pub async fn collect(
                         bar.set_message(format!("ok {ok} failed {failed}"));
                         if outcome.error.is_some() { bar.println(line); }
                     }
-                    None => eprintln!("[{}/{todo}] {line}", ok + failed),
+                    None => say(format!("[{}/{todo}] {line}\n", ok + failed)),
                 }
                 if let Some(e) = &outcome.gateway_error {
                     if fatal(e) && fatal_error.is_none() {
@@ -409,6 +409,13 @@ impl Summary {
         }
         s
     }
+}
+
+/// Writes a finished line to stderr in one write (`eprintln!` makes one
+/// per piece of its format, six for a progress line).
+fn say(line: String) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Runs one task as a rollout.
