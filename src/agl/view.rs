@@ -631,33 +631,24 @@ impl FileWriter {
         let mut decoded = HashMap::new();
         let mut written = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
-        let files = batch.len();
-        let synced = std::thread::scope(|scope| {
-            let mut syncs = self.sync.then(|| Syncs::start(scope, files));
-            for (i, job) in batch.into_iter().enumerate() {
-                let file = self.write_tmp(&job, &mut decoded);
-                for pos in &job.rollout.records {
-                    if last_use.get(pos) == Some(&i) {
-                        decoded.remove(pos);
-                    }
-                }
-                match file {
-                    Ok((file, tmp, summary)) => {
-                        if let Some(syncs) = &mut syncs {
-                            syncs.add(file);
-                        }
-                        written.push((job, tmp, summary));
-                    }
-                    Err(e) => results.push(Done::of(job, Some(e))),
+        for (i, job) in batch.into_iter().enumerate() {
+            let file = self.write_tmp(&job, &mut decoded);
+            for pos in &job.rollout.records {
+                if last_use.get(pos) == Some(&i) {
+                    decoded.remove(pos);
                 }
             }
-            match syncs {
-                Some(syncs) => syncs.finish(),
-                None => written.iter().map(|_| Ok(())).collect(),
+            match file {
+                Ok(file) => written.push((job, file)),
+                Err(e) => results.push(Done::of(job, Some(e))),
             }
-        });
+        }
+        let synced = match self.sync {
+            true => sync_data_all(written.iter().map(|(_, (file, _, _))| file).collect()),
+            false => written.iter().map(|_| Ok(())).collect(),
+        };
         let mut renamed = Vec::with_capacity(written.len());
-        for ((job, tmp, summary), synced) in written.into_iter().zip(synced) {
+        for ((job, (_file, tmp, summary)), synced) in written.into_iter().zip(synced) {
             let target = self.traces_dir.join(&job.name);
             match synced.and_then(|()| std::fs::rename(&tmp, target)) {
                 Ok(()) => renamed.push((job, summary)),
@@ -727,76 +718,44 @@ const SYNC_THREADS: usize = 8;
 /// batch of two or three.
 const SYNCS_PER_THREAD: usize = 4;
 
-/// fdatasyncs a batch's files. With enough files, threads sync each file
-/// as soon as it is written, while the next ones are built, and several
-/// at a time: the disk takes their writes together and the file system
-/// covers them with fewer journal commits than one sync after another
-/// would need. A small batch is synced by the caller, at the end.
-struct Syncs<'scope> {
-    lanes: Vec<SyncLane<'scope>>,
-    /// Files the caller syncs itself (no thread, or a thread gone).
-    inline: Vec<(usize, std::fs::File)>,
-    added: usize,
+/// fdatasyncs the files, several at a time: the disk takes their writes
+/// together and the file system covers them with fewer journal commits than
+/// one sync after another would need. Results are in the files' order.
+fn sync_data_all(files: Vec<&std::fs::File>) -> Vec<io::Result<()>> {
+    let threads = (files.len() / SYNCS_PER_THREAD).clamp(1, SYNC_THREADS);
+    let mut results: Vec<Option<io::Result<()>>> = files.iter().map(|_| None).collect();
+    let sync_share = |t: usize| -> Vec<(usize, io::Result<()>)> {
+        (t..files.len())
+            .step_by(threads.max(1))
+            .map(|i| (i, files[i].sync_data()))
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let mut spawned = Vec::new();
+        for t in 1..threads {
+            let builder = std::thread::Builder::new().name("oclagl-sync".into());
+            match builder.spawn_scoped(scope, move || sync_share(t)) {
+                Ok(handle) => spawned.push(handle),
+                // No thread: this one syncs that share too.
+                Err(_) => record(&mut results, sync_share(t)),
+            }
+        }
+        record(&mut results, sync_share(0));
+        for handle in spawned {
+            if let Ok(done) = handle.join() {
+                record(&mut results, done);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(io::Error::other("the sync thread failed"))))
+        .collect()
 }
 
-/// A sync thread: files in (with their place in the batch), results out.
-type SyncLane<'scope> = (
-    std::sync::mpsc::Sender<(usize, std::fs::File)>,
-    std::thread::ScopedJoinHandle<'scope, Vec<(usize, io::Result<()>)>>,
-);
-
-impl<'scope> Syncs<'scope> {
-    fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, files: usize) -> Self {
-        let threads = match files / SYNCS_PER_THREAD {
-            0 | 1 => 0,
-            n => n.min(SYNC_THREADS),
-        };
-        let mut lanes = Vec::new();
-        for _ in 0..threads {
-            let (tx, rx) = std::sync::mpsc::channel::<(usize, std::fs::File)>();
-            let builder = std::thread::Builder::new().name("oclagl-sync".into());
-            let sync = move || rx.into_iter().map(|(i, f)| (i, f.sync_data())).collect();
-            match builder.spawn_scoped(scope, sync) {
-                Ok(handle) => lanes.push((tx, handle)),
-                // Fewer threads (or none): the others, or the caller, sync.
-                Err(_) => break,
-            }
-        }
-        Syncs {
-            lanes,
-            inline: Vec::new(),
-            added: 0,
-        }
-    }
-
-    fn add(&mut self, file: std::fs::File) {
-        let i = self.added;
-        self.added += 1;
-        let sent = match self.lanes.get(i % self.lanes.len().max(1)) {
-            Some((lane, _)) => lane.send((i, file)).map_err(|e| e.0 .1),
-            None => Err(file),
-        };
-        if let Err(file) = sent {
-            self.inline.push((i, file));
-        }
-    }
-
-    /// Every file's result, in the order they were added.
-    fn finish(self) -> Vec<io::Result<()>> {
-        let mut results: Vec<Option<io::Result<()>>> = (0..self.added).map(|_| None).collect();
-        for (i, file) in self.inline {
-            results[i] = Some(file.sync_data());
-        }
-        for (lane, handle) in self.lanes {
-            drop(lane);
-            for (i, r) in handle.join().unwrap_or_default() {
-                results[i] = Some(r);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("the sync thread failed"))))
-            .collect()
+fn record(results: &mut [Option<io::Result<()>>], done: Vec<(usize, io::Result<()>)>) {
+    for (i, r) in done {
+        results[i] = Some(r);
     }
 }
 
@@ -940,14 +899,12 @@ mod tests {
     fn batch_syncs_answer_once_for_every_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         for n in [0, 1, 3, SYNC_THREADS * SYNCS_PER_THREAD * 2 + 1] {
-            let results = std::thread::scope(|scope| {
-                let mut syncs = Syncs::start(scope, n);
-                for i in 0..n {
-                    let path = dir.path().join(format!("{n}-{i}"));
-                    syncs.add(std::fs::File::create(path).expect("create"));
-                }
-                syncs.finish()
-            });
+            let files: Vec<std::fs::File> = (0..n)
+                .map(|i| {
+                    std::fs::File::create(dir.path().join(format!("{n}-{i}"))).expect("create")
+                })
+                .collect();
+            let results = sync_data_all(files.iter().collect());
             assert_eq!(results.len(), n);
             assert!(results.iter().all(|r| r.is_ok()));
         }
