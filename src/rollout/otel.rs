@@ -7,7 +7,6 @@
 //! single command still leaves `traces/`; the SDK then hands its batches to
 //! the store directly ([`InProcess`]), with no OTLP round trip.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,6 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::ingest::Ingest;
 use crate::serve::{serve, ServeArgs, ServeError};
@@ -63,7 +61,7 @@ pub struct LocalSidecar {
     /// Its intake, for spans made in this process.
     pub ingest: Arc<Ingest>,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), ServeError>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
 impl LocalSidecar {
@@ -126,8 +124,6 @@ impl LocalSidecar {
 pub struct Telemetry {
     provider: SdkTracerProvider,
     sidecar: Option<LocalSidecar>,
-    /// The in-process exports not yet known to be stored.
-    in_flight: Option<InFlight>,
     /// Where spans are sent, for messages to the user.
     pub destination: String,
 }
@@ -152,7 +148,7 @@ impl Telemetry {
     pub async fn start(local: &LocalStore) -> Result<Telemetry, TelemetryError> {
         let configured = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let (processor, sidecar, in_flight, destination) = match configured {
+        let (processor, sidecar, destination) = match configured {
             Some(endpoint) => {
                 let protocol = protocol()?;
                 let builder = opentelemetry_otlp::SpanExporter::builder();
@@ -161,21 +157,17 @@ impl Telemetry {
                     _ => builder.with_http().with_protocol(protocol).build(),
                 }
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-                (batch(exporter), None, None, endpoint)
+                (batch(exporter), None, endpoint)
             }
             None => {
                 let sidecar = LocalSidecar::start(local).await?;
-                let in_flight = InFlight::default();
                 let exporter = InProcess {
                     ingest: Mutex::new(Some(sidecar.ingest.clone())),
                     resource: ResourceAttributesWithSchema::default(),
-                    runtime: tokio::runtime::Handle::current(),
-                    in_flight: in_flight.clone(),
                 };
                 (
                     batch(exporter),
                     Some(sidecar),
-                    Some(in_flight),
                     format!(
                         "{} (in-process store {})",
                         local.traces_dir.display(),
@@ -195,7 +187,6 @@ impl Telemetry {
         Ok(Telemetry {
             provider,
             sidecar,
-            in_flight,
             destination,
         })
     }
@@ -204,9 +195,8 @@ impl Telemetry {
         self.provider.tracer("oclagl")
     }
 
-    /// Flushes every span (stored, with the in-process sidecar), then stops
-    /// the in-process sidecar (which writes every pending trace file).
-    /// Returns the first error met.
+    /// Flushes every span, then stops the in-process sidecar (which writes
+    /// every pending trace file). Returns the first error met.
     pub async fn shutdown(self) -> Result<(), TelemetryError> {
         let provider = self.provider;
         let flushed = tokio::task::spawn_blocking(move || {
@@ -220,11 +210,6 @@ impl Telemetry {
             Ok(Err(e)) => Err(TelemetryError::Exporter(format!("flushing spans: {e}"))),
             Err(e) => Err(TelemetryError::Exporter(e.to_string())),
         };
-        if let Some(in_flight) = self.in_flight {
-            if let Err(e) = in_flight.wait_all().await {
-                result = result.and(Err(TelemetryError::Exporter(format!("storing spans: {e}"))));
-            }
-        }
         if let Some(sidecar) = self.sidecar {
             if let Err(e) = sidecar.stop().await {
                 result = result.and(Err(e.into()));
@@ -263,80 +248,11 @@ fn batch<E: SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
 
 /// Hands the SDK's batches to the in-process sidecar's intake: validated and
 /// stored exactly as an OTLP export would be, without encoding, a socket and
-/// an HTTP server in between. The SDK exports one batch at a time; here a
-/// batch's store sync overlaps the next batches (up to [`IN_FLIGHT`]), so
-/// batches that leave together, as all do at exit, share one sync.
+/// an HTTP server in between.
 struct InProcess {
     /// Let go at shutdown, so that the store can close.
     ingest: Mutex<Option<Arc<Ingest>>>,
     resource: ResourceAttributesWithSchema,
-    /// The SDK calls `export` from its own thread: exports run here.
-    runtime: tokio::runtime::Handle,
-    in_flight: InFlight,
-}
-
-/// Batches handed to the store at once, at most: a bound on the memory
-/// of spans not yet stored.
-const IN_FLIGHT: usize = 8;
-
-/// In-process exports under way, oldest first, and the first that failed.
-#[derive(Clone, Default)]
-struct InFlight(Arc<Mutex<Exports>>);
-
-#[derive(Default)]
-struct Exports {
-    running: VecDeque<JoinHandle<OTelSdkResult>>,
-    failed: Option<String>,
-}
-
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Exports> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds an export; first waits for the oldest ones while [`IN_FLIGHT`]
-    /// run, or while the oldest has ended. Returns the failure of one that
-    /// it waited for (the SDK logs it; [`Self::wait_all`] reports it too).
-    async fn push(&self, export: JoinHandle<OTelSdkResult>) -> OTelSdkResult {
-        let mut result = Ok(());
-        loop {
-            let oldest = {
-                let mut exports = self.lock();
-                let full = exports.running.len() >= IN_FLIGHT;
-                if !full && !exports.running.front().is_some_and(|h| h.is_finished()) {
-                    exports.running.push_back(export);
-                    return result;
-                }
-                exports.running.pop_front()
-            };
-            if let Some(oldest) = oldest {
-                result = result.and(self.ended(oldest.await));
-            }
-        }
-    }
-
-    /// Waits for every export; the first failure of all, if any.
-    async fn wait_all(&self) -> OTelSdkResult {
-        loop {
-            let oldest = self.lock().running.pop_front();
-            let Some(oldest) = oldest else {
-                break;
-            };
-            let _ = self.ended(oldest.await);
-        }
-        match self.lock().failed.take() {
-            Some(e) => Err(OTelSdkError::InternalFailure(e)),
-            None => Ok(()),
-        }
-    }
-
-    fn ended(&self, joined: Result<OTelSdkResult, tokio::task::JoinError>) -> OTelSdkResult {
-        let result = joined.unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(e.to_string())));
-        if let Err(e) = &result {
-            self.lock().failed.get_or_insert_with(|| e.to_string());
-        }
-        result
-    }
 }
 
 impl std::fmt::Debug for InProcess {
@@ -356,17 +272,14 @@ impl SpanExporter for InProcess {
         let request = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
         };
-        let export = self.runtime.spawn(async move {
-            let accepted = ingest
-                .export(request, None)
-                .await
-                .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
-            if accepted.rejected_spans > 0 {
-                return Err(OTelSdkError::InternalFailure(accepted.error_message));
-            }
-            Ok(())
-        });
-        self.in_flight.push(export).await
+        let accepted = ingest
+            .export(request, None)
+            .await
+            .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        if accepted.rejected_spans > 0 {
+            return Err(OTelSdkError::InternalFailure(accepted.error_message));
+        }
+        Ok(())
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
@@ -376,58 +289,5 @@ impl SpanExporter for InProcess {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.into();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An export that ends when `gate` opens.
-    fn export(fails: bool, gate: &tokio::sync::watch::Sender<bool>) -> JoinHandle<OTelSdkResult> {
-        let mut gate = gate.subscribe();
-        tokio::spawn(async move {
-            let _ = gate.wait_for(|open| *open).await;
-            match fails {
-                true => Err(OTelSdkError::InternalFailure("disk full".into())),
-                false => Ok(()),
-            }
-        })
-    }
-
-    #[tokio::test]
-    async fn exports_overlap_up_to_the_bound_and_a_failure_is_reported_at_the_end() {
-        let in_flight = InFlight::default();
-        let (closed, open) = (
-            tokio::sync::watch::channel(false).0,
-            tokio::sync::watch::channel(true).0,
-        );
-        // Exports that cannot end yet pile up to the bound without waiting...
-        for _ in 0..IN_FLIGHT {
-            let push = in_flight.push(export(false, &closed));
-            let pushed = tokio::time::timeout(Duration::from_secs(10), push).await;
-            assert!(pushed.expect("no wait below the bound").is_ok());
-        }
-        assert_eq!(in_flight.lock().running.len(), IN_FLIGHT);
-        // ...one more waits for the oldest (and takes every ended one).
-        let push = in_flight.push(export(true, &open));
-        tokio::pin!(push);
-        assert!(tokio::time::timeout(Duration::from_millis(50), &mut push)
-            .await
-            .is_err());
-        closed.send_replace(true);
-        assert!(push.await.is_ok());
-        assert_eq!(in_flight.lock().running.len(), 1);
-        // The next export hears of the failure (the SDK logs it)...
-        tokio::task::yield_now().await;
-        while !in_flight.lock().running[0].is_finished() {
-            tokio::task::yield_now().await;
-        }
-        assert!(in_flight.push(export(false, &open)).await.is_err());
-        // ...and the end reports it again, for the command's exit code.
-        let failure = in_flight.wait_all().await.expect_err("the failed export");
-        assert!(failure.to_string().contains("disk full"), "{failure}");
-        assert!(in_flight.lock().running.is_empty());
-        assert!(in_flight.wait_all().await.is_ok(), "reported once");
     }
 }
