@@ -322,6 +322,58 @@ async fn run_and_collect_export_through_otlp_to_a_running_sidecar() {
     assert!(span_ids(&files).len() >= 10);
 }
 
+/// An OTLP endpoint that refuses its first export and takes the rest.
+async fn flaky_collector() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move || {
+            let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                match first {
+                    true => axum::http::StatusCode::BAD_REQUEST,
+                    false => axum::http::StatusCode::OK,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_an_endpoint_refused_fail_the_command() {
+    let fork = FakeFork::start(SECRET, Duration::from_millis(100)).await;
+    let (endpoint, calls) = flaky_collector().await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("prompts.txt"), "one\ntwo\nthree\n").unwrap();
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        // Each rollout's spans leave while the next one runs.
+        ("OTEL_BSP_SCHEDULE_DELAY", "10"),
+    ];
+    let out = run_oclagl(tmp.path(), &env, &["collect", "--concurrency", "1"]).await;
+    let (_, stderr) = text(&out);
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "{stderr}"
+    );
+    // The rollouts succeeded, but the first export's spans are lost: the
+    // command must not end as if every span had been delivered.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("could not be exported") && stderr.contains(&endpoint),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_flushes_and_records_interrupted_rollouts() {
     let fork = FakeFork::start(SECRET, Duration::from_secs(30)).await;

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ pub enum TelemetryError {
     Exporter(String),
     #[error("cannot start the in-process sidecar: {0}")]
     Sidecar(#[from] ServeError),
+    #[error("{spans} span(s) could not be exported to {destination} and are lost: {error}")]
+    Undelivered {
+        spans: u64,
+        destination: String,
+        error: String,
+    },
 }
 
 /// Where rollouts are stored when no OTLP endpoint is configured (the
@@ -124,6 +131,7 @@ impl LocalSidecar {
 pub struct Telemetry {
     provider: SdkTracerProvider,
     sidecar: Option<LocalSidecar>,
+    undelivered: Arc<Undelivered>,
     /// Where spans are sent, for messages to the user.
     pub destination: String,
 }
@@ -148,6 +156,7 @@ impl Telemetry {
     pub async fn start(local: &LocalStore) -> Result<Telemetry, TelemetryError> {
         let configured = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let undelivered = Arc::new(Undelivered::default());
         let (processor, sidecar, destination) = match configured {
             Some(endpoint) => {
                 let protocol = protocol()?;
@@ -157,7 +166,7 @@ impl Telemetry {
                     _ => builder.with_http().with_protocol(protocol).build(),
                 }
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-                (batch(exporter), None, endpoint)
+                (batch(exporter, undelivered.clone()), None, endpoint)
             }
             None => {
                 let sidecar = LocalSidecar::start(local).await?;
@@ -166,7 +175,7 @@ impl Telemetry {
                     resource: ResourceAttributesWithSchema::default(),
                 };
                 (
-                    batch(exporter),
+                    batch(exporter, undelivered.clone()),
                     Some(sidecar),
                     format!(
                         "{} (in-process store {})",
@@ -187,6 +196,7 @@ impl Telemetry {
         Ok(Telemetry {
             provider,
             sidecar,
+            undelivered,
             destination,
         })
     }
@@ -210,6 +220,16 @@ impl Telemetry {
             Ok(Err(e)) => Err(TelemetryError::Exporter(format!("flushing spans: {e}"))),
             Err(e) => Err(TelemetryError::Exporter(e.to_string())),
         };
+        let spans = self.undelivered.spans.load(Ordering::Relaxed);
+        if spans > 0 {
+            let error = self.undelivered.first_error.lock();
+            let error = error.unwrap_or_else(|p| p.into_inner()).clone();
+            result = Err(TelemetryError::Undelivered {
+                spans,
+                destination: self.destination.clone(),
+                error: error.unwrap_or_default(),
+            });
+        }
         if let Some(sidecar) = self.sidecar {
             if let Err(e) = sidecar.stop().await {
                 result = result.and(Err(e.into()));
@@ -222,7 +242,10 @@ impl Telemetry {
 /// The SDK's batching, with defaults for rollouts; the standard
 /// `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` and
 /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` override them.
-fn batch<E: SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
+fn batch<E: SpanExporter + 'static>(
+    exporter: E,
+    undelivered: Arc<Undelivered>,
+) -> BatchSpanProcessor {
     // The SDK allocates and touches the whole queue up front (352 bytes a
     // span): 8,192 spans are minutes of rollouts at any real gateway's pace,
     // where 65,536 cost 23 MiB and a measurable share of a short command's
@@ -241,9 +264,55 @@ fn batch<E: SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
     if env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
         config = config.with_max_export_batch_size(64);
     }
+    let exporter = Noting {
+        inner: exporter,
+        undelivered,
+    };
     BatchSpanProcessor::builder(exporter)
         .with_batch_config(config.build())
         .build()
+}
+
+/// Spans the exporter could not deliver. The SDK drops a batch whose export
+/// failed and, built without its internal logs, says nothing: the command
+/// reports them when it ends instead of exiting as if all were stored.
+#[derive(Debug, Default)]
+struct Undelivered {
+    spans: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+/// An exporter that notes in [`Undelivered`] what it could not deliver.
+#[derive(Debug)]
+struct Noting<E> {
+    inner: E,
+    undelivered: Arc<Undelivered>,
+}
+
+impl<E: SpanExporter> SpanExporter for Noting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            self.undelivered.spans.fetch_add(spans, Ordering::Relaxed);
+            let mut first = self.undelivered.first_error.lock();
+            let first = first.as_mut().unwrap_or_else(|p| p.get_mut());
+            first.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// Hands the SDK's batches to the in-process sidecar's intake: validated and
