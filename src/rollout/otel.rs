@@ -275,11 +275,34 @@ fn batch<E: SpanExporter + 'static>(
 
 /// Spans the exporter could not deliver. The SDK drops a batch whose export
 /// failed and, built without its internal logs, says nothing: the command
-/// reports them when it ends instead of exiting as if all were stored.
+/// reports them when it ends instead of exiting as if all were stored, and a
+/// long-running one (`bridge`) warns as they happen.
 #[derive(Debug, Default)]
 struct Undelivered {
     spans: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// When the last warning went out, and the spans lost since.
+    warned: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+/// At most one warning about lost spans per this long.
+const LOSS_REPORT: Duration = Duration::from_secs(10);
+
+impl Undelivered {
+    fn note(&self, spans: u64, error: &dyn std::fmt::Display) {
+        self.spans.fetch_add(spans, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert_with(|| error.to_string());
+        drop(first);
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, since) = &mut *warned;
+        *since += spans;
+        if at.is_none_or(|at| at.elapsed() >= LOSS_REPORT) {
+            tracing::warn!(spans = *since, %error, "spans could not be exported and are lost");
+            *at = Some(std::time::Instant::now());
+            *since = 0;
+        }
+    }
 }
 
 /// An exporter that notes in [`Undelivered`] what it could not deliver.
@@ -294,10 +317,7 @@ impl<E: SpanExporter> SpanExporter for Noting<E> {
         let spans = batch.len() as u64;
         let result = self.inner.export(batch).await;
         if let Err(e) = &result {
-            self.undelivered.spans.fetch_add(spans, Ordering::Relaxed);
-            let mut first = self.undelivered.first_error.lock();
-            let first = first.as_mut().unwrap_or_else(|p| p.get_mut());
-            first.get_or_insert_with(|| e.to_string());
+            self.undelivered.note(spans, e);
         }
         result
     }
@@ -358,5 +378,24 @@ impl SpanExporter for InProcess {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_spans_are_counted_and_warned_about_at_most_once_per_period() {
+        let lost = Undelivered::default();
+        lost.note(3, &"HTTP 400");
+        lost.note(2, &"HTTP 503");
+        assert_eq!(lost.spans.load(Ordering::Relaxed), 5);
+        let first = lost.first_error.lock().unwrap().clone();
+        assert_eq!(first.as_deref(), Some("HTTP 400"));
+        // The first loss was reported; the second waits for the next period.
+        let (at, since) = *lost.warned.lock().unwrap();
+        assert!(at.is_some());
+        assert_eq!(since, 2);
     }
 }
