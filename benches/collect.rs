@@ -106,7 +106,7 @@ impl Timing {
 /// Runs the command to its end against the fake gateway.
 async fn timed(mut command: Command, fork: &fake_fork::FakeFork) -> Timing {
     command.stdout(Stdio::null()).stderr(Stdio::null());
-    *fork.state.span.lock().unwrap() = (None, None);
+    *fork.state.busy.lock().unwrap() = (None, None);
     let cpu_before = children_cpu();
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || command.status())
@@ -115,7 +115,7 @@ async fn timed(mut command: Command, fork: &fake_fork::FakeFork) -> Timing {
         .expect("run the command");
     let ended = Instant::now();
     assert!(status.success(), "{status}");
-    let (first, last) = *fork.state.span.lock().unwrap();
+    let (first, last) = *fork.state.busy.lock().unwrap();
     let (first, last) = (first.expect("a call"), last.expect("an answer"));
     Timing {
         wall: (ended - started).as_secs_f64(),

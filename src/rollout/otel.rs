@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -220,14 +219,12 @@ impl Telemetry {
             Ok(Err(e)) => Err(TelemetryError::Exporter(format!("flushing spans: {e}"))),
             Err(e) => Err(TelemetryError::Exporter(e.to_string())),
         };
-        let spans = self.undelivered.spans.load(Ordering::Relaxed);
-        if spans > 0 {
-            let error = self.undelivered.first_error.lock();
-            let error = error.unwrap_or_else(|p| p.into_inner()).clone();
+        let losses = std::mem::take(&mut *self.undelivered.lock());
+        if losses.spans > 0 {
             result = Err(TelemetryError::Undelivered {
-                spans,
+                spans: losses.spans,
                 destination: self.destination.clone(),
-                error: error.unwrap_or_default(),
+                error: losses.first_error.unwrap_or_default(),
             });
         }
         if let Some(sidecar) = self.sidecar {
@@ -278,29 +275,37 @@ fn batch<E: SpanExporter + 'static>(
 /// reports them when it ends instead of exiting as if all were stored, and a
 /// long-running one (`bridge`) warns as they happen.
 #[derive(Debug, Default)]
-struct Undelivered {
-    spans: AtomicU64,
-    first_error: Mutex<Option<String>>,
-    /// When the last warning went out, and the spans lost since.
-    warned: Mutex<(Option<std::time::Instant>, u64)>,
+struct Undelivered(Mutex<Losses>);
+
+#[derive(Debug, Default)]
+struct Losses {
+    spans: u64,
+    first_error: Option<String>,
+    warned_at: Option<std::time::Instant>,
+    since_warning: u64,
 }
 
 /// At most one warning about lost spans per this long.
 const LOSS_REPORT: Duration = Duration::from_secs(10);
 
 impl Undelivered {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Losses> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn note(&self, spans: u64, error: &dyn std::fmt::Display) {
-        self.spans.fetch_add(spans, Ordering::Relaxed);
-        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert_with(|| error.to_string());
-        drop(first);
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, since) = &mut *warned;
-        *since += spans;
-        if at.is_none_or(|at| at.elapsed() >= LOSS_REPORT) {
-            tracing::warn!(spans = *since, %error, "spans could not be exported and are lost");
-            *at = Some(std::time::Instant::now());
-            *since = 0;
+        let mut losses = self.lock();
+        losses.spans += spans;
+        losses.first_error.get_or_insert_with(|| error.to_string());
+        losses.since_warning += spans;
+        if losses
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= LOSS_REPORT)
+        {
+            let spans = losses.since_warning;
+            tracing::warn!(spans, %error, "spans could not be exported and are lost");
+            losses.warned_at = Some(std::time::Instant::now());
+            losses.since_warning = 0;
         }
     }
 }
@@ -390,12 +395,11 @@ mod tests {
         let lost = Undelivered::default();
         lost.note(3, &"HTTP 400");
         lost.note(2, &"HTTP 503");
-        assert_eq!(lost.spans.load(Ordering::Relaxed), 5);
-        let first = lost.first_error.lock().unwrap().clone();
-        assert_eq!(first.as_deref(), Some("HTTP 400"));
+        let losses = lost.lock();
+        assert_eq!(losses.spans, 5);
+        assert_eq!(losses.first_error.as_deref(), Some("HTTP 400"));
         // The first loss was reported; the second waits for the next period.
-        let (at, since) = *lost.warned.lock().unwrap();
-        assert!(at.is_some());
-        assert_eq!(since, 2);
+        assert!(losses.warned_at.is_some());
+        assert_eq!(losses.since_warning, 2);
     }
 }

@@ -27,7 +27,7 @@ pub struct Fork {
     pub seen: Mutex<Vec<(Option<String>, Value)>>,
     /// When the first request arrived and the last answer left (benchmarks
     /// split a client's wall time with them); `None` until then.
-    pub span: Mutex<(Option<Instant>, Option<Instant>)>,
+    pub busy: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 pub struct FakeFork {
@@ -86,7 +86,7 @@ pub fn transcript(message: &str) -> Value {
 }
 
 async fn agent_run(State(fork): State<Arc<Fork>>, headers: HeaderMap, body: String) -> Response {
-    fork.span.lock().unwrap().0.get_or_insert_with(Instant::now);
+    fork.busy.lock().unwrap().0.get_or_insert_with(Instant::now);
     let secret = headers
         .get("x-openclaw-internal-secret")
         .and_then(|v| v.to_str().ok())
@@ -125,6 +125,6 @@ async fn agent_run(State(fork): State<Arc<Fork>>, headers: HeaderMap, body: Stri
         "messages": transcript(message),
     }))
     .into_response();
-    fork.span.lock().unwrap().1 = Some(Instant::now());
+    fork.busy.lock().unwrap().1 = Some(Instant::now());
     answer
 }
