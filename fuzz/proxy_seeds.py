@@ -1,6 +1,6 @@
 """Seeds of the proxy_sse fuzz target: OpenAI chat and Responses bodies, as
 JSON and as event streams, each behind the target's mode byte (bit 0: the
-Responses API, bit 1: an event stream). Run by fuzz/seeds.sh."""
+Responses API, bit 1: an event stream, bit 2: the whole call recorded). Run by fuzz/seeds.sh."""
 
 import json
 import os
@@ -48,8 +48,14 @@ def main(out):
         {"type": "function_call", "call_id": "fc_1", "name": "ls", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "fc_1", "output": "a.txt"}],
         "tools": [{"type": "function", "name": "ls", "parameters": {"type": "object"}}]}
+    # What `fuzz/run.sh 300` found: a tool-call index that made the
+    # reassembly push empty objects until memory ran out.
+    huge_index = chunk({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 8888888888881, "id": "call_1", "function": {"name": "ls", "arguments": "{}"}}]}}]})
     seeds = {
         "chat-stream": (2, chat),
+        "chat-stream-huge-index": (2, huge_index),
+        "chat-call-recorded": (6, chat),
         "chat-json": (0, json.dumps(plain)),
         "chat-request": (0, json.dumps(request)),
         "responses-stream": (3, stream),

@@ -1,15 +1,22 @@
-//! The LLM proxy's reading of model calls (`ingest::proxy::openai`): a
-//! response body as JSON or as a server-sent event stream reassembled into
-//! one answer (chat completion chunks, Responses API events), and a request
-//! body, for both APIs.
+//! The LLM proxy's recording of model calls (`ingest::proxy`): a response
+//! body as JSON or as a server-sent event stream reassembled into one answer
+//! (chat completion chunks, Responses API events), a request body, for both
+//! APIs, and the whole call turned into its span (`span::Call::record`).
 //!
-//! The first input byte picks the API (bit 0) and whether the response is an
-//! event stream (bit 1); the rest is the body. What it looks for: panics,
-//! overflows and memory errors on any input (the readers return `Malformed`).
+//! The first input byte picks the API (bit 0), whether the response is an
+//! event stream (bit 1), and whether the whole call is recorded with the
+//! input as both its bodies (bit 2); the rest is the body. What it looks for:
+//! panics, overflows, memory errors, and allocations an upstream can size
+//! (an index, a count): the readers return `Malformed` instead, within a
+//! parse budget as small as a tight `--llm-record-max` gives.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use oclagl::ingest::proxy::openai::{model_of, request, response, Api};
+use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR, UNREADABLE};
+
+/// The parse budget of a 256 KiB recording cap.
+const BUDGET: usize = PARSE_BUDGET_FACTOR * (256 << 10);
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, body)) = data.split_first() else {
@@ -20,7 +27,36 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Api::Responses
     };
-    let _ = response(api, body, mode & 2 != 0);
-    let _ = request(api, body);
-    let _ = model_of(body);
+    let event_stream = mode & 2 != 0;
+    if mode & 4 == 0 {
+        let _ = response(api, body, event_stream, BUDGET);
+        let _ = request(api, body, BUDGET);
+        let _ = model_of(body);
+        return;
+    }
+    let captured = Captured {
+        bytes: body.to_vec(),
+        truncated: false,
+    };
+    let call = Call {
+        api,
+        trace_id: [1; 16],
+        span_id: [2; 8],
+        parent_span_id: None,
+        start_unix_nano: 1,
+        end_unix_nano: 2,
+        upstream: "http://127.0.0.1:9/v1".into(),
+        path: "/v1/chat/completions".into(),
+        status: Some(200),
+        event_stream,
+        request: captured.clone(),
+        response: captured,
+        end: End::Complete,
+    };
+    let (export, unreadable) = call.record(BUDGET);
+    let span = &export.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        span.attributes.iter().any(|kv| kv.key == UNREADABLE),
+        unreadable.is_some()
+    );
 });

@@ -57,6 +57,8 @@ pub struct Counters {
     pub failed_requests: AtomicU64,
     pub metrics_requests: AtomicU64,
     pub logs_requests: AtomicU64,
+    /// Model calls the LLM proxy recorded without their conversation.
+    pub unrecorded_llm_calls: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +95,12 @@ impl Counters {
                 "oclagl_receiver_logs_requests_total",
                 "OTLP logs requests (counted, not stored).",
                 &self.logs_requests,
+            ),
+            (
+                "oclagl_llm_proxy_unrecorded_calls_total",
+                "Model calls recorded without their conversation (bodies unreadable, \
+                 too large to read, or reading them failed); oclagl.llm_proxy.unreadable says why.",
+                &self.unrecorded_llm_calls,
             ),
         ];
         for (name, help, value) in series {

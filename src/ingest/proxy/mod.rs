@@ -177,13 +177,16 @@ struct Recorder {
     queue: std::sync::mpsc::SyncSender<Call>,
     ingest: Arc<Ingest>,
     runtime: tokio::runtime::Handle,
+    /// What reading one body may take (see [`span::PARSE_BUDGET_FACTOR`]).
+    budget: usize,
 }
 
 impl Recorder {
     /// Starts the recorder thread; it ends when the last handle is dropped.
-    fn start(ingest: Arc<Ingest>) -> Result<Recorder, ProxyError> {
+    fn start(ingest: Arc<Ingest>, record_max: usize) -> Result<Recorder, ProxyError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| ProxyError::Recorder(e.to_string()))?;
+        let budget = record_max.saturating_mul(span::PARSE_BUDGET_FACTOR);
         let (queue, calls) = std::sync::mpsc::sync_channel::<Call>(RECORDER_QUEUE);
         let (store, handle) = (ingest.clone(), runtime.clone());
         std::thread::Builder::new()
@@ -204,7 +207,7 @@ impl Recorder {
                     let batch: Vec<_> = std::iter::once(first)
                         .chain(std::iter::from_fn(|| calls.try_recv().ok()))
                         .take(RECORDER_BATCH)
-                        .map(|call| store_export(&store, call.to_export()))
+                        .map(|call| store_export(&store, record(&store, &call, budget)))
                         .collect();
                     handle.block_on(futures_util::future::join_all(batch));
                 }
@@ -214,6 +217,7 @@ impl Recorder {
             queue,
             ingest,
             runtime,
+            budget,
         })
     }
 
@@ -223,11 +227,34 @@ impl Recorder {
                 std::sync::mpsc::TrySendError::Full(c)
                 | std::sync::mpsc::TrySendError::Disconnected(c) => c,
             };
-            let ingest = self.ingest.clone();
-            self.runtime
-                .spawn(async move { store_export(&ingest, call.to_export()).await });
+            let (ingest, budget) = (self.ingest.clone(), self.budget);
+            self.runtime.spawn(async move {
+                let export = record(&ingest, &call, budget);
+                store_export(&ingest, export).await
+            });
         }
     }
+}
+
+/// A call's span; one recorded without its conversation is counted and
+/// logged (once: the span carries the reason too).
+fn record(
+    ingest: &Ingest,
+    call: &Call,
+    budget: usize,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    let (export, unreadable) = call.record(budget);
+    if let Some(why) = unreadable {
+        ingest
+            .counters
+            .unrecorded_llm_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            trace_id = %hex::encode(call.trace_id),
+            "LLM call recorded without its conversation: {why}"
+        );
+    }
+    export
 }
 
 async fn store_export(
@@ -286,7 +313,7 @@ pub fn new(ingest: Arc<Ingest>, config: ProxyConfig) -> Result<LlmProxy, ProxyEr
         by_model: targets.iter().any(|t| t.upstream.prefix.is_some()),
         targets,
         record_max: config.record_max,
-        recorder: Recorder::start(ingest)?,
+        recorder: Recorder::start(ingest, config.record_max)?,
     })))
 }
 

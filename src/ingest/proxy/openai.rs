@@ -63,13 +63,58 @@ pub fn model_of(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Named>(body).ok().map(|n| n.model)
 }
 
-fn json(body: &[u8], what: &str) -> Result<Value, Malformed> {
+/// The most tool calls, or choices, one answer may hold: a stream's `index`
+/// at or past it is no real answer's, and is refused rather than made room
+/// for.
+pub const MAX_INDEX: u64 = 1024;
+
+/// What one JSON value of a parse tree may take at most: the value itself,
+/// and, in an object, its key and the map's entry around them.
+const VALUE_COST: usize =
+    std::mem::size_of::<Value>() + std::mem::size_of::<String>() + 4 * std::mem::size_of::<usize>();
+
+/// An upper bound of the values a JSON text holds: every value but the first
+/// follows a `[`, `{`, `,` or `:` outside strings.
+fn json_values(text: &[u8]) -> usize {
+    let (mut values, mut in_string, mut escaped) = (1, false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' | b':' => values += 1,
+                _ => {}
+            }
+        }
+    }
+    values
+}
+
+/// Parses one JSON document whose parse tree fits in `budget` bytes (checked
+/// before anything is built: a body of small values can take tens of times
+/// its size as a tree).
+fn json(body: &[u8], what: &str, budget: usize) -> Result<Value, Malformed> {
+    let values = json_values(body);
+    let cost = values.saturating_mul(VALUE_COST).saturating_add(body.len());
+    if cost > budget {
+        return Err(Malformed(format!(
+            "the {what} holds up to {values} JSON values, more than the {budget} bytes \
+             a recording may spend reading one body can hold"
+        )));
+    }
     serde_json::from_slice(body).map_err(|e| Malformed(format!("the {what} is not JSON: {e}")))
 }
 
-/// Reads a request body.
-pub fn request(api: Api, body: &[u8]) -> Result<Request, Malformed> {
-    let body = json(body, "request")?;
+/// Reads a request body; its parse tree may take `budget` bytes.
+pub fn request(api: Api, body: &[u8], budget: usize) -> Result<Request, Malformed> {
+    let body = json(body, "request", budget)?;
     let obj = object(&body, "the request")?;
     let mut out = Request {
         model: opt_str(obj, "model", "the request")?,
@@ -244,51 +289,79 @@ fn items_to_messages(items: &[Value], what: &str, out: &mut Vec<Message>) -> Res
     Ok(())
 }
 
-/// Reads a response body, JSON or an event stream.
-pub fn response(api: Api, body: &[u8], event_stream: bool) -> Result<Response, Malformed> {
-    let value = match (api, event_stream) {
-        (Api::Chat, true) => merge_chunks(&sse_data(body)?)?,
-        (Api::Responses, true) => last_response_event(&sse_data(body)?)?,
-        (_, false) => json(body, "response")?,
-    };
-    match api {
-        Api::Chat => chat_response(&value),
-        Api::Responses => responses_response(&value),
+/// Reads a response body, JSON or an event stream. Each parse tree (the
+/// body's, or one event's) may take `budget` bytes; a stream is folded event
+/// by event into the answer, which keeps only what the answer says, so the
+/// fold takes about the size of the text it holds.
+pub fn response(
+    api: Api,
+    body: &[u8],
+    event_stream: bool,
+    budget: usize,
+) -> Result<Response, Malformed> {
+    match (api, event_stream) {
+        (Api::Chat, true) => {
+            let mut stream = ChatStream::default();
+            for_each_event(body, budget, |n, event| stream.add(n, event))?;
+            stream.finish()
+        }
+        (Api::Responses, true) => {
+            // The last event that carries the whole response
+            // (`response.completed`, `.incomplete` or `.failed`).
+            let mut last = None;
+            for_each_event(body, budget, |_, mut event| {
+                if let Some(r) = event
+                    .get_mut("response")
+                    .filter(|r| r.get("output").is_some())
+                {
+                    last = Some(r.take());
+                }
+                Ok(())
+            })?;
+            let last =
+                last.ok_or_else(|| Malformed("the event stream has no final response".into()))?;
+            responses_response(&last)
+        }
+        (Api::Chat, false) => chat_response(&json(body, "response", budget)?),
+        (Api::Responses, false) => responses_response(&json(body, "response", budget)?),
     }
 }
 
-/// The `data` payloads of an event stream, up to `[DONE]`.
-fn sse_data(body: &[u8]) -> Result<Vec<Value>, Malformed> {
+/// Hands each `data` payload of an event stream, parsed, to `f` with its
+/// number, up to `[DONE]`.
+fn for_each_event(
+    body: &[u8],
+    budget: usize,
+    mut f: impl FnMut(usize, Value) -> Result<(), Malformed>,
+) -> Result<(), Malformed> {
     let text =
         std::str::from_utf8(body).map_err(|_| Malformed("the event stream is not UTF-8".into()))?;
-    let mut out = Vec::new();
-    let mut data = String::new();
-    let mut flush = |data: &mut String| -> Result<bool, Malformed> {
-        if data.is_empty() {
-            return Ok(true);
-        }
-        let payload = std::mem::take(data);
-        if payload.trim() == "[DONE]" {
-            return Ok(false);
-        }
-        out.push(json(payload.as_bytes(), "stream event")?);
-        Ok(true)
-    };
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            if !flush(&mut data)? {
-                return Ok(out);
+    let mut lines = text.split('\n');
+    let (mut data, mut n) = (String::new(), 0);
+    loop {
+        let line = lines.next().map(|l| l.strip_suffix('\r').unwrap_or(l));
+        if let Some(line) = line.filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
             }
-        } else if let Some(rest) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
+            continue;
+        }
+        // A blank line, or the end: the event is complete.
+        if !data.is_empty() {
+            let payload = std::mem::take(&mut data);
+            if payload.trim() == "[DONE]" {
+                return Ok(());
             }
-            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+            f(n, json(payload.as_bytes(), "stream event", budget)?)?;
+            n += 1;
+        }
+        if line.is_none() {
+            return Ok(());
         }
     }
-    flush(&mut data)?;
-    Ok(out)
 }
 
 fn append_str(target: &mut Map<String, Value>, key: &str, piece: &str) {
@@ -300,139 +373,210 @@ fn append_str(target: &mut Map<String, Value>, key: &str, piece: &str) {
     }
 }
 
-fn append_ids(target: &mut Map<String, Value>, key: &str, ids: &Value) {
-    let Some(ids) = ids.as_array() else { return };
-    match target.get_mut(key) {
-        Some(Value::Array(have)) => have.extend(ids.iter().cloned()),
-        _ => {
-            target.insert(key.to_string(), Value::Array(ids.clone()));
+/// Token ids that arrive in pieces.
+#[derive(Debug, Default)]
+enum TokenIds {
+    #[default]
+    Absent,
+    Ids(Vec<i64>),
+    /// A piece was not a list of integers.
+    Broken,
+}
+
+impl TokenIds {
+    /// Adds a piece; one that is not a list is ignored.
+    fn extend(&mut self, piece: &Value) {
+        if !piece.is_array() {
+            return;
+        }
+        match (ids(Some(piece)), &mut *self) {
+            (_, TokenIds::Broken) => {}
+            (None, _) => *self = TokenIds::Broken,
+            (Some(new), TokenIds::Absent) => *self = TokenIds::Ids(new),
+            (Some(new), TokenIds::Ids(have)) => have.extend(new),
+        }
+    }
+
+    fn into_ids(self) -> Option<Vec<i64>> {
+        match self {
+            TokenIds::Ids(ids) => Some(ids),
+            TokenIds::Absent | TokenIds::Broken => None,
         }
     }
 }
 
-/// Folds `chat.completion.chunk` events into the `chat.completion` a
-/// non-streamed call would have answered: text and arguments are
-/// concatenated, tool calls grouped by index, usage and ids kept.
-fn merge_chunks(chunks: &[Value]) -> Result<Value, Malformed> {
-    let mut out = Map::new();
-    let mut choices: Vec<(u64, Map<String, Value>)> = Vec::new();
-    for (n, chunk) in chunks.iter().enumerate() {
-        let chunk = object(chunk, &format!("stream event {n}"))?;
-        for (k, v) in chunk {
-            match k.as_str() {
-                "choices" => {}
-                "prompt_token_ids" => append_ids(&mut out, k, v),
-                _ if v.is_null() => {}
-                _ => {
-                    out.insert(k.clone(), v.clone());
-                }
+/// `chat.completion.chunk` events folded so far into the `chat.completion`
+/// a non-streamed call would have answered: text and arguments are
+/// concatenated, tool calls grouped by index, usage and ids kept. Only the
+/// fields [`chat_response`] reads are kept.
+#[derive(Debug, Default)]
+struct ChatStream {
+    /// `id`, `model`, `usage`, `response_token_ids`: the last value sent.
+    head: Map<String, Value>,
+    prompt_token_ids: TokenIds,
+    /// By `index`, in the order first seen; fewer than [`MAX_INDEX`].
+    choices: Vec<(u64, StreamChoice)>,
+}
+
+#[derive(Debug, Default)]
+struct StreamChoice {
+    /// `role`, `content`, `name`, `tool_call_id`.
+    message: Map<String, Value>,
+    /// By `index`; fewer than [`MAX_INDEX`].
+    tool_calls: Vec<Map<String, Value>>,
+    finish_reason: Option<Value>,
+    token_ids: TokenIds,
+}
+
+/// The index of a choice or tool call in a stream event, refused past
+/// [`MAX_INDEX`].
+fn stream_index(v: &Map<String, Value>, n: usize, what: &str) -> Result<u64, Malformed> {
+    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+    if index >= MAX_INDEX {
+        return Err(Malformed(format!(
+            "stream event {n}: {what} index {index} is past {MAX_INDEX}: \
+             no real answer holds that many {what}s"
+        )));
+    }
+    Ok(index)
+}
+
+impl ChatStream {
+    fn add(&mut self, n: usize, event: Value) -> Result<(), Malformed> {
+        let Value::Object(mut event) = event else {
+            return Err(Malformed(format!("stream event {n} is not an object")));
+        };
+        if let Some(ids) = event.get("prompt_token_ids") {
+            self.prompt_token_ids.extend(ids);
+        }
+        for key in ["id", "model", "usage", "response_token_ids"] {
+            if let Some(v) = event.remove(key).filter(|v| !v.is_null()) {
+                self.head.insert(key.to_string(), v);
             }
         }
-        let Some(list) = chunk.get("choices").and_then(Value::as_array) else {
-            continue;
+        let Some(Value::Array(list)) = event.get("choices") else {
+            return Ok(());
         };
         for c in list {
-            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let slot = match choices.iter().position(|(i, _)| *i == index) {
+            let Some(c) = c.as_object() else { continue };
+            let index = stream_index(c, n, "choice")?;
+            let slot = match self.choices.iter().position(|(i, _)| *i == index) {
                 Some(p) => p,
                 None => {
-                    choices.push((index, Map::new()));
-                    choices.len() - 1
+                    self.choices.push((index, StreamChoice::default()));
+                    self.choices.len() - 1
                 }
             };
-            let choice = &mut choices[slot].1;
+            let choice = &mut self.choices[slot].1;
             if let Some(reason) = c.get("finish_reason").filter(|r| !r.is_null()) {
-                choice.insert("finish_reason".into(), reason.clone());
+                choice.finish_reason = Some(reason.clone());
             }
             if let Some(ids) = c.get("token_ids") {
-                append_ids(choice, "token_ids", ids);
+                choice.token_ids.extend(ids);
             }
-            let Some(delta) = c.get("delta").and_then(Value::as_object) else {
-                continue;
-            };
-            let message = choice
-                .entry("message")
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .ok_or_else(|| Malformed("stream message is not an object".into()))?;
-            merge_delta(message, delta);
+            if let Some(delta) = c.get("delta").and_then(Value::as_object) {
+                choice.merge(n, delta)?;
+            }
         }
+        Ok(())
     }
-    choices.sort_by_key(|(i, _)| *i);
-    out.insert(
-        "choices".into(),
-        Value::Array(choices.into_iter().map(|(_, c)| Value::Object(c)).collect()),
-    );
-    Ok(Value::Object(out))
+
+    fn finish(self) -> Result<Response, Malformed> {
+        let ChatStream {
+            mut head,
+            prompt_token_ids,
+            mut choices,
+        } = self;
+        choices.sort_by_key(|(i, _)| *i);
+        let mut first_token_ids = None;
+        let mut list = Vec::with_capacity(choices.len());
+        for (_, c) in choices {
+            if first_token_ids.is_none() {
+                first_token_ids = Some(c.token_ids);
+            }
+            let mut choice = Map::new();
+            if let Some(reason) = c.finish_reason {
+                choice.insert("finish_reason".into(), reason);
+            }
+            let mut message = c.message;
+            if !c.tool_calls.is_empty() {
+                let calls = c.tool_calls.into_iter().map(Value::Object).collect();
+                message.insert("tool_calls".into(), Value::Array(calls));
+            }
+            choice.insert("message".into(), Value::Object(message));
+            list.push(Value::Object(choice));
+        }
+        head.insert("choices".into(), Value::Array(list));
+        let mut out = chat_response(&Value::Object(head))?;
+        out.prompt_token_ids = prompt_token_ids.into_ids();
+        if out.response_token_ids.is_none() {
+            out.response_token_ids = first_token_ids.and_then(TokenIds::into_ids);
+        }
+        Ok(out)
+    }
 }
 
-fn merge_delta(message: &mut Map<String, Value>, delta: &Map<String, Value>) {
-    for (k, v) in delta {
-        match (k.as_str(), v) {
-            ("tool_calls", Value::Array(calls)) => {
-                let list = message
-                    .entry("tool_calls")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                let Some(list) = list.as_array_mut() else {
-                    continue;
-                };
-                for call in calls.iter().filter_map(Value::as_object) {
-                    let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                    while list.len() <= index {
-                        list.push(Value::Object(Map::new()));
+impl StreamChoice {
+    fn merge(&mut self, n: usize, delta: &Map<String, Value>) -> Result<(), Malformed> {
+        for (k, v) in delta {
+            match (k.as_str(), v) {
+                (_, Value::Null) => {}
+                ("tool_calls", Value::Array(calls)) => {
+                    for call in calls.iter().filter_map(Value::as_object) {
+                        self.merge_call(n, call)?;
                     }
-                    let Some(slot) = list[index].as_object_mut() else {
+                }
+                ("tool_calls", _) => {
+                    return Err(Malformed(format!(
+                        "stream event {n}: tool_calls is not a list"
+                    )))
+                }
+                ("content", Value::String(s)) => append_str(&mut self.message, k, s),
+                ("role" | "content" | "name" | "tool_call_id", _) => {
+                    self.message.insert(k.clone(), v.clone());
+                }
+                // Reasoning and fields no message reads are not kept.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_call(&mut self, n: usize, call: &Map<String, Value>) -> Result<(), Malformed> {
+        // Below MAX_INDEX, so it fits a usize and bounds the list.
+        let index = stream_index(call, n, "tool call")? as usize;
+        if self.tool_calls.len() <= index {
+            self.tool_calls.resize_with(index + 1, Map::new);
+        }
+        let slot = &mut self.tool_calls[index];
+        for (k, v) in call {
+            match (k.as_str(), v) {
+                (_, Value::Null) => {}
+                ("function", Value::Object(f)) => {
+                    let func = slot
+                        .entry("function")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    let Some(func) = func.as_object_mut() else {
                         continue;
                     };
-                    for (ck, cv) in call {
-                        match (ck.as_str(), cv) {
-                            ("index", _) => {}
-                            ("function", Value::Object(f)) => {
-                                let func = slot
-                                    .entry("function")
-                                    .or_insert_with(|| Value::Object(Map::new()));
-                                if let Some(func) = func.as_object_mut() {
-                                    for (fk, fv) in f {
-                                        match (fk.as_str(), fv) {
-                                            ("arguments", Value::String(s)) => {
-                                                append_str(func, fk, s)
-                                            }
-                                            (_, Value::Null) => {}
-                                            _ => {
-                                                func.insert(fk.clone(), fv.clone());
-                                            }
-                                        }
-                                    }
-                                }
+                    for (fk, fv) in f {
+                        match (fk.as_str(), fv) {
+                            ("arguments", Value::String(s)) => append_str(func, fk, s),
+                            ("name" | "arguments", v) if !v.is_null() => {
+                                func.insert(fk.clone(), fv.clone());
                             }
-                            (_, Value::Null) => {}
-                            _ => {
-                                slot.insert(ck.clone(), cv.clone());
-                            }
+                            _ => {}
                         }
                     }
                 }
-            }
-            ("content" | "reasoning_content" | "reasoning" | "refusal", Value::String(s)) => {
-                append_str(message, k, s)
-            }
-            (_, Value::Null) => {}
-            _ => {
-                message.insert(k.clone(), v.clone());
+                ("id" | "type" | "name" | "arguments" | "function", _) => {
+                    slot.insert(k.clone(), v.clone());
+                }
+                _ => {}
             }
         }
+        Ok(())
     }
-}
-
-/// The response object of the last Responses API event that carries one
-/// (`response.completed`, `.incomplete` or `.failed`).
-fn last_response_event(events: &[Value]) -> Result<Value, Malformed> {
-    events
-        .iter()
-        .rev()
-        .find_map(|e| e.get("response").filter(|r| r.get("output").is_some()))
-        .cloned()
-        .ok_or_else(|| Malformed("the event stream has no final response".into()))
 }
 
 fn count(v: &Value, key: &str) -> Option<u64> {
@@ -551,6 +695,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A parse budget no test body comes near.
+    const B: usize = 64 << 20;
+
     fn chunk(v: Value) -> String {
         format!("data: {v}\n\n")
     }
@@ -570,7 +717,7 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "ls", "description": "list",
                        "parameters": {"type": "object"}}}]
         });
-        let r = request(Api::Chat, body.to_string().as_bytes()).unwrap();
+        let r = request(Api::Chat, body.to_string().as_bytes(), B).unwrap();
         assert_eq!(r.model.as_deref(), Some("m-1"));
         let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "tool"]);
@@ -612,7 +759,7 @@ mod tests {
                 "not a chat role",
             ),
         ] {
-            let err = request(Api::Chat, body.as_bytes()).unwrap_err();
+            let err = request(Api::Chat, body.as_bytes(), B).unwrap_err();
             assert!(err.0.contains(why), "{body}: {err}");
         }
         assert_eq!(model_of(b"{\"messages\":[]}"), None);
@@ -634,7 +781,7 @@ mod tests {
             "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
                       "prompt_tokens_details": {"cached_tokens": 3}}})));
         body.push_str("data: [DONE]\n\n");
-        let r = response(Api::Chat, body.as_bytes(), true).unwrap();
+        let r = response(Api::Chat, body.as_bytes(), true, B).unwrap();
         assert_eq!(r.id.as_deref(), Some("c-1"));
         assert_eq!(r.model.as_deref(), Some("m-1"));
         assert_eq!(
@@ -661,11 +808,11 @@ mod tests {
             "response_token_ids": [[5, 6], [9]],
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": "hi"}}]});
-        let r = response(Api::Chat, body.to_string().as_bytes(), false).unwrap();
+        let r = response(Api::Chat, body.to_string().as_bytes(), false, B).unwrap();
         assert_eq!(r.choices[0].message.content.as_deref(), Some("hi"));
         assert_eq!(r.response_token_ids, Some(vec![5, 6]));
-        assert!(response(Api::Chat, b"data: {oops\n\n", true).is_err());
-        assert!(response(Api::Chat, b"<html>", false).is_err());
+        assert!(response(Api::Chat, b"data: {oops\n\n", true, B).is_err());
+        assert!(response(Api::Chat, b"<html>", false, B).is_err());
     }
 
     #[test]
@@ -678,14 +825,14 @@ mod tests {
                 {"type": "function_call_output", "call_id": "fc_1", "output": "a.txt"}
             ],
             "tools": [{"type": "function", "name": "ls", "parameters": {"type": "object"}}]});
-        let r = request(Api::Responses, req.to_string().as_bytes()).unwrap();
+        let r = request(Api::Responses, req.to_string().as_bytes(), B).unwrap();
         let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "tool"]);
         assert_eq!(r.messages[2].tool_calls[0].id.as_deref(), Some("fc_1"));
         assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("fc_1"));
         assert_eq!(r.tools[0].name, "ls");
         assert!(r.params.contains(&("gen_ai.request.max_tokens", json!(9))));
-        let plain = request(Api::Responses, br#"{"model":"m","input":"hi"}"#).unwrap();
+        let plain = request(Api::Responses, br#"{"model":"m","input":"hi"}"#, B).unwrap();
         assert_eq!(plain.messages[0].content.as_deref(), Some("hi"));
 
         let done = json!({"id": "resp_1", "model": "m", "status": "completed",
@@ -700,8 +847,8 @@ mod tests {
             json!({"type": "response.completed", "response": done})
         );
         for r in [
-            response(Api::Responses, done.to_string().as_bytes(), false).unwrap(),
-            response(Api::Responses, stream.as_bytes(), true).unwrap(),
+            response(Api::Responses, done.to_string().as_bytes(), false, B).unwrap(),
+            response(Api::Responses, stream.as_bytes(), true, B).unwrap(),
         ] {
             assert_eq!(r.id.as_deref(), Some("resp_1"));
             assert_eq!(r.input_tokens, Some(4));
@@ -710,5 +857,88 @@ mod tests {
             assert_eq!(c.message.content.as_deref(), Some("a.txt"));
             assert_eq!(c.message.tool_calls[0].name, "cat");
         }
+    }
+
+    /// What `fuzz/run.sh 300` found: a streamed tool-call index that made
+    /// the reassembly push empty objects until memory ran out.
+    #[test]
+    fn an_index_no_real_answer_can_hold_is_malformed_not_made_room_for() {
+        let call = |index: &str| {
+            format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{index},\
+                 \"id\":\"call_1\",\"function\":{{\"name\":\"ls\",\"arguments\":\"{{}}\"}}}}]}}}}]}}\n\n"
+            )
+        };
+        let err = response(Api::Chat, call("8888888888881").as_bytes(), true, B).unwrap_err();
+        assert!(
+            err.0.contains("tool call index 8888888888881 is past 1024"),
+            "{err}"
+        );
+        let err = response(Api::Chat, call("1024").as_bytes(), true, B).unwrap_err();
+        assert!(err.0.contains("past 1024"), "{err}");
+        // The last index a real answer may use is read as before.
+        let last = response(Api::Chat, call("1023").as_bytes(), true, B);
+        assert!(
+            last.unwrap_err().0.contains("has no name"),
+            "the 1,023 before it are empty"
+        );
+        let choice =
+            "data: {\"choices\":[{\"index\":99999999999,\"delta\":{\"content\":\"x\"}}]}\n\n";
+        let err = response(Api::Chat, choice.as_bytes(), true, B).unwrap_err();
+        assert!(
+            err.0.contains("choice index 99999999999 is past 1024"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_parse_tree_past_the_budget_is_refused_before_it_is_built() {
+        assert_eq!(json_values(b"{}"), 2);
+        assert_eq!(json_values(br#"{"a":[1,2],"b":{"c":null}}"#), 9);
+        // Brackets, commas and escaped quotes inside strings are text.
+        assert_eq!(json_values(br#"["a,b:[{", "\",]"]"#), 3);
+        // A body of small values would take tens of times its size as a
+        // tree of `Value`s.
+        let zeros = format!("{{\"messages\":[{}0]}}", "0,".repeat(100_000));
+        let budget = 4 * zeros.len();
+        let err = request(Api::Chat, zeros.as_bytes(), budget).unwrap_err();
+        assert!(err.0.contains("JSON values, more than the"), "{err}");
+        let stream = format!("data: {zeros}\n\n");
+        let err = response(Api::Chat, stream.as_bytes(), true, budget).unwrap_err();
+        assert!(err.0.contains("the stream event holds up to"), "{err}");
+        // Text-heavy bodies, as real ones are, fit in a few times their size.
+        let text =
+            json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(100_000)}]})
+                .to_string();
+        assert!(request(Api::Chat, text.as_bytes(), 2 * text.len()).is_ok());
+    }
+
+    #[test]
+    fn a_stream_keeps_only_what_the_answer_says() {
+        let mut body = String::new();
+        for i in 0..50 {
+            body.push_str(&chunk(
+                json!({"id": "c", "model": "m", "x_vendor": "y".repeat(1000),
+                "prompt_token_ids": if i == 0 { json!([1, 2]) } else { Value::Null },
+                "choices": [{"index": 0, "token_ids": [i], "x_logprobs": [{"t": "z".repeat(100)}],
+                             "delta": {"content": "a", "reasoning_content": "r".repeat(100)}}]}),
+            ));
+        }
+        body.push_str("data: [DONE]\n\ndata: {not read}\n\n");
+        let mut stream = ChatStream::default();
+        for_each_event(body.as_bytes(), B, |n, e| stream.add(n, e)).unwrap();
+        let kept = format!("{:?}", stream);
+        assert!(kept.len() < 2_000, "{} bytes kept: {kept}", kept.len());
+        let r = stream.finish().unwrap();
+        assert_eq!(
+            r.choices[0].message.content.as_deref(),
+            Some(&*"a".repeat(50))
+        );
+        assert_eq!(r.prompt_token_ids, Some(vec![1, 2]));
+        assert_eq!(r.response_token_ids, Some((0..50).collect()));
+        // Ids that are not all integers are none at all, as in a plain answer.
+        let odd = chunk(json!({"choices": [{"index": 0, "token_ids": [1, "x"], "delta": {}}]}));
+        let r = response(Api::Chat, odd.as_bytes(), true, B).unwrap();
+        assert_eq!(r.response_token_ids, None);
     }
 }

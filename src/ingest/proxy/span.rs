@@ -324,9 +324,95 @@ fn tool_call_spans(call: &Call, response: &Response) -> Vec<Span> {
         .collect()
 }
 
+/// What the bodies of a call say, as span attributes.
+#[derive(Default)]
+struct Reading {
+    model: Option<String>,
+    /// The conversation's attributes.
+    attrs: Vec<KeyValue>,
+    /// The answer's tool calls, as AGL's child spans.
+    children: Vec<Span>,
+    /// Why the bodies could not be read, if so.
+    unreadable: Option<String>,
+}
+
+/// What a recording may spend reading one body (its parse tree), as a
+/// multiple of the recording cap; a body past it is recorded as unreadable.
+pub const PARSE_BUDGET_FACTOR: usize = 4;
+
 impl Call {
-    /// The export holding this call's span (and its tool-call children).
-    pub fn to_export(&self) -> ExportTraceServiceRequest {
+    /// The export holding this call's span (and its tool-call children), and
+    /// why the call's conversation is not in it, if it is not: a body that
+    /// could not be read (within `budget` bytes per parse tree), or a panic
+    /// while reading them. Never panics itself: then the span holds only what
+    /// the proxy saw of the call (timing, status, upstream), marked.
+    pub fn record(&self, budget: usize) -> (ExportTraceServiceRequest, Option<String>) {
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(budget)));
+        let reading = read.unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Reading {
+                unreadable: Some(format!("reading the bodies failed: {why}")),
+                ..Reading::default()
+            }
+        });
+        let unreadable = reading.unreadable.clone();
+        (self.export(reading), unreadable)
+    }
+
+    fn read(&self, budget: usize) -> Reading {
+        // A stand-in for a bug in the readers, for the test that a panic
+        // loses only this call's conversation.
+        #[cfg(test)]
+        if self.path == "/v1/panic" {
+            panic!("injected");
+        }
+        let answered =
+            self.status.is_some_and(|s| (200..300).contains(&s)) && self.end == End::Complete;
+        let request = openai::request(self.api, &self.request.bytes, budget)
+            .map_err(|e| format!("request: {e}"));
+        let response = answered.then(|| {
+            openai::response(self.api, &self.response.bytes, self.event_stream, budget)
+                .map_err(|e| format!("response: {e}"))
+        });
+        let problems: Vec<String> = [
+            request.as_ref().err(),
+            response.as_ref().and_then(|r| r.as_ref().err()),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        let (request, response) = (request.ok(), response.and_then(Result::ok));
+        let mut reading = Reading {
+            model: request
+                .as_ref()
+                .and_then(|r| r.model.clone())
+                .or_else(|| response.as_ref().and_then(|r| r.model.clone())),
+            unreadable: (!problems.is_empty()).then(|| problems.join("; ")),
+            ..Reading::default()
+        };
+        if let Some(r) = &request {
+            request_attrs(r, &mut reading.attrs);
+        }
+        if let Some(r) = &response {
+            response_attrs(r, &mut reading.attrs);
+            reading.children = tool_call_spans(self, r);
+        }
+        reading
+    }
+
+    /// The export of the call's span, with what its bodies say.
+    fn export(&self, reading: Reading) -> ExportTraceServiceRequest {
+        let Reading {
+            model,
+            attrs: mut conversation,
+            children,
+            unreadable,
+        } = reading;
         let mut attrs = vec![
             kv("gen_ai.operation.name", text("chat")),
             kv(UPSTREAM, text(self.upstream.clone())),
@@ -341,37 +427,11 @@ impl Call {
         if let Some(status) = self.status {
             attrs.push(kv("http.response.status_code", int(u64::from(status))));
         }
-        let answered =
-            self.status.is_some_and(|s| (200..300).contains(&s)) && self.end == End::Complete;
-        let request =
-            openai::request(self.api, &self.request.bytes).map_err(|e| format!("request: {e}"));
-        let response = answered.then(|| {
-            openai::response(self.api, &self.response.bytes, self.event_stream)
-                .map_err(|e| format!("response: {e}"))
-        });
-        let problems: Vec<String> = [
-            request.as_ref().err(),
-            response.as_ref().and_then(|r| r.as_ref().err()),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-        let (request, response) = (request.ok(), response.and_then(Result::ok));
-        if let Some(r) = &request {
-            request_attrs(r, &mut attrs);
+        let model = model.or_else(|| openai::model_of(&self.request.bytes));
+        attrs.append(&mut conversation);
+        if let Some(why) = unreadable {
+            attrs.push(kv(UNREADABLE, text(why)));
         }
-        if let Some(r) = &response {
-            response_attrs(r, &mut attrs);
-        }
-        if !problems.is_empty() {
-            attrs.push(kv(UNREADABLE, text(problems.join("; "))));
-        }
-        let model = request
-            .as_ref()
-            .and_then(|r| r.model.clone())
-            .or_else(|| response.as_ref().and_then(|r| r.model.clone()))
-            .or_else(|| openai::model_of(&self.request.bytes));
         let error = match (&self.end, self.status) {
             (End::ClientGone, _) => Some((
                 "cancelled".to_string(),
@@ -417,9 +477,7 @@ impl Call {
             status: Some(status),
             ..Default::default()
         }];
-        if let Some(r) = &response {
-            spans.extend(tool_call_spans(self, r));
-        }
+        spans.extend(children);
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
@@ -487,7 +545,7 @@ mod tests {
 
     #[test]
     fn span_carries_both_conventions_and_reads_back() {
-        let export = sample().to_export();
+        let export = sample().record(1 << 26).0;
         let spans = &export.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 2, "the call and its tool-call child");
         let span = &spans[0];
@@ -539,7 +597,7 @@ mod tests {
     fn errors_and_unreadable_bodies_are_flagged() {
         let mut gone = sample();
         gone.end = End::ClientGone;
-        let export = gone.to_export();
+        let export = gone.record(1 << 26).0;
         let span = &export.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(
             span.status.as_ref().unwrap().code,
@@ -555,7 +613,7 @@ mod tests {
         odd.response.bytes.truncate(2);
         odd.response.truncated = true;
         odd.status = Some(500);
-        let export = odd.to_export();
+        let export = odd.record(1 << 26).0;
         let span = &export.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(span.name, "chat");
         let attrs = flatten_attributes(&span.attributes);
@@ -564,5 +622,25 @@ mod tests {
         assert_eq!(attrs[REQUEST_BODY], hex::encode(b"\xff\xfe binary"));
         assert_eq!(attrs[RESPONSE_BODY], "");
         assert!(attrs[UNREADABLE].as_str().unwrap().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_panic_while_reading_leaves_a_marked_span_of_the_call() {
+        let mut call = sample();
+        call.path = "/v1/panic".into();
+        let (export, unreadable) = call.record(1 << 26);
+        assert_eq!(
+            unreadable.as_deref(),
+            Some("reading the bodies failed: injected")
+        );
+        let spans = &export.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 1, "no tool-call children");
+        let attrs = flatten_attributes(&spans[0].attributes);
+        assert_eq!(attrs[UNREADABLE], "reading the bodies failed: injected");
+        assert_eq!(spans[0].name, "chat m-1", "the model the request names");
+        assert_eq!(attrs["http.response.status_code"], 200);
+        assert!(attrs[REQUEST_BODY].as_str().unwrap().contains("list files"));
+        assert!(!attrs.contains_key("gen_ai.prompt.0.role"));
+        assert_eq!(spans[0].parent_span_id, vec![3; 8]);
     }
 }
