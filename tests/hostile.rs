@@ -630,3 +630,290 @@ fn damaged(body: &[u8], bad: [u8; 4]) -> Vec<(String, Vec<u8>)> {
     }));
     out
 }
+
+/// A model provider that answers every way a broken or hostile one can: it
+/// speaks HTTP/1.1 by hand over TCP, so it can break off mid-event, never
+/// end, or send one event of 100 MB. The scenario is the request's
+/// `x-scenario` header; every answer is chunked, `Connection: close`.
+mod hostile_provider {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A chat completion chunk with `delta`.
+    fn event(delta: &str) -> String {
+        format!("data: {{\"id\":\"c-1\",\"choices\":[{{\"index\":0,\"delta\":{delta}}}]}}\n\n")
+    }
+
+    pub const MIB: usize = 1 << 20;
+    /// The size of the one huge event's content.
+    pub const HUGE: usize = 100 * MIB;
+
+    /// The answer of a scenario, in the pieces it is written in; `None` for
+    /// the endless one, and whether the connection is dropped before the
+    /// body's end.
+    pub fn answer(scenario: &str) -> (Vec<Vec<u8>>, bool) {
+        let normal = [
+            event(r#"{"role":"assistant","content":"Hel"}"#),
+            event(r#"{"content":"lo"}"#),
+            "data: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+                .to_string(),
+            "data: [DONE]\n\n".to_string(),
+        ];
+        let pieces: Vec<String> = match scenario {
+            "normal" => normal.to_vec(),
+            "huge-index" => vec![
+                event(r#"{"role":"assistant","content":null}"#),
+                event(
+                    r#"{"tool_calls":[{"index":8888888888881,"id":"call_1","type":"function","function":{"name":"ls","arguments":"{}"}}]}"#,
+                ),
+                "data: [DONE]\n\n".to_string(),
+            ],
+            "no-done" => normal[..3].to_vec(),
+            "dropped" => vec![
+                event(r#"{"role":"assistant","content":"Hel"}"#),
+                "data: {\"id\":\"c-1\",\"choices\":[{\"ind".to_string(),
+            ],
+            "small-values" => {
+                // Not streamed: 8 MiB of small JSON values.
+                let zeros = "0,".repeat(4 * MIB);
+                vec![format!("{{\"choices\":[{zeros}0]}}")]
+            }
+            "huge-event" => {
+                let mut pieces = vec![
+                    "data: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\""
+                        .to_string(),
+                ];
+                pieces.extend(
+                    (0..HUGE / MIB)
+                        .map(|i| char::from(b'a' + (i % 26) as u8).to_string().repeat(MIB)),
+                );
+                pieces.push("\"}}]}\n\ndata: [DONE]\n\n".to_string());
+                pieces
+            }
+            other => panic!("no scenario {other}"),
+        };
+        let bytes = pieces.into_iter().map(String::into_bytes).collect();
+        (bytes, scenario == "dropped")
+    }
+
+    /// The endless scenario's event, sent until the client hangs up.
+    pub fn endless_event() -> Vec<u8> {
+        event(r#"{"content":"and on "}"#).into_bytes()
+    }
+
+    pub async fn start() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(serve(tcp));
+            }
+        });
+        addr
+    }
+
+    async fn serve(mut tcp: TcpStream) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_string())
+        };
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if tcp.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let scenario = header("x-scenario").unwrap_or_default();
+        let kind = if scenario == "small-values" {
+            "application/json"
+        } else {
+            "text/event-stream"
+        };
+        let start = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        if tcp.write_all(start.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = |piece: &[u8]| {
+            let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+            c.extend_from_slice(piece);
+            c.extend_from_slice(b"\r\n");
+            c
+        };
+        if scenario == "endless" {
+            let piece = chunk(&endless_event().repeat(64));
+            while tcp.write_all(&piece).await.is_ok() {}
+            return;
+        }
+        let (pieces, dropped) = answer(&scenario);
+        for piece in pieces {
+            if tcp.write_all(&chunk(&piece)).await.is_err() {
+                return;
+            }
+        }
+        if dropped {
+            // Gone mid-event, without the body's last chunk.
+            return;
+        }
+        let _ = tcp.write_all(b"0\r\n\r\n").await;
+        let _ = tcp.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_model_provider_cannot_take_the_sidecar_down() {
+    use hostile_provider::{answer, endless_event, MIB};
+    use support::{metric, proxy_span, traceparent};
+
+    let provider = hostile_provider::start().await;
+    let upstream = format!("http://{provider}/v1");
+    // The default --llm-record-max (4 MiB).
+    let (mut server, _tmp) =
+        Server::start(&["--llm-proxy", "127.0.0.1:0", "--llm-upstream", &upstream]);
+    let proxy = format!("http://{}/v1/chat/completions", server.llm_proxy.unwrap());
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let chat = |scenario: &str, trace: u8| {
+        client
+            .post(&proxy)
+            .header("x-scenario", scenario)
+            .header("traceparent", traceparent(trace))
+            .header("content-type", "application/json")
+            .body(r#"{"model":"m-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+    };
+    let health = || async {
+        let got = client.get(server.url("/health")).send().await.unwrap();
+        got.status().as_u16()
+    };
+
+    // Each answer reaches the client as the provider sent it: the same
+    // bytes, counted and summed as they stream, so 100 MB is never held.
+    let scenarios = [
+        ("huge-index", 1),
+        ("huge-event", 2),
+        ("no-done", 3),
+        ("small-values", 4),
+        ("dropped", 5),
+    ];
+    for (scenario, trace) in scenarios {
+        let (pieces, dropped) = answer(scenario);
+        let want_len: usize = pieces.iter().map(Vec::len).sum();
+        let mut want = crc32fast::Hasher::new();
+        pieces.iter().for_each(|p| want.update(p));
+        drop(pieces);
+        let mut got = chat(scenario, trace).send().await.unwrap();
+        assert_eq!(got.status(), 200, "{scenario}");
+        let (mut len, mut sum, mut broke) = (0, crc32fast::Hasher::new(), false);
+        loop {
+            match got.chunk().await {
+                Ok(Some(piece)) => {
+                    len += piece.len();
+                    sum.update(&piece);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    broke = true;
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            (len, sum.finalize()),
+            (want_len, want.finalize()),
+            "{scenario}: the bytes"
+        );
+        assert_eq!(
+            broke, dropped,
+            "{scenario}: the answer breaks off only when the provider's did"
+        );
+        assert_eq!(health().await, 200, "{scenario}: /health");
+        eprintln!("{scenario}: peak {} MiB", server.peak_rss_kib() / 1024);
+    }
+
+    // A stream that never ends: the client hangs up after 64 MiB.
+    let mut endless = chat("endless", 6).send().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 64 * MIB {
+        let piece = endless.chunk().await.unwrap().expect("the stream goes on");
+        seen.extend_from_slice(&piece);
+    }
+    let event = endless_event();
+    assert!(
+        seen.chunks(event.len())
+            .all(|e| e.len() < event.len() || e == event),
+        "events, as sent"
+    );
+    drop(seen);
+    drop(endless);
+    assert_eq!(health().await, 200, "endless: /health");
+
+    // The calls are recorded, marked where their answer could not be read.
+    let traces = server.traces_dir();
+    let span = proxy_span(&traces, 1);
+    let why = span["attributes"]["oclagl.llm_proxy.unreadable"]
+        .as_str()
+        .unwrap();
+    assert!(
+        why.contains("tool call index 8888888888881 is past 1024"),
+        "{why}"
+    );
+    assert_eq!(span["attributes"]["gen_ai.prompt.0.content"], "hi");
+    let span = proxy_span(&traces, 2);
+    assert_eq!(span["attributes"]["oclagl.llm_proxy.truncated"], true);
+    let span = proxy_span(&traces, 4);
+    let why = span["attributes"]["oclagl.llm_proxy.unreadable"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("JSON values, more than the"), "{why}");
+    let span = proxy_span(&traces, 5);
+    assert_eq!(span["attributes"]["error.type"], "upstream_broke_off");
+    let span = proxy_span(&traces, 6);
+    assert_eq!(span["attributes"]["error.type"], "cancelled");
+    assert_eq!(span["attributes"]["oclagl.llm_proxy.truncated"], true);
+    let page = client.get(server.url("/metrics")).send().await.unwrap();
+    let unrecorded = metric(
+        &page.text().await.unwrap(),
+        "oclagl_llm_proxy_unrecorded_calls_total",
+    );
+    assert!(unrecorded >= Some(3.0), "{unrecorded:?}");
+
+    // The next call is recorded normally.
+    let normal = chat("normal", 7)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(normal.contains("[DONE]"));
+    let span = proxy_span(&traces, 7);
+    assert_eq!(span["attributes"]["gen_ai.completion.0.content"], "Hello");
+    assert!(span["attributes"]
+        .get("oclagl.llm_proxy.unreadable")
+        .is_none());
+
+    // Memory stayed bounded through 100 MB events, 8 MiB of small values,
+    // a 1e13 index and a stream without end.
+    server.assert_alive();
+    let peak = server.peak_rss_kib() / 1024;
+    eprintln!("peak RSS of the sidecar: {peak} MiB");
+    assert!(
+        peak < RSS_BOUND_MIB,
+        "peak RSS {peak} MiB, over {RSS_BOUND_MIB} MiB"
+    );
+}
+
+/// What the sidecar may take at its peak through the hostile provider's
+/// answers, with the default 4 MiB recording cap.
+const RSS_BOUND_MIB: u64 = 160;

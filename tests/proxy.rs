@@ -5,23 +5,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::gateway::{decide, oclagl_async, start_provider, Gateway, TOKEN};
-use support::{run_py, wait_for_files, Server};
-
-fn spans_named<'a>(doc: &'a Value, pred: impl Fn(&str) -> bool + 'a) -> Vec<&'a Value> {
-    doc["spans"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter(|s| s["name"].as_str().is_some_and(&pred))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::{proxy_span, run_py, spans_named, traceparent, wait_for_files, Server};
 
 /// Message content as the dataset holds it: text (a list of text parts is
 /// their concatenation).
@@ -505,28 +493,6 @@ mod env_proxy {
         }
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
-}
-
-/// `00-<trace>-<span>-01` with the trace id `n` repeated.
-fn traceparent(n: u8) -> String {
-    format!("00-{}-{}-01", hex::encode([n; 16]), hex::encode([0x77; 8]))
-}
-
-/// The proxy's span of trace `n`, once its trace file is written.
-fn proxy_span(traces: &Path, n: u8) -> Value {
-    let trace = hex::encode([n; 16]);
-    let find = |files: &[(String, Value)]| {
-        files.iter().find_map(|(_, d)| {
-            spans_named(d, |name| name.starts_with("chat"))
-                .into_iter()
-                .find(|s| s["trace_id"] == trace.as_str())
-                .cloned()
-        })
-    };
-    let files = wait_for_files(traces, &format!("the span of trace {n}"), |f| {
-        find(f).is_some()
-    });
-    find(&files).unwrap()
 }
 
 /// A chat request body for model `m-1`.

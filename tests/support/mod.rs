@@ -280,6 +280,41 @@ pub fn wait_for_files(
     }
 }
 
+/// The spans of a trace file whose name passes `pred`.
+pub fn spans_named<'a>(doc: &'a Value, pred: impl Fn(&str) -> bool + 'a) -> Vec<&'a Value> {
+    doc["spans"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter(|s| s["name"].as_str().is_some_and(&pred))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `00-<trace>-<span>-01` with the trace id `n` repeated.
+pub fn traceparent(n: u8) -> String {
+    format!("00-{}-{}-01", hex::encode([n; 16]), hex::encode([0x77; 8]))
+}
+
+/// The LLM proxy's span of trace `n` (see [`traceparent`]), once its trace
+/// file is written.
+pub fn proxy_span(traces: &Path, n: u8) -> Value {
+    let trace = hex::encode([n; 16]);
+    let find = |files: &[(String, Value)]| {
+        files.iter().find_map(|(_, d)| {
+            spans_named(d, |name| name.starts_with("chat"))
+                .into_iter()
+                .find(|s| s["trace_id"] == trace.as_str())
+                .cloned()
+        })
+    };
+    let files = wait_for_files(traces, &format!("the span of trace {n}"), |f| {
+        find(f).is_some()
+    });
+    find(&files).unwrap()
+}
+
 /// The span ids found across trace files.
 pub fn span_ids(files: &[(String, Value)]) -> std::collections::HashSet<String> {
     files
