@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -347,7 +348,7 @@ pub async fn serve(
         .merge(
             axum::Router::new()
                 .route("/metrics", axum::routing::get(metrics))
-                .with_state((counters, forwarders, rollouts)),
+                .with_state(Arc::new(registry(&counters, &forwarders, rollouts))),
         )
         .layer(axum::middleware::from_fn_with_state(
             tokens.clone(),
@@ -442,24 +443,32 @@ pub async fn serve(
     Ok(())
 }
 
+/// Every metric of the sidecar, for `/metrics`.
+fn registry(counters: &Counters, forwarders: &Arc<Vec<Forwarder>>, rollouts: Rollouts) -> Registry {
+    let mut registry = Registry::default();
+    counters.register(&mut registry);
+    registry.register_collector(Box::new(forward::Metrics(forwarders.clone())));
+    registry.register_collector(Box::new(rollouts));
+    registry
+}
+
 /// `GET /metrics`: the receivers' and every destination's counters and the
-/// view's rollouts, in the Prometheus text format.
+/// view's rollouts, in the OpenMetrics text format.
 async fn metrics(
-    axum::extract::State((counters, forwarders, rollouts)): axum::extract::State<(
-        Arc<Counters>,
-        Arc<Vec<Forwarder>>,
-        Rollouts,
-    )>,
-) -> impl axum::response::IntoResponse {
+    axum::extract::State(registry): axum::extract::State<Arc<Registry>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let mut out = String::new();
-    counters.write_metrics(&mut out);
-    forward::write_metrics(&mut out, &forwarders);
-    rollouts.write_metrics(&mut out);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        return (status, format!("cannot encode the metrics: {e}\n")).into_response();
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         out,
     )
+        .into_response()
 }

@@ -172,6 +172,11 @@ fn a_chain_through_rotel_delivers_exactly_what_the_first_sidecar_received() {
         },
     );
     let page = metrics(&a);
+    // OpenMetrics: one descriptor per family, whatever the destinations.
+    assert!(page.ends_with("# EOF\n"), "{page}");
+    let types: Vec<_> = page.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let unique: std::collections::HashSet<_> = types.iter().collect();
+    assert_eq!(types.len(), unique.len(), "{page}");
     assert_eq!(
         metric(
             &page,

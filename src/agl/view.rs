@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prost::Message;
 use serde_json::Value;
 
@@ -97,10 +101,18 @@ impl Rollouts {
             .collect();
         Some(build_trace_file(id, &rollout, &requests))
     }
+}
 
-    /// Prometheus gauges: rollouts held in memory and evicted ones.
-    pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+impl std::fmt::Debug for Rollouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollouts").finish_non_exhaustive()
+    }
+}
+
+/// On `/metrics`: rollouts held in memory and evicted ones, read at each
+/// scrape.
+impl Collector for Rollouts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let (held, evicted) = {
             let index = locked(&self.index);
             (index.len(), index.evicted())
@@ -117,11 +129,10 @@ impl Rollouts {
                 evicted,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
+        Ok(())
     }
 }
 

@@ -14,7 +14,6 @@ pub mod agl;
 pub mod dest;
 mod send;
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prost::Message;
 use tokio::sync::watch;
 
@@ -91,76 +95,86 @@ impl Forwarder {
     }
 }
 
-/// Prometheus text for the destinations' counters.
-pub fn write_metrics(out: &mut String, forwarders: &[Forwarder]) {
-    type Get = fn(&Stats) -> &AtomicU64;
-    let series: [(&str, &str, &str, Get); 9] = [
-        (
-            "oclagl_forward_sent_spans_total",
-            "counter",
-            "Spans delivered.",
-            |s| &s.sent_spans,
-        ),
-        (
-            "oclagl_forward_sent_requests_total",
-            "counter",
-            "Export requests delivered.",
-            |s| &s.sent_requests,
-        ),
-        (
-            "oclagl_forward_rejected_spans_total",
-            "counter",
-            "Spans the destination took but reported rejected.",
-            |s| &s.rejected_spans,
-        ),
-        (
-            "oclagl_forward_refused_spans_total",
-            "counter",
-            "Spans in requests refused for good (not retried).",
-            |s| &s.refused_spans,
-        ),
-        (
-            "oclagl_forward_failed_attempts_total",
-            "counter",
-            "Sends that failed and will be retried.",
-            |s| &s.failed_attempts,
-        ),
-        (
-            "oclagl_forward_dropped_spans_total",
-            "counter",
-            "Spans dropped undelivered at the backlog cap.",
-            |s| &s.dropped_spans,
-        ),
-        (
-            "oclagl_forward_dropped_bytes_total",
-            "counter",
-            "Log bytes dropped undelivered at the backlog cap.",
-            |s| &s.dropped_bytes,
-        ),
-        (
-            "oclagl_forward_backlog_bytes",
-            "gauge",
-            "Log bytes not yet delivered.",
-            |s| &s.backlog_bytes,
-        ),
-        (
-            "oclagl_forward_lag_seconds",
-            "gauge",
-            "Age of the oldest undelivered export.",
-            |s| &s.lag_ms,
-        ),
-    ];
-    for (name, kind, help, get) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for f in forwarders {
-            let v = get(&f.stats).load(Ordering::Relaxed);
-            let value = if name.ends_with("_seconds") {
-                format!("{:.3}", v as f64 / 1000.0)
-            } else {
-                v.to_string()
-            };
-            let _ = writeln!(out, "{name}{{destination=\"{}\"}} {value}", f.dest.name);
+/// The destinations' counters on `/metrics`, read at each scrape, with a
+/// `destination` label.
+pub struct Metrics(pub Arc<Vec<Forwarder>>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("forward::Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        type Get = fn(&Stats) -> u64;
+        // Counters: each sample's name ends in `_total`.
+        let counters: [(&str, &str, Get); 7] = [
+            ("oclagl_forward_sent_spans", "Spans delivered.", |s| {
+                s.sent_spans.load(Ordering::Relaxed)
+            }),
+            (
+                "oclagl_forward_sent_requests",
+                "Export requests delivered.",
+                |s| s.sent_requests.load(Ordering::Relaxed),
+            ),
+            (
+                "oclagl_forward_rejected_spans",
+                "Spans the destination took but reported rejected.",
+                |s| s.rejected_spans.load(Ordering::Relaxed),
+            ),
+            (
+                "oclagl_forward_refused_spans",
+                "Spans in requests refused for good (not retried).",
+                |s| s.refused_spans.load(Ordering::Relaxed),
+            ),
+            (
+                "oclagl_forward_failed_attempts",
+                "Sends that failed and will be retried.",
+                |s| s.failed_attempts.load(Ordering::Relaxed),
+            ),
+            (
+                "oclagl_forward_dropped_spans",
+                "Spans dropped undelivered at the backlog cap.",
+                |s| s.dropped_spans.load(Ordering::Relaxed),
+            ),
+            (
+                "oclagl_forward_dropped_bytes",
+                "Log bytes dropped undelivered at the backlog cap.",
+                |s| s.dropped_bytes.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for f in self.0.iter() {
+                let labels = [("destination", f.dest.name.as_str())];
+                ConstCounter::new(get(&f.stats)).encode(family.encode_family(&labels)?)?;
+            }
         }
+        let mut family = encoder.encode_descriptor(
+            "oclagl_forward_backlog_bytes",
+            "Log bytes not yet delivered.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for f in self.0.iter() {
+            let labels = [("destination", f.dest.name.as_str())];
+            let bytes = f.stats.backlog_bytes.load(Ordering::Relaxed);
+            ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "oclagl_forward_lag_seconds",
+            "Age of the oldest undelivered export.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for f in self.0.iter() {
+            let labels = [("destination", f.dest.name.as_str())];
+            let seconds = f.stats.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+            ConstGauge::new(seconds).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@
 //! other).
 
 use std::io::Read;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -50,9 +49,9 @@ async fn health(State(ingest): State<Arc<Ingest>>) -> Json<serde_json::Value> {
     let c = &ingest.counters;
     Json(serde_json::json!({
         "status": "ok",
-        "accepted_spans": c.accepted_spans.load(Ordering::Relaxed),
-        "rejected_spans": c.rejected_spans.load(Ordering::Relaxed),
-        "throttled_requests": c.throttled_requests.load(Ordering::Relaxed),
+        "accepted_spans": c.accepted_spans.get(),
+        "rejected_spans": c.rejected_spans.get(),
+        "throttled_requests": c.throttled_requests.get(),
     }))
 }
 
@@ -348,10 +347,7 @@ async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bo
     let mut admission = ingest.admission();
     match receive::<ExportMetricsServiceRequest>(&ingest, &headers, body, &mut admission).await {
         Ok((encoding, _, _)) => {
-            ingest
-                .counters
-                .metrics_requests
-                .fetch_add(1, Ordering::Relaxed);
+            ingest.counters.metrics_requests.inc();
             encode(encoding, &ExportMetricsServiceResponse::default())
         }
         Err((encoding, e)) => error_response(encoding, &e),
@@ -362,10 +358,7 @@ async fn logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body)
     let mut admission = ingest.admission();
     match receive::<ExportLogsServiceRequest>(&ingest, &headers, body, &mut admission).await {
         Ok((encoding, _, _)) => {
-            ingest
-                .counters
-                .logs_requests
-                .fetch_add(1, Ordering::Relaxed);
+            ingest.counters.logs_requests.inc();
             encode(encoding, &ExportLogsServiceResponse::default())
         }
         Err((encoding, e)) => error_response(encoding, &e),

@@ -15,7 +15,8 @@ pub mod grpc;
 pub mod http;
 pub mod proxy;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,67 +49,64 @@ pub enum IngestError {
     BodyTimeout,
 }
 
-/// Counters of the receivers, shared by both protocols.
+/// Counters of the receivers, shared by both protocols (and the LLM proxy).
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub accepted_spans: AtomicU64,
-    pub rejected_spans: AtomicU64,
-    pub throttled_requests: AtomicU64,
-    pub failed_requests: AtomicU64,
-    pub metrics_requests: AtomicU64,
-    pub logs_requests: AtomicU64,
+    pub accepted_spans: Counter,
+    pub rejected_spans: Counter,
+    pub throttled_requests: Counter,
+    pub failed_requests: Counter,
+    pub metrics_requests: Counter,
+    pub logs_requests: Counter,
     /// Model calls the LLM proxy recorded without their conversation.
-    pub unrecorded_llm_calls: AtomicU64,
+    pub unrecorded_llm_calls: Counter,
 }
 
 impl Counters {
-    /// Prometheus text for the receivers' counters.
-    pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// Registers the counters for `/metrics` (each sample's name ends in
+    /// `_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        // The registry ends each help text with a period.
         let series = [
             (
-                "oclagl_receiver_accepted_spans_total",
-                "Spans stored.",
+                "oclagl_receiver_accepted_spans",
+                "Spans stored",
                 &self.accepted_spans,
             ),
             (
-                "oclagl_receiver_rejected_spans_total",
-                "Spans rejected for bad ids (partial success).",
+                "oclagl_receiver_rejected_spans",
+                "Spans rejected for bad ids (partial success)",
                 &self.rejected_spans,
             ),
             (
-                "oclagl_receiver_throttled_requests_total",
-                "Requests answered 429/RESOURCE_EXHAUSTED.",
+                "oclagl_receiver_throttled_requests",
+                "Requests answered 429/RESOURCE_EXHAUSTED",
                 &self.throttled_requests,
             ),
             (
-                "oclagl_receiver_failed_requests_total",
-                "Requests the store could not take (503/UNAVAILABLE).",
+                "oclagl_receiver_failed_requests",
+                "Requests the store could not take (503/UNAVAILABLE)",
                 &self.failed_requests,
             ),
             (
-                "oclagl_receiver_metrics_requests_total",
-                "OTLP metrics requests (counted, not stored).",
+                "oclagl_receiver_metrics_requests",
+                "OTLP metrics requests (counted, not stored)",
                 &self.metrics_requests,
             ),
             (
-                "oclagl_receiver_logs_requests_total",
-                "OTLP logs requests (counted, not stored).",
+                "oclagl_receiver_logs_requests",
+                "OTLP logs requests (counted, not stored)",
                 &self.logs_requests,
             ),
             (
-                "oclagl_llm_proxy_unrecorded_calls_total",
+                "oclagl_llm_proxy_unrecorded_calls",
                 "Model calls recorded without their conversation (bodies unreadable, \
-                 too large to read, or reading them failed); oclagl.llm_proxy.unreadable says why.",
+                 too large to read, or reading them failed); oclagl.llm_proxy.unreadable says why",
                 &self.unrecorded_llm_calls,
             ),
         ];
-        for (name, help, value) in series {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+        for (name, help, counter) in series {
+            registry.register(name, help, counter.clone());
         }
     }
 }
@@ -204,9 +202,7 @@ impl Ingest {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => return Err(IngestError::Unavailable("shutting down".into())),
             Err(_) => {
-                self.counters
-                    .throttled_requests
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.throttled_requests.inc();
                 return Err(IngestError::Busy);
             }
         };
@@ -235,9 +231,7 @@ impl Ingest {
                 String::new()
             },
         };
-        self.counters
-            .rejected_spans
-            .fetch_add(rejected as u64, Ordering::Relaxed);
+        self.counters.rejected_spans.inc_by(rejected as u64);
         if kept == 0 {
             return Ok(accepted);
         }
@@ -249,15 +243,11 @@ impl Ingest {
         drop(request);
         match self.store.append(now_unix_nanos(), bytes, summary).await {
             Ok(_) => {
-                self.counters
-                    .accepted_spans
-                    .fetch_add(kept as u64, Ordering::Relaxed);
+                self.counters.accepted_spans.inc_by(kept as u64);
                 Ok(accepted)
             }
             Err(e) => {
-                self.counters
-                    .failed_requests
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.failed_requests.inc();
                 Err(IngestError::Unavailable(match e {
                     StoreError::Closed => "shutting down".into(),
                     other => other.to_string(),

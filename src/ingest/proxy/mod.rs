@@ -245,10 +245,7 @@ fn record(
 ) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
     let (export, unreadable) = call.record(budget);
     if let Some(why) = unreadable {
-        ingest
-            .counters
-            .unrecorded_llm_calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ingest.counters.unrecorded_llm_calls.inc();
         tracing::warn!(
             trace_id = %hex::encode(call.trace_id),
             "LLM call recorded without its conversation: {why}"
