@@ -45,14 +45,6 @@ const RECORD_MAX: usize = 4 << 20;
 fn call(request: &str, answer: &[u8]) -> Call {
     let room = RECORD_MAX - request.len();
     Call {
-        api: Api::Chat,
-        trace_id: [1; 16],
-        span_id: [2; 8],
-        parent_span_id: None,
-        start_unix_nano: 1,
-        end_unix_nano: 2,
-        upstream: "http://127.0.0.1:9/v1".into(),
-        path: "/v1/chat/completions".into(),
         status: Some(200),
         event_stream: true,
         request: Captured {
@@ -64,6 +56,7 @@ fn call(request: &str, answer: &[u8]) -> Call {
             truncated: answer.len() > room,
         },
         end: End::Complete,
+        ..Call::begin(Api::Chat, [1; 16], [2; 8], 1)
     }
 }
 

@@ -39,19 +39,12 @@ fuzz_target!(|data: &[u8]| {
         truncated: false,
     };
     let call = Call {
-        api,
-        trace_id: [1; 16],
-        span_id: [2; 8],
-        parent_span_id: None,
-        start_unix_nano: 1,
-        end_unix_nano: 2,
-        upstream: "http://127.0.0.1:9/v1".into(),
-        path: "/v1/chat/completions".into(),
         status: Some(200),
         event_stream,
         request: captured.clone(),
         response: captured,
         end: End::Complete,
+        ..Call::begin(api, [1; 16], [2; 8], 1)
     };
     let (export, unreadable) = call.record(BUDGET);
     let span = &export.resource_spans[0].scope_spans[0].spans[0];

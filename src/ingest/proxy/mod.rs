@@ -767,19 +767,10 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
         };
         Recording {
             call: Some(Call {
-                api,
-                trace_id,
-                span_id: random_id(),
                 parent_span_id,
-                start_unix_nano: start,
-                end_unix_nano: start,
                 upstream: target.base.clone(),
                 path,
-                status: None,
-                event_stream: false,
-                request: Captured::default(),
-                response: Captured::default(),
-                end: End::ClientGone,
+                ..Call::begin(api, trace_id, random_id(), start)
             }),
             recorder: proxy.recorder.clone(),
             request: captured,

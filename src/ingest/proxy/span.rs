@@ -341,6 +341,26 @@ struct Reading {
 pub const PARSE_BUDGET_FACTOR: usize = 4;
 
 impl Call {
+    /// A call that has just begun: no answer yet, and ending as
+    /// [`End::ClientGone`] unless its answer says otherwise.
+    pub fn begin(api: Api, trace_id: [u8; 16], span_id: [u8; 8], start_unix_nano: u64) -> Call {
+        Call {
+            api,
+            trace_id,
+            span_id,
+            parent_span_id: None,
+            start_unix_nano,
+            end_unix_nano: start_unix_nano,
+            upstream: String::new(),
+            path: String::new(),
+            status: None,
+            event_stream: false,
+            request: Captured::default(),
+            response: Captured::default(),
+            end: End::ClientGone,
+        }
+    }
+
     /// The export holding this call's span (and its tool-call children), and
     /// why the call's conversation is not in it, if it is not: a body that
     /// could not be read (within `budget` bytes per parse tree), or a panic
