@@ -21,3 +21,4 @@ pub mod inspect;
 pub mod rollout;
 pub mod serve;
 pub mod store;
+pub mod util;

@@ -12,7 +12,7 @@
 //! - [`send`]: `oclagl reward`, a client of that endpoint, on the running
 //!   sidecar or on an in-process one over the local store.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
@@ -29,6 +29,8 @@ use super::Emitter;
 use crate::agl::span::{ATTEMPT_ID, ROLLOUT_ID};
 use crate::serve::ServeError;
 use crate::store::StoreError;
+use crate::util::clock::now_unix_nanos;
+use crate::util::ids::random_id;
 
 /// AGL's annotation span name (rewards are annotations).
 pub const ANNOTATION: &str = "agentlightning.annotation";
@@ -148,21 +150,6 @@ pub struct Parent {
     pub span_id: [u8; 8],
 }
 
-fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_nanos() as u64
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    while b.iter().all(|x| *x == 0) {
-        rand::Rng::fill(&mut rand::rng(), &mut b[..]);
-    }
-    b
-}
-
 /// The annotation span as an OTLP export (for the sidecar to store).
 pub fn annotation_request(
     rollout_id: &str,
@@ -177,8 +164,8 @@ pub fn annotation_request(
     };
     let now = now_unix_nanos();
     let span = Span {
-        trace_id: parent.map_or_else(|| random_bytes::<16>().to_vec(), |p| p.trace_id.to_vec()),
-        span_id: random_bytes::<8>().to_vec(),
+        trace_id: parent.map_or_else(|| random_id::<16>().to_vec(), |p| p.trace_id.to_vec()),
+        span_id: random_id::<8>().to_vec(),
         parent_span_id: parent.map(|p| p.span_id.to_vec()).unwrap_or_default(),
         name: ANNOTATION.to_string(),
         kind: 1,
