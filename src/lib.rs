@@ -13,6 +13,7 @@ pub mod agl;
 pub mod args;
 pub mod bridge;
 pub mod collect;
+pub mod conversation;
 pub mod export;
 pub mod forward;
 pub mod gateway;

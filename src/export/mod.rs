@@ -28,7 +28,6 @@
 //! ```
 
 pub mod filter;
-pub mod model;
 pub mod read;
 pub mod split;
 pub mod stats;

@@ -14,10 +14,9 @@ use super::{duration, number, InspectError, Paint};
 use crate::agl::span::Span;
 use crate::agl::summary::{is_model_call, preview, span_rewards, summarize, tool_name};
 use crate::agl::trace_file::{datetime, file_stem, parse_file_name, TraceFile};
-use crate::export::model::Role;
-use crate::export::read::{
-    first_count, first_str, Chosen, Convention, COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS,
-};
+use crate::conversation::attrs::{first_count, first_str};
+use crate::conversation::{Convention, Role};
+use crate::export::read::{Chosen, COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS};
 
 /// `oclagl show` options.
 #[derive(Debug, Clone, clap::Args)]

@@ -6,81 +6,20 @@
 //! an answered one, the last of them is the row (it is exactly what the
 //! provider received and answered, system prompt and tools included). Each convention has its own reader ([`agl`], [`genai`],
 //! [`openinference`]); all of them produce the one model of
-//! [`crate::export::model`]. The rollout's facts that filters need (status,
+//! [`crate::conversation`]. The rollout's facts that filters need (status,
 //! time, session, model, reward, tokens) come from the root, reward and chosen
 //! spans, so a rollout that is filtered out is never converted.
 
-pub mod agl;
-pub mod attrs;
-pub mod genai;
-pub mod openinference;
 pub mod store;
 pub mod trace_file;
 
 use serde_json::{Map, Value};
 
-use crate::export::model::Conversation;
+use crate::conversation::attrs::{self, first_count, first_str};
+use crate::conversation::{agl, genai, openinference, Convention, Conversation, Malformed};
 use crate::ingest::proxy::span::UPSTREAM as PROXY_UPSTREAM;
 use crate::rollout::reward::{Reward, PRIMARY, REWARD_PREFIX};
 use trace_file::{for_each_key, Doc, SpanDoc};
-
-/// Why a span's messages could not be read (a malformed span, as AGL would
-/// also refuse it).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Malformed(pub String);
-
-/// The span conventions that carry messages, in order of preference when a
-/// span carries several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Convention {
-    /// AGL / OpenLLMetry: `gen_ai.prompt.<i>.*`, `gen_ai.completion.<i>.*`.
-    Agl,
-    /// OTel GenAI: `gen_ai.input.messages`, `gen_ai.output.messages`.
-    GenAi,
-    /// OpenInference: `llm.input_messages.<i>.*`, `llm.output_messages.<i>.*`.
-    OpenInference,
-}
-
-fn under(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-}
-
-impl Convention {
-    /// The convention whose messages an attribute key holds, if any.
-    pub fn of_key(key: &str) -> Option<Convention> {
-        let (head, _) = key.split_once('.')?;
-        match head {
-            "gen_ai" => {
-                if key.starts_with("gen_ai.prompt.") || key.starts_with("gen_ai.completion.") {
-                    Some(Convention::Agl)
-                } else if under(key, "gen_ai.input.messages")
-                    || under(key, "gen_ai.output.messages")
-                {
-                    Some(Convention::GenAi)
-                } else {
-                    None
-                }
-            }
-            "llm"
-                if key.starts_with("llm.input_messages.")
-                    || key.starts_with("llm.output_messages.") =>
-            {
-                Some(Convention::OpenInference)
-            }
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Convention::Agl => "gen_ai.prompt/completion",
-            Convention::GenAi => "gen_ai.input/output.messages",
-            Convention::OpenInference => "llm.input/output_messages",
-        }
-    }
-}
 
 /// Token counts of the exported call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -177,24 +116,6 @@ fn keys_of(span: &SpanDoc, n: usize) -> Result<Keys, Malformed> {
         convention: best,
         proxy_answer: proxy && answered,
     })
-}
-
-/// The first of `keys` holding a non-empty string.
-pub fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|k| attrs.get(*k)?.as_str().filter(|s| !s.is_empty()))
-        .map(str::to_string)
-}
-
-/// The first of `keys` holding a count (a number or a numeric string); 0 if none.
-pub fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
-    keys.iter()
-        .find_map(|k| match attrs.get(*k)? {
-            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        })
-        .unwrap_or(0)
 }
 
 /// The rewards a span records, in order: AGL 0.3's
@@ -314,40 +235,6 @@ mod tests {
     fn doc_bytes(spans: Value) -> Vec<u8> {
         serde_json::to_vec(&json!({"rollout_id": "ro-1", "status": "succeeded", "spans": spans}))
             .unwrap()
-    }
-
-    #[test]
-    fn keys_map_to_conventions() {
-        assert_eq!(
-            Convention::of_key("gen_ai.prompt.0.role"),
-            Some(Convention::Agl)
-        );
-        assert_eq!(
-            Convention::of_key("gen_ai.completion.0.content"),
-            Some(Convention::Agl)
-        );
-        assert_eq!(
-            Convention::of_key("gen_ai.input.messages"),
-            Some(Convention::GenAi)
-        );
-        assert_eq!(
-            Convention::of_key("gen_ai.output.messages.0.role"),
-            Some(Convention::GenAi)
-        );
-        assert_eq!(
-            Convention::of_key("llm.input_messages.0.message.role"),
-            Some(Convention::OpenInference)
-        );
-        for other in [
-            "gen_ai.request.model",
-            "gen_ai.input.messages_count",
-            "gen_ai.prompt",
-            "llm.model_name",
-            "tool.name",
-            "plain",
-        ] {
-            assert_eq!(Convention::of_key(other), None, "{other}");
-        }
     }
 
     #[test]

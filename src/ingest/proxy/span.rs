@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use serde_json::{json, Value};
 
 use super::openai::{self, Api, Request, Response};
-use crate::export::model::{Message, Role, Tool, ToolCall};
+use crate::conversation::{Message, Role, Tool, ToolCall};
 
 /// Marks a span recorded by the proxy (export prefers these); the value is
 /// the upstream the call went to.
@@ -445,7 +445,7 @@ impl Call {
 mod tests {
     use super::*;
     use crate::agl::span::flatten_attributes;
-    use crate::export::read::agl;
+    use crate::conversation::agl;
 
     fn call(request: Value, response: &str, event_stream: bool) -> Call {
         Call {
@@ -521,7 +521,7 @@ mod tests {
         );
         // Both of export's readers get the same conversation back.
         let from_agl = agl::read(&attrs, &[]).unwrap();
-        let from_genai = crate::export::read::genai::read(&attrs).unwrap();
+        let from_genai = crate::conversation::genai::read(&attrs).unwrap();
         assert_eq!(from_agl, from_genai);
         assert_eq!(from_agl.messages.len(), 3);
         assert_eq!(
