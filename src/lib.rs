@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod inspect;
 pub mod rollout;
+pub mod semconv;
 pub mod serve;
 pub mod store;
 pub mod util;

@@ -16,7 +16,8 @@ use crate::agl::summary::{is_model_call, preview, span_rewards, summarize, tool_
 use crate::agl::trace_file::{datetime, file_stem, parse_file_name, TraceFile};
 use crate::conversation::attrs::{first_count, first_str};
 use crate::conversation::{Convention, Role};
-use crate::export::read::{Chosen, COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS};
+use crate::export::read::Chosen;
+use crate::semconv::{COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS};
 
 /// `oclagl show` options.
 #[derive(Debug, Clone, clap::Args)]

@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::agl::view::TASK_INPUT;
 use crate::gateway::{Gateway, GatewayError, Message, Reply, Turn};
+use crate::semconv::TASK_INPUT;
 use crate::util::ids::random_hex;
 
 /// One task to run.

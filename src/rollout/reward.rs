@@ -26,16 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use super::otel::{LocalSidecar, LocalStore};
 use super::Emitter;
-use crate::agl::span::{ATTEMPT_ID, ROLLOUT_ID};
+use crate::semconv::{ANNOTATION, ATTEMPT_ID, REWARD_PREFIX, ROLLOUT_ID};
 use crate::serve::ServeError;
 use crate::store::StoreError;
 use crate::util::clock::now_unix_nanos;
 use crate::util::ids::random_id;
 
-/// AGL's annotation span name (rewards are annotations).
-pub const ANNOTATION: &str = "agentlightning.annotation";
-/// Prefix of the reward list attributes.
-pub const REWARD_PREFIX: &str = "agentlightning.reward";
 /// The name AGL gives a scalar reward.
 pub const PRIMARY: &str = "primary";
 

@@ -17,8 +17,11 @@ use serde_json::{Map, Value};
 
 use crate::conversation::attrs::{self, first_count, first_str};
 use crate::conversation::{agl, genai, openinference, Convention, Conversation, Malformed};
-use crate::ingest::proxy::span::UPSTREAM as PROXY_UPSTREAM;
-use crate::rollout::reward::{Reward, PRIMARY, REWARD_PREFIX};
+use crate::rollout::reward::{Reward, PRIMARY};
+use crate::semconv::llm_proxy::UPSTREAM as PROXY_UPSTREAM;
+use crate::semconv::{
+    COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS, REWARD_PREFIX, REWARD_SPANS, SESSION_ATTRS,
+};
 use trace_file::{for_each_key, Doc, SpanDoc};
 
 /// Token counts of the exported call.
@@ -62,25 +65,6 @@ pub struct Rollout {
     pub usage: Usage,
     pub chosen: Option<Chosen>,
 }
-
-/// Root-span attribute naming the session (written by the collector).
-pub const SESSION_KEY: &str = "oclagl.session_key";
-pub const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
-pub const MODEL_ATTRS: [&str; 3] = [
-    "gen_ai.response.model",
-    "gen_ai.request.model",
-    "llm.model_name",
-];
-pub const PROMPT_TOKENS: [&str; 3] = [
-    "gen_ai.usage.prompt_tokens",
-    "gen_ai.usage.input_tokens",
-    "llm.token_count.prompt",
-];
-pub const COMPLETION_TOKENS: [&str; 3] = [
-    "gen_ai.usage.completion_tokens",
-    "gen_ai.usage.output_tokens",
-    "llm.token_count.completion",
-];
 
 fn attributes(span: &SpanDoc, n: usize) -> Result<Map<String, Value>, Malformed> {
     match span.attributes {
@@ -148,9 +132,6 @@ pub fn rewards_of(attrs: &Map<String, Value>) -> Vec<Reward> {
 pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
     rewards_of(attrs).first().map(|r| r.value)
 }
-
-/// Span names AGL gives reward spans (0.3 and older emitters).
-pub const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
 
 /// Reads what export needs of one trace file's rollout. `fallback_id` names
 /// it when the file does not.

@@ -21,17 +21,7 @@ use serde_json::{json, Value};
 
 use super::openai::{self, Api, Request, Response};
 use crate::conversation::{Message, Role, Tool, ToolCall};
-
-/// Marks a span recorded by the proxy (export prefers these); the value is
-/// the upstream the call went to.
-pub const UPSTREAM: &str = "oclagl.llm_proxy.upstream";
-/// `true` when a body was longer than the recording cap (the recorded body
-/// is then its beginning, and the conversation may be missing).
-pub const TRUNCATED: &str = "oclagl.llm_proxy.truncated";
-pub const REQUEST_BODY: &str = "oclagl.llm_proxy.request.body";
-pub const RESPONSE_BODY: &str = "oclagl.llm_proxy.response.body";
-/// Why the bodies could not be read as a conversation.
-pub const UNREADABLE: &str = "oclagl.llm_proxy.unreadable";
+use crate::semconv::llm_proxy::{REQUEST_BODY, RESPONSE_BODY, TRUNCATED, UNREADABLE, UPSTREAM};
 
 /// A recorded body: its first bytes, up to the cap.
 #[derive(Debug, Default, Clone)]
