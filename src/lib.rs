@@ -19,6 +19,8 @@ pub mod forward;
 pub mod gateway;
 pub mod ingest;
 pub mod inspect;
+pub mod reward;
+pub mod reward_client;
 pub mod rollout;
 pub mod semconv;
 pub mod serve;

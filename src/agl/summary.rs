@@ -30,8 +30,7 @@ use super::span::Span;
 use super::trace_file::TraceFile;
 use crate::conversation::attrs::first_str;
 use crate::conversation::Convention;
-use crate::export::read::rewards_of;
-use crate::rollout::reward::Reward;
+use crate::reward::{rewards_of, Reward};
 use crate::semconv::{MODEL_ATTRS, REWARD_SPANS, SESSION_ATTRS};
 use crate::store::Pos;
 

@@ -199,7 +199,7 @@ pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint)
     Ok(())
 }
 
-fn rewards_text(rewards: &[crate::rollout::reward::Reward]) -> String {
+fn rewards_text(rewards: &[crate::reward::Reward]) -> String {
     rewards
         .iter()
         .map(|r| format!("{}={}", r.name, number(r.value)))

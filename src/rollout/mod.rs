@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::gateway::{Gateway, GatewayError, Message, Reply, Turn};
+use crate::reward::Reward;
 use crate::semconv::TASK_INPUT;
 use crate::util::ids::random_hex;
 
@@ -76,7 +77,7 @@ pub struct Outcome {
     pub root: Option<opentelemetry::trace::SpanContext>,
     /// Rewards given when it ended (`collect --score`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rewards: Vec<reward::Reward>,
+    pub rewards: Vec<Reward>,
 }
 
 /// `ro-` + 12 hex and `at-` + 8 hex, like AGL's store.

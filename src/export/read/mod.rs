@@ -15,13 +15,11 @@ pub mod trace_file;
 
 use serde_json::{Map, Value};
 
-use crate::conversation::attrs::{self, first_count, first_str};
+use crate::conversation::attrs::{first_count, first_str};
 use crate::conversation::{agl, genai, openinference, Convention, Conversation, Malformed};
-use crate::rollout::reward::{Reward, PRIMARY};
+use crate::reward::reward_of;
 use crate::semconv::llm_proxy::UPSTREAM as PROXY_UPSTREAM;
-use crate::semconv::{
-    COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS, REWARD_PREFIX, REWARD_SPANS, SESSION_ATTRS,
-};
+use crate::semconv::{COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS, REWARD_SPANS, SESSION_ATTRS};
 use trace_file::{for_each_key, Doc, SpanDoc};
 
 /// Token counts of the exported call.
@@ -100,37 +98,6 @@ fn keys_of(span: &SpanDoc, n: usize) -> Result<Keys, Malformed> {
         convention: best,
         proxy_answer: proxy && answered,
     })
-}
-
-/// The rewards a span records, in order: AGL 0.3's
-/// `agentlightning.reward.<i>.name/value` list (index 0 is primary; the list
-/// ends at the first entry without a numeric value), or the older `reward`
-/// attribute (named `primary`).
-pub fn rewards_of(attrs: &Map<String, Value>) -> Vec<Reward> {
-    if let Some(Value::Array(list)) = attrs::unflatten(attrs, REWARD_PREFIX) {
-        return list
-            .iter()
-            .map_while(|r| {
-                Some(Reward {
-                    name: r.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                    value: r.get("value")?.as_f64()?,
-                })
-            })
-            .collect();
-    }
-    let legacy = attrs.get("reward").and_then(Value::as_f64);
-    legacy
-        .map(|value| Reward {
-            name: PRIMARY.into(),
-            value,
-        })
-        .into_iter()
-        .collect()
-}
-
-/// The primary reward a span records (see [`rewards_of`]).
-pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
-    rewards_of(attrs).first().map(|r| r.value)
 }
 
 /// Reads what export needs of one trace file's rollout. `fallback_id` names
