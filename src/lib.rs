@@ -19,6 +19,7 @@ pub mod forward;
 pub mod gateway;
 pub mod ingest;
 pub mod inspect;
+pub mod local;
 pub mod reward;
 pub mod reward_client;
 pub mod rollout;

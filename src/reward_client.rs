@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::local::{LocalSidecar, LocalStore};
 use crate::reward::{validate, InvalidReward, Reward, RewardBody, Rewarded, PRIMARY};
-use crate::rollout::otel::{LocalSidecar, LocalStore};
 use crate::serve::ServeError;
 use crate::store::StoreError;
 use crate::util::percent::percent_encode;
