@@ -224,10 +224,11 @@ pub struct Rewarded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn r(name: &str, value: f64) -> Reward {
+    /// A reward, briefly.
+    pub fn r(name: &str, value: f64) -> Reward {
         Reward {
             name: name.into(),
             value,

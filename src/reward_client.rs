@@ -168,13 +168,7 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(name: &str, value: f64) -> Reward {
-        Reward {
-            name: name.into(),
-            value,
-        }
-    }
+    use crate::reward::tests::r;
 
     #[test]
     fn values_parse_with_names_and_the_first_is_primary() {

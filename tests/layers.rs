@@ -118,28 +118,16 @@ fn code_only(src: &str) -> String {
                 blank(&mut out, ch);
             }
             i = end;
-        } else if c[i] == '"' {
-            blank(&mut out, c[i]);
-            i += 1;
-            while i < c.len() && c[i] != '"' {
-                if c[i] == '\\' && i + 1 < c.len() {
-                    blank(&mut out, c[i]);
-                    i += 1;
-                }
-                blank(&mut out, c[i]);
-                i += 1;
-            }
-            if i < c.len() {
-                blank(&mut out, c[i]);
-                i += 1;
-            }
-        } else if c[i] == '\''
-            && (c.get(i + 1) == Some(&'\\') || (i + 2 < c.len() && c[i + 2] == '\''))
+        } else if c[i] == '"'
+            || (c[i] == '\''
+                && (c.get(i + 1) == Some(&'\\') || (i + 2 < c.len() && c[i + 2] == '\'')))
         {
-            // A character literal ('x', '\n', '\u{1F600}'), not a lifetime.
+            // A string, or a character literal ('x', '\n', '\u{1F600}'; not
+            // a lifetime): up to the same quote, escapes skipped.
+            let quote = c[i];
             blank(&mut out, c[i]);
             i += 1;
-            while i < c.len() && c[i] != '\'' {
+            while i < c.len() && c[i] != quote {
                 if c[i] == '\\' && i + 1 < c.len() {
                     blank(&mut out, c[i]);
                     i += 1;
