@@ -1,7 +1,7 @@
 //! `oclagl show <rollout>`: one rollout's span tree from its trace file, with
 //! each span's start and duration as a bar on the rollout's timeline, model
 //! calls with their model, tokens, reply and requested tool calls (read with
-//! export's conversation readers), tool calls with their arguments, rewards,
+//! the conversation readers), tool calls with their arguments, rewards,
 //! and errors highlighted. `--json` prints the AGL trace file itself.
 
 use std::collections::HashMap;
@@ -318,7 +318,7 @@ fn write_span(
     Ok(())
 }
 
-/// The reply and requested tool calls of a model call, read with export's
+/// The reply and requested tool calls of a model call, read with the
 /// conversation readers (any span convention).
 fn model_call_details(span: &Span, trace: &TraceFile) -> Vec<String> {
     let Some(convention) = span
