@@ -33,7 +33,7 @@ enum Command {
     /// Build an SFT dataset (JSONL) from trace files or the store.
     ExportSft(oclagl::export::ExportArgs),
     /// Reward a rollout (an AGL reward span): `oclagl reward ro-… 1.0 --name exact_match`.
-    Reward(oclagl::rollout::reward::RewardArgs),
+    Reward(oclagl::reward_client::RewardArgs),
     /// List rollouts: status, timing, span/model/tool counts, reward, prompt.
     Ls(oclagl::inspect::ls::LsArgs),
     /// Show one rollout's span tree with timings, model and tool calls, rewards.
@@ -157,7 +157,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
             .context("oclagl bridge failed")
             .map(|()| 0),
         Command::Reward(args) => {
-            let done = oclagl::rollout::reward::send(&args)
+            let done = oclagl::reward_client::send(&args)
                 .await
                 .context("oclagl reward failed")?;
             let rewards: Vec<String> = done

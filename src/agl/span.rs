@@ -12,9 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub const ROLLOUT_ID: &str = "agentlightning.rollout_id";
-pub const ATTEMPT_ID: &str = "agentlightning.attempt_id";
-pub const SPAN_SEQUENCE_ID: &str = "agentlightning.span_sequence_id";
+use crate::semconv::{ATTEMPT_ID, ROLLOUT_ID, SPAN_SEQUENCE_ID};
 
 /// OTLP `Span.flags` bits saying whether the parent is remote.
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;

@@ -28,10 +28,10 @@ use serde_json::{Map, Value};
 use super::index::Saved;
 use super::span::Span;
 use super::trace_file::TraceFile;
-use crate::export::read::{
-    first_str, rewards_of, Convention, MODEL_ATTRS, REWARD_SPANS, SESSION_ATTRS,
-};
-use crate::rollout::reward::Reward;
+use crate::conversation::attrs::first_str;
+use crate::conversation::Convention;
+use crate::reward::{rewards_of, Reward};
+use crate::semconv::{MODEL_ATTRS, REWARD_SPANS, SESSION_ATTRS};
 use crate::store::Pos;
 
 /// The summaries' file in the data folder.

@@ -35,10 +35,8 @@ use super::index::{
 use super::span::{self, flatten_attributes, str_attr, Resource, SpanIds};
 use super::summary::{self, Line};
 use super::trace_file::{self, TraceFile};
+use crate::semconv::TASK_INPUT;
 use crate::store::{Committed, Pos, Record, WalReader};
-
-/// Root-span attribute holding the task input (JSON) of a rollout.
-pub const TASK_INPUT: &str = "oclagl.task_input";
 
 /// Where earlier versions kept the checkpoint (removed when found).
 const LEGACY_CHECKPOINT: &str = "agl-view.checkpoint";

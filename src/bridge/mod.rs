@@ -23,7 +23,8 @@ use tokio::sync::watch;
 
 use crate::args::{parse_duration, parse_size};
 use crate::gateway::{Gateway, GatewayConfig, GatewayError, Mode, Secret};
-use crate::rollout::otel::{LocalStore, Telemetry, TelemetryError};
+use crate::local::{self, LocalStore};
+use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, RunOptions, Task};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -322,7 +323,7 @@ pub async fn run(
     if !args.host.is_loopback() {
         tracing::warn!(%bound, "the bridge listens beyond loopback");
     }
-    let telemetry = Telemetry::start(&args.local).await?;
+    let telemetry = local::telemetry(&args.local).await?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let bridge = Arc::new(Bridge {
         secret: args

@@ -16,7 +16,8 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::args::parse_duration;
 use crate::gateway::{Gateway, GatewayConfig, GatewayError, Mode, Secret};
-use crate::rollout::otel::{LocalStore, Telemetry, TelemetryError};
+use crate::local::{self, LocalStore};
+use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
 
 /// How to reach the gateway (the seed's environment variables work as is).
@@ -261,7 +262,7 @@ pub async fn collect(
         &tasks,
     )?);
     preflight(&cfg).await?;
-    let telemetry = Telemetry::start(&args.local).await?;
+    let telemetry = local::telemetry(&args.local).await?;
     let destination = telemetry.destination.clone();
     let emitter = Arc::new(Emitter::new(telemetry.tracer(), Gateway::new(cfg)));
     let options = Arc::new(args.gateway.options());
@@ -430,7 +431,7 @@ pub async fn run(
         ));
     }
     preflight(&cfg).await?;
-    let telemetry = Telemetry::start(&args.local).await?;
+    let telemetry = local::telemetry(&args.local).await?;
     let emitter = Emitter::new(telemetry.tracer(), Gateway::new(cfg));
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let task = Task {

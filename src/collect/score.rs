@@ -19,7 +19,7 @@ use std::time::Duration;
 use regex::Regex;
 use tokio::io::AsyncWriteExt;
 
-use crate::rollout::reward::Reward;
+use crate::reward::Reward;
 use crate::rollout::{Outcome, RolloutStatus, Task};
 
 /// How `--score` compares a reply with the expected answer.

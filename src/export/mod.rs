@@ -6,7 +6,7 @@
 //!
 //! Rollouts are read one at a time ([`read`]), in trace-file name order, and
 //! their rows streamed into temporary files that replace the outputs only
-//! when the export completes ([`crate::agl::trace_file::AtomicFile`]), so
+//! when the export completes ([`crate::util::fs::AtomicFile`]), so
 //! memory does not grow with the input (beyond 16 bytes a row for
 //! `--dedupe`) and an interrupted export leaves the previous dataset intact.
 //! A file that cannot be read, or whose conversation is malformed, is
@@ -28,7 +28,6 @@
 //! ```
 
 pub mod filter;
-pub mod model;
 pub mod read;
 pub mod split;
 pub mod stats;
@@ -41,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::agl::trace_file::{parse_file_name, AtomicFile};
+use crate::agl::trace_file::parse_file_name;
+use crate::util::fs::AtomicFile;
 use filter::{parse_time, Dedupe, Filter};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};

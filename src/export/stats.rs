@@ -6,8 +6,8 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use super::model::Conversation;
 use super::read::Usage;
+use crate::conversation::Conversation;
 
 /// Why a rollout did not become a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -150,7 +150,7 @@ impl fmt::Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::model::{Message, Role};
+    use crate::conversation::{Message, Role};
 
     #[test]
     fn counts_rows_tokens_and_drops() {

@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::args::{parse_duration, parse_size};
+use crate::util::percent::percent_decode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -196,25 +197,6 @@ pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>, String> {
         out.push((key, value));
     }
     Ok(out)
-}
-
-/// `%XX` escapes decoded; `None` if one is malformed or the result is not
-/// UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prometheus_client::collector::Collector;
@@ -29,8 +29,9 @@ use prometheus_client::metrics::MetricType;
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::agl::trace_file::write_atomic;
 use crate::store::{Pos, Record, WalReader};
+use crate::util::clock::now_unix_nanos;
+use crate::util::fs::write_atomic;
 pub use dest::{Destination, Protocol};
 pub use send::{Outcome, SendError, Sender};
 
@@ -361,12 +362,6 @@ pub fn enforce_cap(
         pos = next;
     }
     Ok((pos, dropped_spans, dropped_bytes))
-}
-
-fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The wait before retry number `attempt` (from 0): doubling from 250 ms to

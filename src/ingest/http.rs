@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::{Admission, Ingest, IngestError, RETRY_AFTER};
 use crate::agl::view::Rollouts;
-use crate::rollout::reward::{annotation_request, Parent, RewardBody, Rewarded};
+use crate::reward::{annotation_request, Parent, RewardBody, Rewarded};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {

@@ -18,7 +18,7 @@ pub mod proxy;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -29,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::agl::index::{summarize, RecordSummary};
 use crate::store::{Store, StoreError};
+use crate::util::clock::now_unix_nanos;
 
 /// How long a throttled client is asked to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -155,12 +156,6 @@ pub struct Ingest {
 pub struct Admission {
     permit: Option<OwnedSemaphorePermit>,
     kib: u32,
-}
-
-pub(crate) fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Ingest {

@@ -193,7 +193,7 @@ mod tests {
             model_calls: 1,
             tool_calls: 2,
             rewards: reward
-                .map(|value| crate::rollout::reward::Reward {
+                .map(|value| crate::reward::Reward {
                     name: "primary".into(),
                     value,
                 })

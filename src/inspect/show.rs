@@ -1,7 +1,7 @@
 //! `oclagl show <rollout>`: one rollout's span tree from its trace file, with
 //! each span's start and duration as a bar on the rollout's timeline, model
 //! calls with their model, tokens, reply and requested tool calls (read with
-//! export's conversation readers), tool calls with their arguments, rewards,
+//! the conversation readers), tool calls with their arguments, rewards,
 //! and errors highlighted. `--json` prints the AGL trace file itself.
 
 use std::collections::HashMap;
@@ -14,10 +14,10 @@ use super::{duration, number, InspectError, Paint};
 use crate::agl::span::Span;
 use crate::agl::summary::{is_model_call, preview, span_rewards, summarize, tool_name};
 use crate::agl::trace_file::{datetime, file_stem, parse_file_name, TraceFile};
-use crate::export::model::Role;
-use crate::export::read::{
-    first_count, first_str, Chosen, Convention, COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS,
-};
+use crate::conversation::attrs::{first_count, first_str};
+use crate::conversation::{Convention, Role};
+use crate::export::read::Chosen;
+use crate::semconv::{COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS};
 
 /// `oclagl show` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -199,7 +199,7 @@ pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint)
     Ok(())
 }
 
-fn rewards_text(rewards: &[crate::rollout::reward::Reward]) -> String {
+fn rewards_text(rewards: &[crate::reward::Reward]) -> String {
     rewards
         .iter()
         .map(|r| format!("{}={}", r.name, number(r.value)))
@@ -318,7 +318,7 @@ fn write_span(
     Ok(())
 }
 
-/// The reply and requested tool calls of a model call, read with export's
+/// The reply and requested tool calls of a model call, read with the
 /// conversation readers (any span convention).
 fn model_call_details(span: &Span, trace: &TraceFile) -> Vec<String> {
     let Some(convention) = span

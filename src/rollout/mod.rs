@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
-use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::agl::view::TASK_INPUT;
 use crate::gateway::{Gateway, GatewayError, Message, Reply, Turn};
+use crate::reward::Reward;
+use crate::semconv::TASK_INPUT;
+use crate::util::ids::random_hex;
 
 /// One task to run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -76,21 +77,14 @@ pub struct Outcome {
     pub root: Option<opentelemetry::trace::SpanContext>,
     /// Rewards given when it ended (`collect --score`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rewards: Vec<reward::Reward>,
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
+    pub rewards: Vec<Reward>,
 }
 
 /// `ro-` + 12 hex and `at-` + 8 hex, like AGL's store.
 pub fn new_ids() -> (String, String) {
     (
-        format!("ro-{}", random_hex(6)),
-        format!("at-{}", random_hex(4)),
+        format!("ro-{}", random_hex::<6>()),
+        format!("at-{}", random_hex::<4>()),
     )
 }
 
@@ -195,7 +189,7 @@ impl Emitter {
         let idempotency_key = opts
             .idempotency_key
             .clone()
-            .unwrap_or_else(|| format!("oclagl-{}", random_hex(8)));
+            .unwrap_or_else(|| format!("oclagl-{}", random_hex::<8>()));
 
         let mut tries = 0;
         let result = loop {

@@ -3,12 +3,13 @@
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set, spans go
 //! there over `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` by default, the
 //! spec's default; `grpc`; `http/json`) with `OTEL_EXPORTER_OTLP_HEADERS`.
-//! Without one, the sidecar's receiver and store run in this process, so a
-//! single command still leaves `traces/`; the SDK then hands its batches to
-//! the store directly ([`InProcess`]), with no OTLP round trip.
+//! Without one, the sidecar's receiver and store run in this process (the
+//! command starts them and hands them in as a [`Sidecar`]), so a single
+//! command still leaves `traces/`; the SDK then hands its batches to the
+//! store directly ([`InProcess`]), with no OTLP round trip.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,10 +25,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
-use tokio::sync::oneshot;
 
 use crate::ingest::Ingest;
-use crate::serve::{serve, ServeArgs, ServeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -38,7 +37,7 @@ pub enum TelemetryError {
     #[error("cannot set up the OTLP exporter: {0}")]
     Exporter(String),
     #[error("cannot start the in-process sidecar: {0}")]
-    Sidecar(#[from] ServeError),
+    Sidecar(#[source] SidecarError),
     #[error("{spans} span(s) could not be exported to {destination} and are lost: {error}")]
     Undelivered {
         spans: u64,
@@ -47,89 +46,29 @@ pub enum TelemetryError {
     },
 }
 
-/// Where rollouts are stored when no OTLP endpoint is configured (the
-/// in-process sidecar); flattened into the commands that emit rollouts.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LocalStore {
-    /// Store used in-process when no OTLP endpoint is configured.
-    #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
-    pub data_dir: PathBuf,
-    /// Trace files folder (also what `collect --resume` reads).
-    #[arg(long, env = "OCLAGL_TRACES_DIR", default_value = "./traces")]
-    pub traces_dir: PathBuf,
-}
+/// What a sidecar run in this process fails with.
+pub type SidecarError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The sidecar's receiver and store run in this process, on an ephemeral
-/// loopback port, over a [`LocalStore`].
-pub struct LocalSidecar {
-    /// Its OTLP/HTTP address.
-    pub http: SocketAddr,
-    /// Its intake, for spans made in this process.
+/// Stops a sidecar run in this process.
+pub type StopSidecar = Pin<Box<dyn Future<Output = Result<(), SidecarError>> + Send>>;
+
+/// A sidecar running in this process, for when no OTLP endpoint is
+/// configured: the SDK hands its batches to `ingest`, and
+/// [`Telemetry::shutdown`] awaits `stop` once the last one is in.
+pub struct Sidecar {
+    /// Its intake, for the spans made in this process.
     pub ingest: Arc<Ingest>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
-}
-
-impl LocalSidecar {
-    /// Starts it; fails (with [`crate::store::StoreError::Locked`]) when
-    /// another process holds the store.
-    pub async fn start(local: &LocalStore) -> Result<LocalSidecar, ServeError> {
-        let args = ServeArgs {
-            grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
-            http_addr: "127.0.0.1:0".parse().expect("literal address"),
-            data_dir: local.data_dir.clone(),
-            traces_dir: local.traces_dir.clone(),
-            // Rollouts end for good when the gateway answers, so files can
-            // be written soon, while the command mostly waits on the
-            // gateway, instead of all at exit.
-            quiet: Duration::from_millis(100),
-            ..ServeArgs::default()
-        };
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            args,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |bound| {
-                let _ = ready_tx.send(bound);
-            },
-        ));
-        match ready_rx.await {
-            Ok(bound) => Ok(LocalSidecar {
-                http: bound.http,
-                ingest: bound.ingest,
-                stop,
-                task,
-            }),
-            Err(_) => Err(match task.await {
-                Ok(Err(e)) => e,
-                _ => ServeError::Server("the in-process sidecar stopped".into()),
-            }),
-        }
-    }
-
     /// Stops it after it has stored what it received and written every
     /// pending trace file.
-    pub async fn stop(self) -> Result<(), ServeError> {
-        let LocalSidecar {
-            stop, task, ingest, ..
-        } = self;
-        // The store closes once every intake handle is gone.
-        drop(ingest);
-        let _ = stop.send(());
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(ServeError::Server(e.to_string())),
-        }
-    }
+    pub stop: StopSidecar,
+    /// Where it keeps the spans, for messages to the user.
+    pub destination: String,
 }
 
 /// The SDK provider, and the in-process sidecar when there is one.
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    sidecar: Option<LocalSidecar>,
+    stop_sidecar: Option<StopSidecar>,
     undelivered: Arc<Undelivered>,
     /// Where spans are sent, for messages to the user.
     pub destination: String,
@@ -151,12 +90,16 @@ fn protocol() -> Result<Protocol, TelemetryError> {
 }
 
 impl Telemetry {
-    /// Starts the pipeline (and the in-process sidecar if needed).
-    pub async fn start(local: &LocalStore) -> Result<Telemetry, TelemetryError> {
+    /// Starts the pipeline: to the OTLP endpoint the environment names, or
+    /// else to the sidecar that `start_sidecar` starts in this process.
+    pub async fn start<F>(start_sidecar: impl FnOnce() -> F) -> Result<Telemetry, TelemetryError>
+    where
+        F: Future<Output = Result<Sidecar, SidecarError>>,
+    {
         let configured = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
         let undelivered = Arc::new(Undelivered::default());
-        let (processor, sidecar, destination) = match configured {
+        let (processor, stop_sidecar, destination) = match configured {
             Some(endpoint) => {
                 let protocol = protocol()?;
                 let builder = opentelemetry_otlp::SpanExporter::builder();
@@ -168,19 +111,15 @@ impl Telemetry {
                 (batch(exporter, undelivered.clone()), None, endpoint)
             }
             None => {
-                let sidecar = LocalSidecar::start(local).await?;
+                let sidecar = start_sidecar().await.map_err(TelemetryError::Sidecar)?;
                 let exporter = InProcess {
-                    ingest: Mutex::new(Some(sidecar.ingest.clone())),
+                    ingest: Mutex::new(Some(sidecar.ingest)),
                     resource: ResourceAttributesWithSchema::default(),
                 };
                 (
                     batch(exporter, undelivered.clone()),
-                    Some(sidecar),
-                    format!(
-                        "{} (in-process store {})",
-                        local.traces_dir.display(),
-                        local.data_dir.display()
-                    ),
+                    Some(sidecar.stop),
+                    sidecar.destination,
                 )
             }
         };
@@ -194,7 +133,7 @@ impl Telemetry {
             .build();
         Ok(Telemetry {
             provider,
-            sidecar,
+            stop_sidecar,
             undelivered,
             destination,
         })
@@ -227,9 +166,9 @@ impl Telemetry {
                 error: losses.first_error.unwrap_or_default(),
             });
         }
-        if let Some(sidecar) = self.sidecar {
-            if let Err(e) = sidecar.stop().await {
-                result = result.and(Err(e.into()));
+        if let Some(stop) = self.stop_sidecar {
+            if let Err(e) = stop.await {
+                result = result.and(Err(TelemetryError::Sidecar(e)));
             }
         }
         result

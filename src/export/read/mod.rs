@@ -6,81 +6,21 @@
 //! an answered one, the last of them is the row (it is exactly what the
 //! provider received and answered, system prompt and tools included). Each convention has its own reader ([`agl`], [`genai`],
 //! [`openinference`]); all of them produce the one model of
-//! [`crate::export::model`]. The rollout's facts that filters need (status,
+//! [`crate::conversation`]. The rollout's facts that filters need (status,
 //! time, session, model, reward, tokens) come from the root, reward and chosen
 //! spans, so a rollout that is filtered out is never converted.
 
-pub mod agl;
-pub mod attrs;
-pub mod genai;
-pub mod openinference;
 pub mod store;
 pub mod trace_file;
 
 use serde_json::{Map, Value};
 
-use crate::export::model::Conversation;
-use crate::ingest::proxy::span::UPSTREAM as PROXY_UPSTREAM;
-use crate::rollout::reward::{Reward, PRIMARY, REWARD_PREFIX};
+use crate::conversation::attrs::{first_count, first_str};
+use crate::conversation::{agl, genai, openinference, Convention, Conversation, Malformed};
+use crate::reward::reward_of;
+use crate::semconv::llm_proxy::UPSTREAM as PROXY_UPSTREAM;
+use crate::semconv::{COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS, REWARD_SPANS, SESSION_ATTRS};
 use trace_file::{for_each_key, Doc, SpanDoc};
-
-/// Why a span's messages could not be read (a malformed span, as AGL would
-/// also refuse it).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Malformed(pub String);
-
-/// The span conventions that carry messages, in order of preference when a
-/// span carries several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Convention {
-    /// AGL / OpenLLMetry: `gen_ai.prompt.<i>.*`, `gen_ai.completion.<i>.*`.
-    Agl,
-    /// OTel GenAI: `gen_ai.input.messages`, `gen_ai.output.messages`.
-    GenAi,
-    /// OpenInference: `llm.input_messages.<i>.*`, `llm.output_messages.<i>.*`.
-    OpenInference,
-}
-
-fn under(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-}
-
-impl Convention {
-    /// The convention whose messages an attribute key holds, if any.
-    pub fn of_key(key: &str) -> Option<Convention> {
-        let (head, _) = key.split_once('.')?;
-        match head {
-            "gen_ai" => {
-                if key.starts_with("gen_ai.prompt.") || key.starts_with("gen_ai.completion.") {
-                    Some(Convention::Agl)
-                } else if under(key, "gen_ai.input.messages")
-                    || under(key, "gen_ai.output.messages")
-                {
-                    Some(Convention::GenAi)
-                } else {
-                    None
-                }
-            }
-            "llm"
-                if key.starts_with("llm.input_messages.")
-                    || key.starts_with("llm.output_messages.") =>
-            {
-                Some(Convention::OpenInference)
-            }
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Convention::Agl => "gen_ai.prompt/completion",
-            Convention::GenAi => "gen_ai.input/output.messages",
-            Convention::OpenInference => "llm.input/output_messages",
-        }
-    }
-}
 
 /// Token counts of the exported call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -124,25 +64,6 @@ pub struct Rollout {
     pub chosen: Option<Chosen>,
 }
 
-/// Root-span attribute naming the session (written by the collector).
-pub const SESSION_KEY: &str = "oclagl.session_key";
-pub const SESSION_ATTRS: [&str; 3] = [SESSION_KEY, "gen_ai.conversation.id", "session.id"];
-pub const MODEL_ATTRS: [&str; 3] = [
-    "gen_ai.response.model",
-    "gen_ai.request.model",
-    "llm.model_name",
-];
-pub const PROMPT_TOKENS: [&str; 3] = [
-    "gen_ai.usage.prompt_tokens",
-    "gen_ai.usage.input_tokens",
-    "llm.token_count.prompt",
-];
-pub const COMPLETION_TOKENS: [&str; 3] = [
-    "gen_ai.usage.completion_tokens",
-    "gen_ai.usage.output_tokens",
-    "llm.token_count.completion",
-];
-
 fn attributes(span: &SpanDoc, n: usize) -> Result<Map<String, Value>, Malformed> {
     match span.attributes {
         None => Ok(Map::new()),
@@ -178,58 +99,6 @@ fn keys_of(span: &SpanDoc, n: usize) -> Result<Keys, Malformed> {
         proxy_answer: proxy && answered,
     })
 }
-
-/// The first of `keys` holding a non-empty string.
-pub fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|k| attrs.get(*k)?.as_str().filter(|s| !s.is_empty()))
-        .map(str::to_string)
-}
-
-/// The first of `keys` holding a count (a number or a numeric string); 0 if none.
-pub fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
-    keys.iter()
-        .find_map(|k| match attrs.get(*k)? {
-            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
-/// The rewards a span records, in order: AGL 0.3's
-/// `agentlightning.reward.<i>.name/value` list (index 0 is primary; the list
-/// ends at the first entry without a numeric value), or the older `reward`
-/// attribute (named `primary`).
-pub fn rewards_of(attrs: &Map<String, Value>) -> Vec<Reward> {
-    if let Some(Value::Array(list)) = attrs::unflatten(attrs, REWARD_PREFIX) {
-        return list
-            .iter()
-            .map_while(|r| {
-                Some(Reward {
-                    name: r.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                    value: r.get("value")?.as_f64()?,
-                })
-            })
-            .collect();
-    }
-    let legacy = attrs.get("reward").and_then(Value::as_f64);
-    legacy
-        .map(|value| Reward {
-            name: PRIMARY.into(),
-            value,
-        })
-        .into_iter()
-        .collect()
-}
-
-/// The primary reward a span records (see [`rewards_of`]).
-pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
-    rewards_of(attrs).first().map(|r| r.value)
-}
-
-/// Span names AGL gives reward spans (0.3 and older emitters).
-pub const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightning.reward"];
 
 /// Reads what export needs of one trace file's rollout. `fallback_id` names
 /// it when the file does not.
@@ -314,40 +183,6 @@ mod tests {
     fn doc_bytes(spans: Value) -> Vec<u8> {
         serde_json::to_vec(&json!({"rollout_id": "ro-1", "status": "succeeded", "spans": spans}))
             .unwrap()
-    }
-
-    #[test]
-    fn keys_map_to_conventions() {
-        assert_eq!(
-            Convention::of_key("gen_ai.prompt.0.role"),
-            Some(Convention::Agl)
-        );
-        assert_eq!(
-            Convention::of_key("gen_ai.completion.0.content"),
-            Some(Convention::Agl)
-        );
-        assert_eq!(
-            Convention::of_key("gen_ai.input.messages"),
-            Some(Convention::GenAi)
-        );
-        assert_eq!(
-            Convention::of_key("gen_ai.output.messages.0.role"),
-            Some(Convention::GenAi)
-        );
-        assert_eq!(
-            Convention::of_key("llm.input_messages.0.message.role"),
-            Some(Convention::OpenInference)
-        );
-        for other in [
-            "gen_ai.request.model",
-            "gen_ai.input.messages_count",
-            "gen_ai.prompt",
-            "llm.model_name",
-            "tool.name",
-            "plain",
-        ] {
-            assert_eq!(Convention::of_key(other), None, "{other}");
-        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::{tool_defs, Call, Msg, Row};
-use crate::export::model::{Conversation, Role};
+use crate::conversation::{Conversation, Role};
 
 pub(super) fn row(c: &Conversation) -> Row<'_, &Value> {
     Row {

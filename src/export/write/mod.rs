@@ -11,7 +11,7 @@ pub mod trl;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::model::{Conversation, Tool};
+use crate::conversation::{Conversation, Tool};
 
 /// Dataset formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -162,7 +162,7 @@ fn tool_defs<'a>(tools: &'a [Tool], default_description: Option<&'a str>) -> Vec
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::export::model::{Message, Role, ToolCall};
+    use crate::conversation::{Message, Role, ToolCall};
     use serde_json::json;
 
     /// system, user, assistant calling a tool, the tool's result, answer.

@@ -4,7 +4,7 @@
 //! messages. `developer` messages are written as `system`.
 
 use super::{tool_defs, Call, Msg, Row, TrainOn, Unrepresentable};
-use crate::export::model::{Conversation, Role};
+use crate::conversation::{Conversation, Role};
 
 pub(super) fn row(c: &Conversation, train_on: TrainOn) -> Result<Row<'_, String>, Unrepresentable> {
     let last_assistant = c.messages.iter().rposition(|m| m.role == Role::Assistant);

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::{tool_defs, Call, Msg, Row, Unrepresentable};
-use crate::export::model::{Conversation, Role};
+use crate::conversation::{Conversation, Role};
 
 pub(super) fn row(c: &Conversation) -> Result<Row<'_, Value>, Unrepresentable> {
     let mut messages = Vec::with_capacity(c.messages.len());

@@ -52,7 +52,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use self::openai::Api;
 use self::span::{Call, Captured, End};
 use self::upstream::{Clients, Route};
-use super::{now_unix_nanos, Ingest};
+use super::Ingest;
+use crate::util::clock::now_unix_nanos;
+use crate::util::ids::random_id;
 
 /// Where calls go: the default upstream (`prefix` `None`) or the one for
 /// models whose name starts with `prefix`.
@@ -109,7 +111,7 @@ fn basic_auth(url: &reqwest::Url) -> Option<HeaderValue> {
     if url.username().is_empty() && url.password().is_none() {
         return None;
     }
-    use crate::forward::dest::percent_decode;
+    use crate::util::percent::percent_decode;
     let user = percent_decode(url.username())?;
     let password = match url.password() {
         Some(p) => percent_decode(p)?,
@@ -454,15 +456,6 @@ fn traceparent(headers: &HeaderMap) -> Option<([u8; 16], [u8; 8])> {
         return None;
     }
     (trace != [0; 16] && span != [0; 8]).then_some((trace, span))
-}
-
-fn random_id<const N: usize>() -> [u8; N] {
-    loop {
-        let id: [u8; N] = rand::random();
-        if id != [0; N] {
-            return id;
-        }
-    }
 }
 
 /// The message of an error and of its causes (hyper's never hold the URL,

@@ -3,17 +3,16 @@
 //! as JSON or as a server-sent event stream (reassembled here).
 //!
 //! Both APIs are read into the conversation model export uses
-//! ([`crate::export::model`]), so a recorded call and an exported row mean
+//! ([`crate::conversation`]), so a recorded call and an exported row mean
 //! the same thing. Fields that model has no place for stay in the raw bodies
 //! the span also records.
 
 use serde_json::{Map, Value};
 
-use crate::export::model::{Message, Role, Tool, ToolCall};
-use crate::export::read::attrs::{
+use crate::conversation::attrs::{
     array, content_text, object, opt_str, req_str, tool_call, tool_definition,
 };
-use crate::export::read::Malformed;
+use crate::conversation::{Malformed, Message, Role, Tool, ToolCall};
 
 /// The two model-call APIs the proxy records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

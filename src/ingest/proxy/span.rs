@@ -20,18 +20,8 @@ use opentelemetry_proto::tonic::trace::v1::{
 use serde_json::{json, Value};
 
 use super::openai::{self, Api, Request, Response};
-use crate::export::model::{Message, Role, Tool, ToolCall};
-
-/// Marks a span recorded by the proxy (export prefers these); the value is
-/// the upstream the call went to.
-pub const UPSTREAM: &str = "oclagl.llm_proxy.upstream";
-/// `true` when a body was longer than the recording cap (the recorded body
-/// is then its beginning, and the conversation may be missing).
-pub const TRUNCATED: &str = "oclagl.llm_proxy.truncated";
-pub const REQUEST_BODY: &str = "oclagl.llm_proxy.request.body";
-pub const RESPONSE_BODY: &str = "oclagl.llm_proxy.response.body";
-/// Why the bodies could not be read as a conversation.
-pub const UNREADABLE: &str = "oclagl.llm_proxy.unreadable";
+use crate::conversation::{Message, Role, Tool, ToolCall};
+use crate::semconv::llm_proxy::{REQUEST_BODY, RESPONSE_BODY, TRUNCATED, UNREADABLE, UPSTREAM};
 
 /// A recorded body: its first bytes, up to the cap.
 #[derive(Debug, Default, Clone)]
@@ -523,7 +513,7 @@ impl Call {
 mod tests {
     use super::*;
     use crate::agl::span::flatten_attributes;
-    use crate::export::read::agl;
+    use crate::conversation::agl;
 
     fn call(request: Value, response: &str, event_stream: bool) -> Call {
         Call {
@@ -599,7 +589,7 @@ mod tests {
         );
         // Both of export's readers get the same conversation back.
         let from_agl = agl::read(&attrs, &[]).unwrap();
-        let from_genai = crate::export::read::genai::read(&attrs).unwrap();
+        let from_genai = crate::conversation::genai::read(&attrs).unwrap();
         assert_eq!(from_agl, from_genai);
         assert_eq!(from_agl.messages.len(), 3);
         assert_eq!(

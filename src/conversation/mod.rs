@@ -1,8 +1,16 @@
-//! The one conversation model every reader produces and every writer consumes.
+//! The one conversation model every reader produces and every consumer
+//! (export's writers, the LLM proxy, `oclagl show`) uses, and the readers of
+//! each span convention that carries messages ([`agl`], [`genai`],
+//! [`openinference`]).
 //!
-//! It keeps what a training row needs and nothing is flattened to text: tool
-//! calls keep their ids and arguments, tool results the id of the call they
-//! answer, tools their JSON schemas.
+//! The model keeps what a training row needs and nothing is flattened to
+//! text: tool calls keep their ids and arguments, tool results the id of the
+//! call they answer, tools their JSON schemas.
+
+pub mod agl;
+pub mod attrs;
+pub mod genai;
+pub mod openinference;
 
 use serde_json::Value;
 
@@ -137,10 +145,102 @@ impl Conversation {
     }
 }
 
+/// Why a span's messages could not be read (a malformed span, as AGL would
+/// also refuse it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+/// The span conventions that carry messages, in order of preference when a
+/// span carries several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Convention {
+    /// AGL / OpenLLMetry: `gen_ai.prompt.<i>.*`, `gen_ai.completion.<i>.*`.
+    Agl,
+    /// OTel GenAI: `gen_ai.input.messages`, `gen_ai.output.messages`.
+    GenAi,
+    /// OpenInference: `llm.input_messages.<i>.*`, `llm.output_messages.<i>.*`.
+    OpenInference,
+}
+
+fn under(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+impl Convention {
+    /// The convention whose messages an attribute key holds, if any.
+    pub fn of_key(key: &str) -> Option<Convention> {
+        let (head, _) = key.split_once('.')?;
+        match head {
+            "gen_ai" => {
+                if key.starts_with("gen_ai.prompt.") || key.starts_with("gen_ai.completion.") {
+                    Some(Convention::Agl)
+                } else if under(key, "gen_ai.input.messages")
+                    || under(key, "gen_ai.output.messages")
+                {
+                    Some(Convention::GenAi)
+                } else {
+                    None
+                }
+            }
+            "llm"
+                if key.starts_with("llm.input_messages.")
+                    || key.starts_with("llm.output_messages.") =>
+            {
+                Some(Convention::OpenInference)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Convention::Agl => "gen_ai.prompt/completion",
+            Convention::GenAi => "gen_ai.input/output.messages",
+            Convention::OpenInference => "llm.input/output_messages",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_map_to_conventions() {
+        assert_eq!(
+            Convention::of_key("gen_ai.prompt.0.role"),
+            Some(Convention::Agl)
+        );
+        assert_eq!(
+            Convention::of_key("gen_ai.completion.0.content"),
+            Some(Convention::Agl)
+        );
+        assert_eq!(
+            Convention::of_key("gen_ai.input.messages"),
+            Some(Convention::GenAi)
+        );
+        assert_eq!(
+            Convention::of_key("gen_ai.output.messages.0.role"),
+            Some(Convention::GenAi)
+        );
+        assert_eq!(
+            Convention::of_key("llm.input_messages.0.message.role"),
+            Some(Convention::OpenInference)
+        );
+        for other in [
+            "gen_ai.request.model",
+            "gen_ai.input.messages_count",
+            "gen_ai.prompt",
+            "llm.model_name",
+            "tool.name",
+            "plain",
+        ] {
+            assert_eq!(Convention::of_key(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn roles_round_trip_and_tool_result_is_tool() {

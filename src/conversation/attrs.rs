@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::Malformed;
-use crate::export::model::{Tool, ToolCall};
+use super::{Malformed, Tool, ToolCall};
 
 /// A key segment that is a list index (`0`, `12`, also `01` as AGL's
 /// `str.isdigit()` + `int()` reads it).
@@ -183,6 +182,24 @@ pub fn content_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The first of `keys` holding a non-empty string.
+pub fn first_str(attrs: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|k| attrs.get(*k)?.as_str().filter(|s| !s.is_empty()))
+        .map(str::to_string)
+}
+
+/// The first of `keys` holding a count (a number or a numeric string); 0 if none.
+pub fn first_count(attrs: &Map<String, Value>, keys: &[&str]) -> u64 {
+    keys.iter()
+        .find_map(|k| match attrs.get(*k)? {
+            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

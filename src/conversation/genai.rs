@@ -14,8 +14,7 @@ use serde_json::{Map, Value};
 use super::attrs::{
     array, content_text, object, opt_str, req_str, structured, tool_call, tool_definition,
 };
-use super::Malformed;
-use crate::export::model::{Conversation, Message, Role};
+use super::{Conversation, Malformed, Message, Role};
 
 pub fn read(attrs: &Map<String, Value>) -> Result<Conversation, Malformed> {
     let mut messages = Vec::new();

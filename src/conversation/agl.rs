@@ -15,8 +15,7 @@
 use serde_json::{Map, Value};
 
 use super::attrs::{self, array, object, unflatten};
-use super::Malformed;
-use crate::export::model::{Conversation, Message, Role, Tool, ToolCall};
+use super::{Conversation, Malformed, Message, Role, Tool, ToolCall};
 
 /// Reads the conversation of a span; `children` are its child spans'
 /// attributes (AGL records an LLM call's tool calls there).
