@@ -11,7 +11,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use oclagl::ingest::proxy::openai::Api;
-use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR, UNREADABLE};
+use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR};
+use oclagl::semconv::llm_proxy::UNREADABLE;
 
 struct Counting;
 

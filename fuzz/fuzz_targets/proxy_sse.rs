@@ -13,7 +13,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use oclagl::ingest::proxy::openai::{model_of, request, response, Api};
-use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR, UNREADABLE};
+use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR};
+use oclagl::semconv::llm_proxy::UNREADABLE;
 
 /// The parse budget of a 256 KiB recording cap.
 const BUDGET: usize = PARSE_BUDGET_FACTOR * (256 << 10);
