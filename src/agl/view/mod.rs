@@ -12,6 +12,9 @@
 //! Memory stays flat however many rollouts the store holds: once a rollout's
 //! file and summary line are on disk, the index evicts it (see
 //! [`super::index`]).
+//!
+//! This file is the event loop; `writer` is the thread that writes and syncs
+//! the files, and `build` makes a rollout's file from its records.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -26,16 +29,16 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prost::Message;
-use serde_json::Value;
 
-use super::index::Saved;
-use super::index::{
-    derived_attempt_id, fallback_attempt_id, summarize, Change, Index, RecordSummary, Rollout,
-};
-use super::span::{self, flatten_attributes, str_attr, Resource, SpanIds};
+mod build;
+mod writer;
+
+pub use self::build::build_trace_file;
+use self::build::read_export;
+use self::writer::{Done, FileWriter, Job};
+use super::index::{summarize, Change, Index, RecordSummary};
 use super::summary::{self, Line};
 use super::trace_file::{self, TraceFile};
-use crate::semconv::TASK_INPUT;
 use crate::store::{Committed, Pos, Record, WalReader};
 
 /// Where earlier versions kept the checkpoint (removed when found).
@@ -579,315 +582,6 @@ impl View {
     }
 }
 
-/// A rollout to (re)write, with what the writer needs for it.
-struct Job {
-    id: Arc<str>,
-    rollout: Rollout,
-    name: String,
-    /// Files of trace-derived rollouts folded into this one, to delete.
-    stale: Vec<String>,
-    generation: u64,
-}
-
-struct Done {
-    id: Arc<str>,
-    name: String,
-    generation: u64,
-    /// Files still to delete (given back when the write failed).
-    stale: Vec<String>,
-    error: Option<String>,
-    /// The written file's summary line.
-    line: Option<Vec<u8>>,
-}
-
-/// The trace file writer thread.
-struct FileWriter {
-    reader: WalReader,
-    traces_dir: PathBuf,
-    sync: bool,
-}
-
-impl FileWriter {
-    fn run(mut self, jobs: Receiver<Vec<Job>>, done: std::sync::mpsc::Sender<Vec<Done>>) {
-        // Trace files are a view that may lag; acknowledgements may not. On
-        // a busy machine the receivers get the CPU first.
-        // SAFETY: setpriority on this thread's own id (Linux: per-thread nice).
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-        }
-        while let Ok(batch) = jobs.recv() {
-            let results = self.write_batch(batch);
-            if done.send(results).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Writes every file of the batch to a temporary name, then syncs them
-    /// (the disk overlaps the flushes), renames them over their targets and
-    /// syncs the folder once: each file is replaced atomically, and all are
-    /// durable before the checkpoint may pass them.
-    fn write_batch(&mut self, batch: Vec<Job>) -> Vec<Done> {
-        // A store record often holds spans of several rollouts: it is read
-        // once per batch, and dropped after the last file that needs it, so
-        // a batch holds little more than the record of the file at hand.
-        let mut last_use = HashMap::new();
-        for (i, job) in batch.iter().enumerate() {
-            for pos in &job.rollout.records {
-                last_use.insert(*pos, i);
-            }
-        }
-        let mut decoded = HashMap::new();
-        let mut written = Vec::with_capacity(batch.len());
-        let mut results = Vec::with_capacity(batch.len());
-        for (i, job) in batch.into_iter().enumerate() {
-            let file = self.write_tmp(&job, &mut decoded);
-            for pos in &job.rollout.records {
-                if last_use.get(pos) == Some(&i) {
-                    decoded.remove(pos);
-                }
-            }
-            match file {
-                Ok(file) => written.push((job, file)),
-                Err(e) => results.push(Done::of(job, Some(e))),
-            }
-        }
-        let synced = match self.sync {
-            true => sync_data_all(written.iter().map(|(_, (file, _, _))| file).collect()),
-            false => written.iter().map(|_| Ok(())).collect(),
-        };
-        let mut renamed = Vec::with_capacity(written.len());
-        for ((job, (_file, tmp, summary)), synced) in written.into_iter().zip(synced) {
-            let target = self.traces_dir.join(&job.name);
-            match synced.and_then(|()| std::fs::rename(&tmp, target)) {
-                Ok(()) => renamed.push((job, summary)),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    results.push(Done::of(job, Some(e)));
-                }
-            }
-        }
-        let dir = match self.sync {
-            true => std::fs::File::open(&self.traces_dir).and_then(|d| d.sync_all()),
-            false => Ok(()),
-        };
-        for (job, summary) in renamed {
-            match &dir {
-                Ok(()) => {
-                    for old in job.stale.iter().filter(|old| **old != job.name) {
-                        let _ = std::fs::remove_file(self.traces_dir.join(old));
-                    }
-                    let line = summary::summary_line(&summary, &Saved::of(&job.rollout));
-                    results.push(Done {
-                        line: Some(line),
-                        ..Done::of(job, None)
-                    });
-                }
-                Err(e) => {
-                    results.push(Done::of(job, Some(io::Error::new(e.kind(), e.to_string()))))
-                }
-            }
-        }
-        results
-    }
-
-    /// Builds a rollout's file and writes it under a temporary name.
-    fn write_tmp(
-        &mut self,
-        job: &Job,
-        decoded: &mut HashMap<Pos, Option<Arc<ExportTraceServiceRequest>>>,
-    ) -> io::Result<(std::fs::File, PathBuf, summary::Summary)> {
-        let mut requests = Vec::with_capacity(job.rollout.records.len());
-        for pos in &job.rollout.records {
-            let request = match decoded.get(pos) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = read_export(&mut self.reader, *pos);
-                    decoded.insert(*pos, r.clone());
-                    r
-                }
-            };
-            requests.extend(request);
-        }
-        let trace_file = build_trace_file(&job.id, &job.rollout, &requests);
-        let bytes = serde_json::to_vec_pretty(&trace_file).map_err(io::Error::other)?;
-        let tmp = self.traces_dir.join(format!(".{}.tmp", job.name));
-        let mut file = std::fs::File::create(&tmp)?;
-        if let Err(e) = std::io::Write::write_all(&mut file, &bytes) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok((file, tmp, summary::summarize(&trace_file, &job.name)))
-    }
-}
-
-/// Threads that sync a batch's files at once, at most.
-const SYNC_THREADS: usize = 8;
-/// Files per sync thread, at least: a thread costs more than it saves on a
-/// batch of two or three.
-const SYNCS_PER_THREAD: usize = 4;
-
-/// fdatasyncs the files, several at a time: the disk takes their writes
-/// together and the file system covers them with fewer journal commits than
-/// one sync after another would need. Results are in the files' order.
-fn sync_data_all(files: Vec<&std::fs::File>) -> Vec<io::Result<()>> {
-    let threads = (files.len() / SYNCS_PER_THREAD).clamp(1, SYNC_THREADS);
-    let mut results: Vec<Option<io::Result<()>>> = files.iter().map(|_| None).collect();
-    let sync_share = |t: usize| -> Vec<(usize, io::Result<()>)> {
-        (t..files.len())
-            .step_by(threads.max(1))
-            .map(|i| (i, files[i].sync_data()))
-            .collect()
-    };
-    std::thread::scope(|scope| {
-        let mut spawned = Vec::new();
-        for t in 1..threads {
-            let builder = std::thread::Builder::new().name("oclagl-sync".into());
-            match builder.spawn_scoped(scope, move || sync_share(t)) {
-                Ok(handle) => spawned.push(handle),
-                // No thread: this one syncs that share too.
-                Err(_) => record(&mut results, sync_share(t)),
-            }
-        }
-        record(&mut results, sync_share(0));
-        for handle in spawned {
-            if let Ok(done) = handle.join() {
-                record(&mut results, done);
-            }
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(io::Error::other("the sync thread failed"))))
-        .collect()
-}
-
-fn record(results: &mut [Option<io::Result<()>>], done: Vec<(usize, io::Result<()>)>) {
-    for (i, r) in done {
-        results[i] = Some(r);
-    }
-}
-
-impl Done {
-    fn of(job: Job, error: Option<io::Error>) -> Done {
-        Done {
-            stale: if error.is_some() {
-                job.stale
-            } else {
-                Vec::new()
-            },
-            error: error.map(|e| e.to_string()),
-            id: job.id,
-            name: job.name,
-            generation: job.generation,
-            line: None,
-        }
-    }
-}
-
-fn read_export(reader: &mut WalReader, pos: Pos) -> Option<Arc<ExportTraceServiceRequest>> {
-    let payload = reader
-        .read(pos)
-        .map_err(|e| tracing::error!(%pos, error = %e, "cannot read store record"))
-        .ok()?;
-    let record = Record::decode(payload.as_slice()).ok()?;
-    ExportTraceServiceRequest::decode(record.export_trace_request)
-        .map(Arc::new)
-        .map_err(|e| tracing::error!(%pos, error = %e, "cannot decode store record"))
-        .ok()
-}
-
-/// Builds the file of one rollout from the exports that hold its spans.
-pub fn build_trace_file(
-    id: &str,
-    rollout: &Rollout,
-    requests: &[Arc<ExportTraceServiceRequest>],
-) -> TraceFile {
-    struct Picked<'a> {
-        span: &'a opentelemetry_proto::tonic::trace::v1::Span,
-        resource: usize,
-        ids: SpanIds,
-    }
-    let mut resources: Vec<Resource> = Vec::new();
-    let mut picked: Vec<Picked> = Vec::new();
-    for request in requests {
-        for rs in &request.resource_spans {
-            let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-            let mut resource_index = None;
-            for ss in &rs.scope_spans {
-                for span in &ss.spans {
-                    let Ok(trace) = <[u8; 16]>::try_from(span.trace_id.as_slice()) else {
-                        continue;
-                    };
-                    let ids = SpanIds::of(&span.attributes, attrs);
-                    if !rollout.owns(id, &trace, ids.rollout.as_deref()) {
-                        continue;
-                    }
-                    let resource = *resource_index.get_or_insert_with(|| {
-                        resources.push(Resource {
-                            attributes: flatten_attributes(attrs),
-                            schema_url: rs.schema_url.clone(),
-                        });
-                        resources.len() - 1
-                    });
-                    picked.push(Picked {
-                        span,
-                        resource,
-                        ids,
-                    });
-                }
-            }
-        }
-    }
-    let attempt = picked
-        .iter()
-        .rev()
-        .find_map(|p| p.ids.attempt.clone())
-        .unwrap_or_else(|| match &rollout.derived_from {
-            Some(trace) => derived_attempt_id(trace),
-            None => fallback_attempt_id(id),
-        });
-    let mut counters: HashMap<String, u64> = HashMap::new();
-    let mut spans = Vec::with_capacity(picked.len());
-    let (mut any_root, mut failed, mut task_input) = (false, false, Value::Null);
-    for p in &picked {
-        let attempt_id = p.ids.attempt.clone().unwrap_or_else(|| attempt.clone());
-        let counter = counters.entry(attempt_id.clone()).or_insert(0);
-        *counter += 1;
-        let sequence = p.ids.sequence.unwrap_or(*counter);
-        if p.span.parent_span_id.is_empty() {
-            any_root = true;
-            failed |= p.span.status.as_ref().is_some_and(|s| s.code == 2);
-            if let (Value::Null, Some(input)) =
-                (&task_input, str_attr(&p.span.attributes, TASK_INPUT))
-            {
-                task_input =
-                    serde_json::from_str(input).unwrap_or_else(|_| Value::String(input.into()));
-            }
-        }
-        spans.push(span::to_agl(
-            p.span,
-            &resources[p.resource],
-            id,
-            &attempt_id,
-            sequence,
-        ));
-    }
-    let status = match (any_root, failed) {
-        (false, _) => "running",
-        (true, true) => "failed",
-        (true, false) => "succeeded",
-    };
-    TraceFile {
-        rollout_id: id.to_string(),
-        attempt_id: attempt,
-        status: status.to_string(),
-        task_input,
-        span_count: spans.len(),
-        spans,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -902,21 +596,6 @@ mod tests {
             sync: true,
         })
         .expect("view")
-    }
-
-    #[test]
-    fn batch_syncs_answer_once_for_every_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for n in [0, 1, 3, SYNC_THREADS * SYNCS_PER_THREAD * 2 + 1] {
-            let files: Vec<std::fs::File> = (0..n)
-                .map(|i| {
-                    std::fs::File::create(dir.path().join(format!("{n}-{i}"))).expect("create")
-                })
-                .collect();
-            let results = sync_data_all(files.iter().collect());
-            assert_eq!(results.len(), n);
-            assert!(results.iter().all(|r| r.is_ok()));
-        }
     }
 
     #[test]
