@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::agl::index::RecordSummary;
 use crate::agl::view::{Rollouts, View, ViewConfig, ViewError};
 use crate::args::{parse_duration, parse_size};
 use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
@@ -163,99 +164,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
-    if args.max_inflight < args.max_body {
-        return Err(ServeError::Config(format!(
-            "--max-inflight ({}) must be at least --max-body ({})",
-            args.max_inflight, args.max_body
-        )));
-    }
-    if args.llm_proxy.is_none() && !args.llm_upstream.is_empty() {
-        return Err(ServeError::Config(
-            "--llm-upstream needs --llm-proxy (the address the proxy listens on)".into(),
-        ));
-    }
     let tokens = Tokens::new(args.auth_token.clone());
-    for addr in [args.grpc_addr, args.http_addr] {
-        if !addr.ip().is_loopback() && !tokens.required() && !args.insecure_no_auth {
-            return Err(ServeError::Config(format!(
-                "refusing to listen on {addr} without authentication: set --auth-token (OCLAGL_AUTH_TOKEN), or --insecure-no-auth if the network is trusted"
-            )));
-        }
-    }
-    // The proxy's `Authorization` belongs to the model provider, so it cannot
-    // check a token of ours: beyond loopback anyone could record spans.
-    if let Some(addr) = args.llm_proxy {
-        if !addr.ip().is_loopback() && !args.insecure_no_auth {
-            return Err(ServeError::Config(format!(
-                "refusing to run the LLM proxy on {addr}: it cannot authenticate its callers (their Authorization is the provider's key); keep it on loopback beside the gateway, or give --insecure-no-auth if the network is trusted"
-            )));
-        }
-    }
+    check_settings(&args, &tokens)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
         _ => None,
     };
-    let mut names = std::collections::HashSet::new();
-    for d in &args.forward {
-        if !names.insert(d.name.as_str()) {
-            return Err(ServeError::Config(format!(
-                "two --forward destinations are named {:?}; give one a `;name=` option",
-                d.name
-            )));
-        }
-    }
     std::fs::create_dir_all(&args.data_dir).map_err(|source| ServeError::Dir {
         path: args.data_dir.display().to_string(),
         source,
     })?;
     let wal_dir = args.data_dir.join("wal");
     // AGL store destinations follow the trace files the view writes.
-    let mut written = Vec::new();
-    let mut written_rx = Vec::new();
-    for d in &args.forward {
-        if d.protocol == Protocol::AglStore {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            written.push(tx);
-            written_rx.push(Some(rx));
-        } else {
-            written_rx.push(None);
-        }
-    }
-    let mut view = View::new(ViewConfig {
-        traces_dir: args.traces_dir.clone(),
-        data_dir: args.data_dir.clone(),
-        wal_dir: wal_dir.clone(),
-        quiet: args.quiet,
-        written,
-        sync: args.fsync,
-    })?;
-    let rollouts = view.rollouts();
-    let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
-    let (store, writer, stats) = Store::open(
-        &wal_dir,
-        args.segment_size as u64,
-        args.fsync,
-        8192,
-        |pos, record| view.recover(pos, &record),
-        committed_tx,
-    )?;
-    tracing::info!(
-        records = stats.records,
-        segments = stats.segments,
-        truncated_bytes = stats.truncated_bytes,
-        damaged_segments = stats.damaged_segments,
-        "store opened"
-    );
-    if stats.truncated_bytes > 0 {
-        tracing::warn!(
-            bytes = stats.truncated_bytes,
-            "dropped a torn record at the end of the log (it was never acknowledged)"
-        );
-    }
-    let view_thread = std::thread::Builder::new()
-        .name("oclagl-view".into())
-        .spawn(move || view.run(committed_rx, args.shutdown_timeout))
-        .map_err(|e| ServeError::Server(e.to_string()))?;
+    let (written, written_rx): (Vec<_>, Vec<_>) = args
+        .forward
+        .iter()
+        .map(|d| match d.protocol {
+            Protocol::AglStore => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        })
+        .unzip();
+    let Opened {
+        store,
+        store_writer,
+        view_thread,
+        rollouts,
+    } = open_store(&args, &wal_dir, written.into_iter().flatten().collect())?;
 
     let committed_end = store.committed_end();
     let counters = Arc::new(Counters::default());
@@ -294,39 +231,12 @@ pub async fn serve(
         }
         None => None,
     };
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })
-    };
-    let grpc_listener = bind(args.grpc_addr).await?;
-    let http_listener = bind(args.http_addr).await?;
-    let llm_listener = match args.llm_proxy {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
-    };
-    let bound = Bound {
-        grpc: grpc_listener
-            .local_addr()
-            .map_err(|e| ServeError::Server(e.to_string()))?,
-        http: http_listener
-            .local_addr()
-            .map_err(|e| ServeError::Server(e.to_string()))?,
-        llm_proxy: llm_listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(|e| ServeError::Server(e.to_string()))?,
-        ingest: ingest.clone(),
-    };
+    let (listeners, bound) = bind(&args, ingest.clone()).await?;
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let mut forwarding = Vec::new();
     for (i, (start, written)) in starts.into_iter().zip(written_rx).enumerate() {
         let (all, wal_dir, state_dir) = (forwarders.clone(), wal_dir.clone(), state_dir.clone());
@@ -354,51 +264,21 @@ pub async fn serve(
             tokens.clone(),
             auth::require_http,
         ));
-    let http_stopped = stopped(stop_rx.clone());
-    let http = match &tls {
-        Some(tls) => {
-            let listener = auth::TlsListener::new(http_listener, tls)
-                .map_err(|e| ServeError::Server(e.to_string()))?;
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(http_stopped)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        }
-        None => tokio::spawn(async move {
-            // Answers are small writes after the request: Nagle would hold
-            // them for the client's delayed ACK (~40 ms).
-            let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(http_stopped)
-                .await
-                .map_err(|e| e.to_string())
-        }),
-    };
-    // OTLP exports are often larger than HTTP/2's default 64 KiB window;
-    // with it each request would wait a round trip for a window update.
-    let mut grpc = tonic::transport::Server::builder()
-        .initial_stream_window_size(Some(args.max_body.min(8 << 20) as u32))
-        .initial_connection_window_size(Some(16 << 20));
-    if let Some(tls) = &tls {
-        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
-        grpc = grpc
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| ServeError::Server(format!("gRPC TLS: {e}")))?;
-    }
-    let grpc = grpc
-        .layer(tonic::service::InterceptorLayer::new(
-            auth::grpc_interceptor(tokens),
-        ))
-        .add_routes(ingest::grpc::routes(ingest.clone()))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
-    let llm = match (llm_listener, llm_app) {
+    let http = serve_http(
+        listeners.http,
+        router,
+        tls.as_ref(),
+        stopped(stop_rx.clone()),
+    )?;
+    let grpc = serve_grpc(
+        &args,
+        listeners.grpc,
+        &ingest,
+        tokens,
+        tls.as_ref(),
+        stop_rx.clone(),
+    )?;
+    let llm = match (listeners.llm_proxy, llm_app) {
         (Some(listener), Some(proxy)) => {
             let serving = proxy.serve(listener, stopped(stop_rx.clone()));
             Some(tokio::spawn(async move {
@@ -409,7 +289,6 @@ pub async fn serve(
         _ => None,
     };
     drop(ingest);
-    let grpc = tokio::spawn(async move { grpc.await.map_err(|e| e.to_string()) });
     shutdown.await;
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");
     let _ = stop_tx.send(true);
@@ -427,7 +306,7 @@ pub async fn serve(
     // Every store handle is gone now, so the writer drains and ends, which
     // ends the view after it has written what is pending.
     let joined = tokio::task::spawn_blocking(move || {
-        let _ = writer.join();
+        let _ = store_writer.join();
         let _ = view_thread.join();
     })
     .await;
@@ -441,6 +320,218 @@ pub async fn serve(
     joined.map_err(|e| ServeError::Server(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refuses settings that cannot work, or that would expose the sidecar.
+fn check_settings(args: &ServeArgs, tokens: &Tokens) -> Result<(), ServeError> {
+    if args.max_inflight < args.max_body {
+        return Err(ServeError::Config(format!(
+            "--max-inflight ({}) must be at least --max-body ({})",
+            args.max_inflight, args.max_body
+        )));
+    }
+    if args.llm_proxy.is_none() && !args.llm_upstream.is_empty() {
+        return Err(ServeError::Config(
+            "--llm-upstream needs --llm-proxy (the address the proxy listens on)".into(),
+        ));
+    }
+    for addr in [args.grpc_addr, args.http_addr] {
+        if !addr.ip().is_loopback() && !tokens.required() && !args.insecure_no_auth {
+            return Err(ServeError::Config(format!(
+                "refusing to listen on {addr} without authentication: set --auth-token (OCLAGL_AUTH_TOKEN), or --insecure-no-auth if the network is trusted"
+            )));
+        }
+    }
+    // The proxy's `Authorization` belongs to the model provider, so it cannot
+    // check a token of ours: beyond loopback anyone could record spans.
+    if let Some(addr) = args.llm_proxy {
+        if !addr.ip().is_loopback() && !args.insecure_no_auth {
+            return Err(ServeError::Config(format!(
+                "refusing to run the LLM proxy on {addr}: it cannot authenticate its callers (their Authorization is the provider's key); keep it on loopback beside the gateway, or give --insecure-no-auth if the network is trusted"
+            )));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for d in &args.forward {
+        if !names.insert(d.name.as_str()) {
+            return Err(ServeError::Config(format!(
+                "two --forward destinations are named {:?}; give one a `;name=` option",
+                d.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The store, open, and the view that keeps the trace files in step.
+struct Opened {
+    store: Store<RecordSummary>,
+    /// The store's writer thread: it ends once every store handle is gone.
+    store_writer: std::thread::JoinHandle<()>,
+    /// The view's thread: it ends after the store's writer.
+    view_thread: std::thread::JoinHandle<()>,
+    rollouts: Rollouts,
+}
+
+/// Opens the store, replaying its log into the view, and starts the view's
+/// thread; `written` hears the name of every trace file the view writes.
+fn open_store(
+    args: &ServeArgs,
+    wal_dir: &std::path::Path,
+    written: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<Opened, ServeError> {
+    let mut view = View::new(ViewConfig {
+        traces_dir: args.traces_dir.clone(),
+        data_dir: args.data_dir.clone(),
+        wal_dir: wal_dir.to_path_buf(),
+        quiet: args.quiet,
+        written,
+        sync: args.fsync,
+    })?;
+    let rollouts = view.rollouts();
+    let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
+    let (store, writer, stats) = Store::open(
+        wal_dir,
+        args.segment_size as u64,
+        args.fsync,
+        8192,
+        |pos, record| view.recover(pos, &record),
+        committed_tx,
+    )?;
+    tracing::info!(
+        records = stats.records,
+        segments = stats.segments,
+        truncated_bytes = stats.truncated_bytes,
+        damaged_segments = stats.damaged_segments,
+        "store opened"
+    );
+    if stats.truncated_bytes > 0 {
+        tracing::warn!(
+            bytes = stats.truncated_bytes,
+            "dropped a torn record at the end of the log (it was never acknowledged)"
+        );
+    }
+    let shutdown_timeout = args.shutdown_timeout;
+    let view_thread = std::thread::Builder::new()
+        .name("oclagl-view".into())
+        .spawn(move || view.run(committed_rx, shutdown_timeout))
+        .map_err(|e| ServeError::Server(e.to_string()))?;
+    Ok(Opened {
+        store,
+        store_writer: writer,
+        view_thread,
+        rollouts,
+    })
+}
+
+/// The listeners of a sidecar.
+struct Listeners {
+    grpc: TcpListener,
+    http: TcpListener,
+    llm_proxy: Option<TcpListener>,
+}
+
+/// Binds every listener, and says where they are.
+async fn bind(args: &ServeArgs, ingest: Arc<Ingest>) -> Result<(Listeners, Bound), ServeError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let listeners = Listeners {
+        grpc: bind(args.grpc_addr).await?,
+        http: bind(args.http_addr).await?,
+        llm_proxy: match args.llm_proxy {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        },
+    };
+    let server = |e: std::io::Error| ServeError::Server(e.to_string());
+    let bound = Bound {
+        grpc: listeners.grpc.local_addr().map_err(server)?,
+        http: listeners.http.local_addr().map_err(server)?,
+        llm_proxy: listeners
+            .llm_proxy
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(server)?,
+        ingest,
+    };
+    Ok((listeners, bound))
+}
+
+/// Resolves once `rx` says stop.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+type Serving = tokio::task::JoinHandle<Result<(), String>>;
+
+/// Serves OTLP/HTTP, `/health`, rewards and `/metrics` until `stop`.
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<&Tls>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<Serving, ServeError> {
+    Ok(match tls {
+        Some(tls) => {
+            let listener = auth::TlsListener::new(listener, tls)
+                .map_err(|e| ServeError::Server(e.to_string()))?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        None => tokio::spawn(async move {
+            // Answers are small writes after the request: Nagle would hold
+            // them for the client's delayed ACK (~40 ms).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    })
+}
+
+/// Serves OTLP/gRPC until `stop` says so.
+fn serve_grpc(
+    args: &ServeArgs,
+    listener: TcpListener,
+    ingest: &Arc<Ingest>,
+    tokens: Tokens,
+    tls: Option<&Tls>,
+    stop: watch::Receiver<bool>,
+) -> Result<Serving, ServeError> {
+    // OTLP exports are often larger than HTTP/2's default 64 KiB window;
+    // with it each request would wait a round trip for a window update.
+    let mut grpc = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(args.max_body.min(8 << 20) as u32))
+        .initial_connection_window_size(Some(16 << 20));
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        grpc = grpc
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Server(format!("gRPC TLS: {e}")))?;
+    }
+    let grpc = grpc
+        .layer(tonic::service::InterceptorLayer::new(
+            auth::grpc_interceptor(tokens),
+        ))
+        .add_routes(ingest::grpc::routes(ingest.clone()))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stopped(stop),
+        );
+    Ok(tokio::spawn(async move {
+        grpc.await.map_err(|e| e.to_string())
+    }))
 }
 
 /// Every metric of the sidecar, for `/metrics`.
