@@ -88,6 +88,16 @@ pub fn new_ids() -> (String, String) {
     )
 }
 
+/// How a span says it failed with `e`: an OTel `exception` event's
+/// attributes, and the error status.
+fn exception(e: &GatewayError) -> (Vec<KeyValue>, Status) {
+    let attributes = vec![
+        KeyValue::new("exception.type", "GatewayError"),
+        KeyValue::new("exception.message", e.to_string()),
+    ];
+    (attributes, Status::error(e.to_string()))
+}
+
 /// W3C `traceparent` of a span context.
 fn traceparent(cx: &Context) -> String {
     let sc = cx.span().span_context().clone();
@@ -170,72 +180,17 @@ impl Emitter {
     ) -> Outcome {
         let started = Instant::now();
         let (rollout_id, attempt_id) = new_ids();
-        let mode = self.gateway.config().mode;
-        let task_input = serde_json::to_string(task).unwrap_or_default();
-        let root = self
-            .tracer
-            .span_builder("oclagl.rollout")
-            .with_kind(SpanKind::Internal)
-            .with_attributes([
-                KeyValue::new("agentlightning.rollout_id", rollout_id.clone()),
-                KeyValue::new("agentlightning.attempt_id", attempt_id.clone()),
-                KeyValue::new(TASK_INPUT, task_input),
-                KeyValue::new("oclagl.prompt", task.prompt.clone()),
-                KeyValue::new("oclagl.mode", mode.as_str()),
-                KeyValue::new("oclagl.session_key", opts.session_key.clone()),
-            ])
-            .start_with_context(&self.tracer, &Context::new());
-        let root_cx = Context::new().with_span(root);
+        let root_cx = self.start_root(task, opts, &rollout_id, &attempt_id);
         let idempotency_key = opts
             .idempotency_key
             .clone()
             .unwrap_or_else(|| format!("oclagl-{}", random_hex::<8>()));
-
         let mut tries = 0;
         let result = loop {
             tries += 1;
-            let mut call = self
-                .tracer
-                .span_builder("gateway.agent_run")
-                .with_kind(SpanKind::Client)
-                .with_attributes([
-                    KeyValue::new("oclagl.mode", mode.as_str()),
-                    KeyValue::new("oclagl.try", i64::from(tries)),
-                    KeyValue::new("oclagl.idempotency_key", idempotency_key.clone()),
-                    KeyValue::new("server.address", self.gateway.config().base_url.clone()),
-                ])
-                .start_with_context(&self.tracer, &root_cx);
-            let call_cx = root_cx.with_span_context_of(&call);
-            let turn = Turn {
-                message: task.prompt.clone(),
-                session_key: opts.session_key.clone(),
-                idempotency_key: idempotency_key.clone(),
-                traceparent: Some(traceparent(&call_cx)),
-                timeout: opts.timeout,
-            };
-            let result = tokio::select! {
-                r = self.gateway.run(&turn) => r,
-                _ = cancel.wait_for(|c| *c) => Err(GatewayError::RunFailed("interrupted".into())),
-            };
-            match &result {
-                Ok(reply) => {
-                    if let Some(run_id) = &reply.run_id {
-                        call.set_attribute(KeyValue::new("oclagl.run_id", run_id.clone()));
-                    }
-                    call.set_status(Status::Ok);
-                }
-                Err(e) => {
-                    call.add_event(
-                        "exception",
-                        vec![
-                            KeyValue::new("exception.type", "GatewayError"),
-                            KeyValue::new("exception.message", e.to_string()),
-                        ],
-                    );
-                    call.set_status(Status::error(e.to_string()));
-                }
-            }
-            call.end();
+            let result = self
+                .try_turn(task, opts, &root_cx, &idempotency_key, tries, &mut cancel)
+                .await;
             match result {
                 Err(e) if e.retryable() && tries <= opts.retries && !*cancel.borrow() => {
                     let wait = backoff(tries, e.retry_after());
@@ -250,8 +205,20 @@ impl Emitter {
         answered();
 
         let root_span = root_cx.span();
-        let root = Some(root_span.span_context().clone());
-        let outcome = match result {
+        let mut outcome = Outcome {
+            rollout_id,
+            attempt_id,
+            status: RolloutStatus::Failed,
+            reply: None,
+            run_id: None,
+            error: None,
+            tries,
+            seconds: started.elapsed().as_secs_f64(),
+            gateway_error: None,
+            root: Some(root_span.span_context().clone()),
+            rewards: Vec::new(),
+        };
+        match result {
             Ok(reply) => {
                 self.record_turns(&root_cx, &task.prompt, &reply);
                 let mut message = self
@@ -264,46 +231,96 @@ impl Emitter {
                     .start_with_context(&self.tracer, &root_cx);
                 message.end();
                 root_span.set_status(Status::Ok);
-                Outcome {
-                    rollout_id,
-                    attempt_id,
-                    status: RolloutStatus::Succeeded,
-                    reply: Some(reply.text),
-                    run_id: reply.run_id,
-                    error: None,
-                    tries,
-                    seconds: started.elapsed().as_secs_f64(),
-                    gateway_error: None,
-                    root,
-                    rewards: Vec::new(),
-                }
+                outcome.status = RolloutStatus::Succeeded;
+                outcome.reply = Some(reply.text);
+                outcome.run_id = reply.run_id;
             }
             Err(e) => {
-                root_span.add_event(
-                    "exception".to_string(),
-                    vec![
-                        KeyValue::new("exception.type", "GatewayError"),
-                        KeyValue::new("exception.message", e.to_string()),
-                    ],
-                );
-                root_span.set_status(Status::error(e.to_string()));
-                Outcome {
-                    rollout_id,
-                    attempt_id,
-                    status: RolloutStatus::Failed,
-                    reply: None,
-                    run_id: None,
-                    error: Some(e.to_string()),
-                    tries,
-                    seconds: started.elapsed().as_secs_f64(),
-                    gateway_error: Some(e),
-                    root,
-                    rewards: Vec::new(),
-                }
+                let (event, status) = exception(&e);
+                root_span.add_event("exception".to_string(), event);
+                root_span.set_status(status);
+                outcome.error = Some(e.to_string());
+                outcome.gateway_error = Some(e);
             }
-        };
+        }
         root_span.end();
         outcome
+    }
+
+    /// The rollout's root span, with AGL's ids and the task, as a context.
+    fn start_root(
+        &self,
+        task: &Task,
+        opts: &RunOptions,
+        rollout_id: &str,
+        attempt_id: &str,
+    ) -> Context {
+        let task_input = serde_json::to_string(task).unwrap_or_default();
+        let root = self
+            .tracer
+            .span_builder("oclagl.rollout")
+            .with_kind(SpanKind::Internal)
+            .with_attributes([
+                KeyValue::new("agentlightning.rollout_id", rollout_id.to_string()),
+                KeyValue::new("agentlightning.attempt_id", attempt_id.to_string()),
+                KeyValue::new(TASK_INPUT, task_input),
+                KeyValue::new("oclagl.prompt", task.prompt.clone()),
+                KeyValue::new("oclagl.mode", self.gateway.config().mode.as_str()),
+                KeyValue::new("oclagl.session_key", opts.session_key.clone()),
+            ])
+            .start_with_context(&self.tracer, &Context::new());
+        Context::new().with_span(root)
+    }
+
+    /// One try of the turn through the gateway, as a `gateway.agent_run`
+    /// span under the root; a cancel ends it as interrupted.
+    async fn try_turn(
+        &self,
+        task: &Task,
+        opts: &RunOptions,
+        root_cx: &Context,
+        idempotency_key: &str,
+        tries: u32,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Reply, GatewayError> {
+        let mut call = self
+            .tracer
+            .span_builder("gateway.agent_run")
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("oclagl.mode", self.gateway.config().mode.as_str()),
+                KeyValue::new("oclagl.try", i64::from(tries)),
+                KeyValue::new("oclagl.idempotency_key", idempotency_key.to_string()),
+                KeyValue::new("server.address", self.gateway.config().base_url.clone()),
+            ])
+            .start_with_context(&self.tracer, root_cx);
+        let call_cx = root_cx.with_span_context_of(&call);
+        let turn = Turn {
+            message: task.prompt.clone(),
+            session_key: opts.session_key.clone(),
+            idempotency_key: idempotency_key.to_string(),
+            traceparent: Some(traceparent(&call_cx)),
+            timeout: opts.timeout,
+        };
+        let result = tokio::select! {
+            r = self.gateway.run(&turn) => r,
+            _ = cancel.wait_for(|c| *c) => Err(GatewayError::RunFailed("interrupted".into())),
+        };
+        match &result {
+            Ok(reply) => {
+                if let Some(run_id) = &reply.run_id {
+                    call.set_attribute(KeyValue::new("oclagl.run_id", run_id.clone()));
+                }
+                call.set_status(Status::Ok);
+            }
+            Err(e) => {
+                let (event, status) = exception(e);
+                call.add_event("exception", event);
+                call.set_status(status);
+            }
+        }
+        call.end();
+        result
     }
 
     fn record_turns(&self, parent: &Context, prompt: &str, reply: &Reply) {
