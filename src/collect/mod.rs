@@ -268,15 +268,11 @@ pub async fn collect(
     let options = Arc::new(args.gateway.options());
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let started = Instant::now();
-    let bar = progress(tasks.len());
-    let todo = tasks.len();
-
+    let mut tally = Tally::new(tasks.len());
     let limit = Arc::new(Semaphore::new(args.concurrency));
     let mut running = tokio::task::JoinSet::new();
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(todo);
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(tasks.len());
     let mut fatal_error: Option<GatewayError> = None;
-    let (mut ok, mut failed) = (0usize, 0usize);
-    let (mut scored, mut score_errors) = (0usize, 0usize);
     let mut interrupted = false;
     tokio::pin!(interrupt);
     let mut pending = tasks.into_iter();
@@ -299,49 +295,12 @@ pub async fn collect(
                 let (emitter, options, cancel) = (emitter.clone(), options.clone(), cancel_rx.clone());
                 let scorer = scorer.clone();
                 running.spawn(async move {
-                    let mut outcome = emitter.run_then(&task, &options, cancel, || drop(permit)).await;
-                    let scored = scorer.score(&task, &outcome).await;
-                    if let (Ok(rewards), Some(root)) = (&scored, &outcome.root) {
-                        if !rewards.is_empty() {
-                            emitter.reward(&outcome.rollout_id, &outcome.attempt_id, root, rewards);
-                            outcome.rewards = rewards.clone();
-                        }
-                    }
-                    (outcome, scored.err())
+                    run_and_score(&emitter, &scorer, &task, &options, cancel, || drop(permit)).await
                 });
             }
             Some(joined) = running.join_next() => {
                 let Ok((outcome, score_error)) = joined else { continue };
-                if let Some(e) = score_error {
-                    score_errors += 1;
-                    let line = format!("{}: no reward: {e}", outcome.rollout_id);
-                    match &bar {
-                        Some(bar) => bar.println(line),
-                        None => say(format!("{line}\n")),
-                    }
-                }
-                scored += usize::from(!outcome.rewards.is_empty());
-                match outcome.status {
-                    RolloutStatus::Succeeded => ok += 1,
-                    RolloutStatus::Failed => failed += 1,
-                }
-                let rewards: String = outcome
-                    .rewards
-                    .iter()
-                    .map(|r| format!(" {}={}", r.name, r.value))
-                    .collect();
-                let line = match &outcome.error {
-                    None => format!("{} succeeded in {:.1}s{rewards}", outcome.rollout_id, outcome.seconds),
-                    Some(e) => format!("{} failed: {e}{rewards}", outcome.rollout_id),
-                };
-                match &bar {
-                    Some(bar) => {
-                        bar.inc(1);
-                        bar.set_message(format!("ok {ok} failed {failed}"));
-                        if outcome.error.is_some() { bar.println(line); }
-                    }
-                    None => say(format!("[{}/{todo}] {line}\n", ok + failed)),
-                }
+                tally.ended(&outcome, score_error);
                 if let Some(e) = &outcome.gateway_error {
                     if fatal(e) && fatal_error.is_none() {
                         fatal_error = Some(e.clone());
@@ -357,7 +316,7 @@ pub async fn collect(
             }
         }
     }
-    if let Some(bar) = &bar {
+    if let Some(bar) = &tally.bar {
         bar.finish_and_clear();
     }
     telemetry.shutdown().await?;
@@ -366,11 +325,11 @@ pub async fn collect(
     }
     Ok(Summary {
         total,
-        succeeded: ok,
-        failed,
+        succeeded: tally.ok,
+        failed: tally.failed,
         skipped,
-        scored,
-        score_errors,
+        scored: tally.scored,
+        score_errors: tally.score_errors,
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
         destination,
@@ -414,6 +373,93 @@ impl Summary {
 
 /// Writes a finished line to stderr in one write (`eprintln!` makes one
 /// per piece of its format, six for a progress line).
+/// Runs one task as a rollout, then scores it and records its rewards;
+/// `answered` runs once the gateway has answered.
+async fn run_and_score(
+    emitter: &Emitter,
+    scorer: &score::Scorer,
+    task: &Task,
+    options: &RunOptions,
+    cancel: watch::Receiver<bool>,
+    answered: impl FnOnce(),
+) -> (Outcome, Option<score::ScoreError>) {
+    let mut outcome = emitter.run_then(task, options, cancel, answered).await;
+    let scored = scorer.score(task, &outcome).await;
+    if let (Ok(rewards), Some(root)) = (&scored, &outcome.root) {
+        if !rewards.is_empty() {
+            emitter.reward(&outcome.rollout_id, &outcome.attempt_id, root, rewards);
+            outcome.rewards = rewards.clone();
+        }
+    }
+    (outcome, scored.err())
+}
+
+/// What has ended so far, counted and shown: on a progress bar when stderr
+/// is a terminal, else a line per rollout.
+struct Tally {
+    bar: Option<ProgressBar>,
+    todo: usize,
+    ok: usize,
+    failed: usize,
+    scored: usize,
+    score_errors: usize,
+}
+
+impl Tally {
+    fn new(todo: usize) -> Tally {
+        Tally {
+            bar: progress(todo),
+            todo,
+            ok: 0,
+            failed: 0,
+            scored: 0,
+            score_errors: 0,
+        }
+    }
+
+    fn ended(&mut self, outcome: &Outcome, score_error: Option<score::ScoreError>) {
+        if let Some(e) = score_error {
+            self.score_errors += 1;
+            let line = format!("{}: no reward: {e}", outcome.rollout_id);
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => say(format!("{line}\n")),
+            }
+        }
+        self.scored += usize::from(!outcome.rewards.is_empty());
+        match outcome.status {
+            RolloutStatus::Succeeded => self.ok += 1,
+            RolloutStatus::Failed => self.failed += 1,
+        }
+        let rewards: String = outcome
+            .rewards
+            .iter()
+            .map(|r| format!(" {}={}", r.name, r.value))
+            .collect();
+        let line = match &outcome.error {
+            None => format!(
+                "{} succeeded in {:.1}s{rewards}",
+                outcome.rollout_id, outcome.seconds
+            ),
+            Some(e) => format!("{} failed: {e}{rewards}", outcome.rollout_id),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("ok {} failed {}", self.ok, self.failed));
+                if outcome.error.is_some() {
+                    bar.println(line);
+                }
+            }
+            None => say(format!(
+                "[{}/{}] {line}\n",
+                self.ok + self.failed,
+                self.todo
+            )),
+        }
+    }
+}
+
 fn say(line: String) {
     use std::io::Write;
     let _ = std::io::stderr().write_all(line.as_bytes());
