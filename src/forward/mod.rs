@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use crate::agl::trace_file::write_atomic;
 use crate::store::{Pos, Record, WalReader};
 pub use dest::{Destination, Protocol};
-pub use send::{Outcome, SendError, Sender};
+pub use send::{grpc_answer, http_answer, Outcome, SendError, Sender};
 
 /// Most bytes (and records) sent in one request.
 const MAX_BATCH_BYTES: usize = 4 << 20;

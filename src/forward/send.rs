@@ -153,12 +153,11 @@ impl Sender {
                     request.metadata_mut().insert(k.clone(), v.clone());
                 }
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-                match grpc.unary(request, path, BytesCodec).await {
-                    Ok(resp) => Outcome::Delivered {
-                        rejected: rejected_of(&resp.into_inner()),
-                    },
-                    Err(status) => grpc_outcome(&status),
-                }
+                grpc_answer(
+                    grpc.unary(request, path, BytesCodec)
+                        .await
+                        .map(tonic::Response::into_inner),
+                )
             }
         }
     }
@@ -212,20 +211,27 @@ fn gzip_bytes(body: &[u8]) -> std::io::Result<Vec<u8>> {
     z.finish()
 }
 
-/// OTLP/HTTP: 2xx delivered; 429, 502, 503, 504 retryable (honouring
-/// `Retry-After` in seconds); everything else refused.
 async fn http_outcome(resp: reqwest::Response) -> Outcome {
     let status = resp.status();
-    let after = resp
-        .headers()
-        .get("retry-after")
+    let retry_after = resp.headers().get("retry-after").cloned();
+    let body = resp.bytes().await.unwrap_or_default();
+    http_answer(status, retry_after.as_ref(), &body)
+}
+
+/// OTLP/HTTP: 2xx delivered (a protobuf partial success in the body counts
+/// rejected spans); 429, 502, 503, 504 retryable (honouring `Retry-After` in
+/// seconds); everything else refused.
+pub fn http_answer(
+    status: reqwest::StatusCode,
+    retry_after: Option<&reqwest::header::HeaderValue>,
+    body: &[u8],
+) -> Outcome {
+    let after = retry_after
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body = resp.bytes().await.unwrap_or_default();
     if status.is_success() {
-        let rejected =
-            ExportTraceServiceResponse::decode(body.as_ref()).map_or(0, |r| rejected_of(&r));
+        let rejected = ExportTraceServiceResponse::decode(body).map_or(0, |r| rejected_of(&r));
         return Outcome::Delivered { rejected };
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
@@ -236,7 +242,17 @@ async fn http_outcome(resp: reqwest::Response) -> Outcome {
     }
 }
 
-/// OTLP/gRPC: the retryable codes of the specification; `RESOURCE_EXHAUSTED`
+/// OTLP/gRPC: the answer, or the status tonic read from the trailers.
+pub fn grpc_answer(answer: Result<ExportTraceServiceResponse, Status>) -> Outcome {
+    match answer {
+        Ok(resp) => Outcome::Delivered {
+            rejected: rejected_of(&resp),
+        },
+        Err(status) => grpc_outcome(&status),
+    }
+}
+
+/// The retryable codes of the specification; `RESOURCE_EXHAUSTED`
 /// only when the server sent `RetryInfo` (it can recover). A status the
 /// server never sent (tonic makes one, `UNKNOWN` or `INTERNAL`, with the cause
 /// as its source, when the connection breaks mid-call because the
