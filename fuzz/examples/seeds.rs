@@ -365,6 +365,13 @@ fn otlp_grpc_seeds(dir: &Path, name: &str, proto: &[u8]) {
     huge[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
     write(dir, "length-beyond-limit", &seed(0x00, &huge));
     write(dir, "deflate-framed-by-target", &seed(0x1c, proto));
+    // An empty group in an unknown field (99) before the spans: prost skips
+    // it, forward::count_spans stopped at it and counted none.
+    write(
+        dir,
+        "unknown-group-before-spans",
+        &seed(0x10, &[&b"\x9b\x06\x9c\x06"[..], proto].concat()),
+    );
 }
 
 /// `forward_answers`: OTLP/HTTP answers (mode 0), OTLP/gRPC answer
