@@ -4,7 +4,12 @@
 #   bash fuzz/run.sh            # 600 s per target
 #   bash fuzz/run.sh 20         # the short CI run
 #   bash fuzz/run.sh 600 agl_view export_read
+#   bash fuzz/run.sh seeds      # each committed seed once (CI)
 #
+# With `seeds`, every input in fuzz/corpus/<t> runs once (libFuzzer's
+# -runs=0 runs the corpora it is given, then stops), and a seed that crashes,
+# times out or passes the memory limit fails the script like a crash found
+# by fuzzing.
 # Installs cargo-fuzz into target/cargo-fuzz if it is not there. Works on the
 # stable toolchain: it ships the sanitizer runtimes, and RUSTC_BOOTSTRAP=1
 # lets cargo-fuzz pass its -Z flags. Corpora grow in target/fuzz-corpus/<t>
@@ -18,6 +23,10 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 seconds="${1:-600}"
 shift || true
+case "$seconds" in
+    seeds | [0-9]*) ;;
+    *) echo "usage: $0 [seconds|seeds] [target...]" >&2; exit 2 ;;
+esac
 
 cargo_fuzz="$target/cargo-fuzz/bin/cargo-fuzz"
 if [ ! -x "$cargo_fuzz" ]; then
@@ -37,10 +46,17 @@ for t in "${targets[@]}"; do
     artifacts="$target/fuzz-artifacts/$t"
     log="$target/fuzz-$t.log"
     mkdir -p "$corpus" "$artifacts"
-    echo "fuzz: $t for ${seconds}s (log: $log)"
-    if ! "$cargo_fuzz" run "$t" --target-dir "$target/fuzz" "$corpus" "corpus/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=262144 \
-        -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1; then
+    limits=(-timeout=10 -rss_limit_mb=2048 -artifact_prefix="$artifacts/")
+    if [ "$seconds" = seeds ]; then
+        echo "fuzz: $t: $(ls "corpus/$t" | wc -l) seeds once (log: $log)"
+        # No -max_len: a seed runs whole, whatever its length.
+        run=("corpus/$t" -- -runs=0 "${limits[@]}")
+    else
+        echo "fuzz: $t for ${seconds}s (log: $log)"
+        run=("$corpus" "corpus/$t" -- -max_total_time="$seconds" -max_len=262144
+            -print_final_stats=1 "${limits[@]}")
+    fi
+    if ! "$cargo_fuzz" run "$t" --target-dir "$target/fuzz" "${run[@]}" >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz: $t FAILED; crashing input in $artifacts/" >&2
         exit 1

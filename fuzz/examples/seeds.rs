@@ -1,23 +1,42 @@
 //! Writes the generated part of the seed corpora (`fuzz/seeds.sh` runs it):
 //! a few OTLP export requests covering the three conversation conventions,
 //! nested attribute values, events, links and malformed ids, as HTTP bodies
-//! (`otlp_http`), protobuf (`agl_view`) and the trace files the view builds
-//! from them (`export_read`).
+//! (`otlp_http`), gRPC requests (`otlp_grpc`), protobuf (`agl_view`) and the
+//! trace files the view builds from them (`export_read`); and the answers
+//! of forward destinations (`forward_answers`) and of the OpenClaw gateway
+//! (`gateway_answers`), in the shapes the clients and their tests know.
+
+#[path = "../common/grpc_frame.rs"]
+mod grpc_frame;
+#[path = "../common/http_answer.rs"]
+mod http_answer;
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use grpc_frame::frame;
+use http_answer::join;
 use oclagl::agl::index::{summarize, Change, Index};
 use oclagl::agl::view::build_trace_file;
 use oclagl::store::Pos;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
+use serde_json::json;
+use tonic_types::StatusExt;
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -266,6 +285,435 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("write seed");
 }
 
+/// `otlp_grpc`: each request framed by the target (plain, gzip, zstd) and
+/// as sent on the wire; a metrics and a logs export; and the framings a
+/// client can get wrong (two messages, a length beyond the limit, an
+/// encoding oclagl does not take). Mode bytes as fuzz_targets/otlp_grpc.rs
+/// reads them.
+fn otlp_grpc_seeds(dir: &Path, name: &str, proto: &[u8]) {
+    let seed = |mode: u8, rest: &[u8]| [&[mode][..], rest].concat();
+    write(dir, &format!("{name}-framed-by-target"), &seed(0x10, proto));
+    write(dir, &format!("{name}-gzip-by-target"), &seed(0x14, proto));
+    write(dir, &format!("{name}-zstd-by-target"), &seed(0x18, proto));
+    write(
+        dir,
+        &format!("{name}-frame"),
+        &seed(0x00, &frame(proto, None)),
+    );
+    write(
+        dir,
+        &format!("{name}-gzip-frame"),
+        &seed(0x04, &frame(proto, Some("gzip"))),
+    );
+    if name != "agl" {
+        return;
+    }
+    let metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "gen_ai.client.token.usage".into(),
+                    unit: "{token}".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            time_unix_nano: 1_771_000_000_000_000_000,
+                            value: Some(number_data_point::Value::AsInt(15)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    write(
+        dir,
+        "metrics-framed-by-target",
+        &seed(0x12, &metrics.encode_to_vec()),
+    );
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1_771_000_000_000_000_000,
+                    severity_text: "INFO".into(),
+                    body: Some(AnyValue {
+                        value: Some(s("agent run started")),
+                    }),
+                    trace_id: vec![1; 16],
+                    span_id: vec![1; 8],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    write(
+        dir,
+        "logs-frame",
+        &seed(0x03, &frame(&logs.encode_to_vec(), None)),
+    );
+    write(
+        dir,
+        "two-messages",
+        &seed(0x00, &[frame(proto, None), frame(proto, None)].concat()),
+    );
+    let mut huge = frame(proto, None).to_vec();
+    huge[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+    write(dir, "length-beyond-limit", &seed(0x00, &huge));
+    write(dir, "deflate-framed-by-target", &seed(0x1c, proto));
+    // An empty group in an unknown field (99) before the spans: prost skips
+    // it, forward::count_spans stopped at it and counted none.
+    write(
+        dir,
+        "unknown-group-before-spans",
+        &seed(0x10, &[&b"\x9b\x06\x9c\x06"[..], proto].concat()),
+    );
+}
+
+/// `forward_answers`: OTLP/HTTP answers (mode 0), OTLP/gRPC answer
+/// messages (1) and trailers (2, bit 2: the target base64-encodes the
+/// details), AGL store answers (3, bits 2-3: the path); see
+/// fuzz_targets/forward_answers.rs.
+fn forward_seeds(dir: &Path) {
+    let seed = |mode: u8, rest: &[u8]| [&[mode][..], rest].concat();
+    let partial = ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: 2,
+            error_message: "2 span(s) rejected: trace_id must be 16 bytes and span_id 8 bytes, not all zero; parent_span_id empty or 8 bytes".into(),
+        }),
+    }
+    .encode_to_vec();
+    write(dir, "http-200-empty", &seed(0, &join(200, None, b"")));
+    write(
+        dir,
+        "http-200-partial",
+        &seed(0, &join(200, None, &partial)),
+    );
+    write(
+        dir,
+        "http-400-text",
+        &seed(
+            0,
+            &join(
+                400,
+                None,
+                b"cannot decode the request body: protobuf: invalid wire type",
+            ),
+        ),
+    );
+    write(
+        dir,
+        "http-429-retry-after",
+        &seed(0x10, &join(429, Some("3"), b"")),
+    );
+    write(
+        dir,
+        "http-503-html",
+        &seed(
+            0x30,
+            &join(
+                503,
+                Some(" 120 "),
+                b"<html><body><h1>503 Service Unavailable</h1></body></html>",
+            ),
+        ),
+    );
+    write(
+        dir,
+        "http-404-json",
+        &seed(0, &join(404, None, br#"{"code":5,"message":"Not Found"}"#)),
+    );
+    write(dir, "grpc-message-empty", &seed(1, b""));
+    write(dir, "grpc-message-partial", &seed(1, &partial));
+    let trailers = |code: u8, message: &str, details: &[u8]| {
+        [
+            &[code, message.len() as u8][..],
+            message.as_bytes(),
+            details,
+        ]
+        .concat()
+    };
+    write(
+        dir,
+        "grpc-unavailable",
+        &seed(2, &trailers(14, "the store cannot accept data now", b"")),
+    );
+    write(
+        dir,
+        "grpc-invalid-argument",
+        &seed(
+            2,
+            &trailers(
+                3,
+                "cannot decode the request body: protobuf: buffer underflow",
+                b"",
+            ),
+        ),
+    );
+    // What an oclagl receiver sends when it is busy.
+    let busy = tonic::Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        "the server is busy; retry later",
+        tonic_types::ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
+    );
+    write(
+        dir,
+        "grpc-busy-retry-info",
+        &seed(0x26, &trailers(8, busy.message(), busy.details())),
+    );
+    let mut on_the_wire = http::HeaderMap::new();
+    busy.add_header(&mut on_the_wire).expect("status headers");
+    write(
+        dir,
+        "grpc-busy-details-as-sent",
+        &seed(
+            0x02,
+            &trailers(
+                8,
+                "the%20server%20is%20busy%3B%20retry%20later",
+                on_the_wire["grpc-status-details-bin"].as_bytes(),
+            ),
+        ),
+    );
+    // Found by the fuzzer: details that are not base64 (tonic panics on
+    // them; Sender::send contains it, the target leaves them out).
+    write(
+        dir,
+        "grpc-details-not-base64",
+        b"\x02\x0e t\x02\x0e the sthe store ore cannot acccept datannot accept daa tnao noww",
+    );
+    // An Agent Lightning store's answers (agentlightning 0.3 models).
+    let rollout = json!({
+        "rollout_id": "ro-7f3c2a1b9e4d", "input": {"prompt": "What is 2+2?"},
+        "start_time": 1771000000.25, "end_time": null, "mode": "train", "resources_id": null,
+        "status": "queuing",
+        "config": {"timeout_seconds": null, "unresponsive_seconds": null, "max_attempts": 1, "retry_condition": []},
+        "metadata": {"oclagl.rollout_id": "ro-3f2a9c1b7d4e", "oclagl.attempt_id": "at-9c1b7d4e"},
+        "attempt": {"rollout_id": "ro-7f3c2a1b9e4d", "attempt_id": "at-5d8e2f1a", "sequence_id": 1,
+            "start_time": 1771000000.25, "end_time": null, "status": "preparing", "worker_id": null,
+            "last_heartbeat_time": null, "metadata": null},
+    });
+    let json = |v: &serde_json::Value| serde_json::to_vec(v).expect("JSON");
+    write(
+        dir,
+        "agl-rollout-created",
+        &seed(0x03, &join(200, None, &json(&rollout))),
+    );
+    let span = json!({
+        "rollout_id": "ro-7f3c2a1b9e4d", "attempt_id": "at-5d8e2f1a", "sequence_id": 1,
+        "trace_id": "01010101010101010101010101010101", "span_id": "0202020202020202",
+        "parent_id": "0101010101010101", "name": "gen_ai", "status": {"status_code": "OK", "description": null},
+        "attributes": {"gen_ai.request.model": "gpt-4o-mini"}, "events": [], "links": [],
+        "start_time": 1771000000.0, "end_time": 1771000000.5, "context": null, "parent": null, "resource": {"attributes": {}, "schema_url": ""},
+    });
+    write(
+        dir,
+        "agl-span-added",
+        &seed(0x07, &join(200, None, &json(&span))),
+    );
+    let mut done = rollout.clone();
+    done["status"] = json!("succeeded");
+    write(
+        dir,
+        "agl-status-updated",
+        &seed(0x0b, &join(200, None, &json(&done))),
+    );
+    write(
+        dir,
+        "agl-422-validation",
+        &seed(
+            0x03,
+            &join(
+                422,
+                None,
+                br#"{"detail":[{"type":"missing","loc":["body","input"],"msg":"Field required","input":{}}]}"#,
+            ),
+        ),
+    );
+    write(
+        dir,
+        "agl-404-attempt",
+        &seed(
+            0x0f,
+            &join(404, None, br#"{"detail":"Attempt at-5d8e2f1a not found"}"#),
+        ),
+    );
+    write(
+        dir,
+        "agl-500",
+        &seed(0x07, &join(500, None, b"Internal Server Error")),
+    );
+}
+
+/// `gateway_answers`: each client mode's answers (mode bytes as
+/// fuzz_targets/gateway_answers.rs reads them).
+fn gateway_seeds(dir: &Path) {
+    let seed = |mode: u8, rest: &[u8]| [&[mode][..], rest].concat();
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).expect("JSON");
+    // internal: tests/support/fake_fork.rs.
+    write(
+        dir,
+        "internal-ok",
+        &seed(
+            0,
+            &json(json!({
+                "ok": true, "responseText": "echo: What is 2+2?", "runId": "run-k-1",
+                "messages": [
+                    {"role": "system", "content": "You are a helpful agent."},
+                    {"role": "user", "content": "What is 2+2?"},
+                    {"role": "assistant", "content": [{"type": "text", "text": "Let me "}, {"type": "text", "text": "check."}]},
+                    {"role": "toolResult", "content": "prompts.txt"},
+                    {"role": "assistant", "content": "echo: What is 2+2?"},
+                ],
+            })),
+        ),
+    );
+    write(
+        dir,
+        "internal-failed",
+        &seed(0, &json(json!({"ok": false, "error": "Gateway not ready"}))),
+    );
+    // openai: a chat completion.
+    let completion = json!({
+        "id": "chatcmpl-7", "object": "chat.completion", "created": 1_770_000_000, "model": "openclaw",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    });
+    write(dir, "openai-completion", &seed(1, &json(completion)));
+    write(
+        dir,
+        "openai-tool-calls",
+        &seed(
+            1,
+            &json(json!({
+                "id": "chatcmpl-8", "object": "chat.completion", "model": "openclaw",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]},
+                    "finish_reason": "tool_calls"}],
+            })),
+        ),
+    );
+    // cli and ws: the `agent` method's result.
+    let result = json!({
+        "runId": "run-k-1", "status": "ok", "summary": "completed",
+        "result": {
+            "payloads": [{"text": "4", "mediaUrl": null}, {"text": "(from the calculator)"}],
+            "meta": {"durationMs": 1234, "agentMeta": {"sessionId": "s-1", "provider": "openai",
+                "model": "gpt-4o-mini", "usage": {"input": 12, "output": 3, "total": 15}}},
+        },
+    });
+    let mut printed = b"[agents] running agent main\n".to_vec();
+    printed.extend(serde_json::to_vec_pretty(&result).expect("JSON"));
+    printed.push(b'\n');
+    write(dir, "cli-ok", &seed(2, &printed));
+    write(
+        dir,
+        "cli-timeout",
+        &seed(
+            2,
+            &json(
+                json!({"runId": "run-k-2", "status": "timeout", "error": "agent did not finish in 600s"}),
+            ),
+        ),
+    );
+    let frames = |frames: &[serde_json::Value]| {
+        frames
+            .iter()
+            .map(|f| serde_json::to_string(f).expect("JSON"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    };
+    let challenge = json!({"type": "event", "event": "connect.challenge",
+        "payload": {"nonce": "3b0f6c1e-9d2a-4f7e-8c55-1a2b3c4d5e6f", "ts": 1_771_000_000_000u64}});
+    let hello = json!({"type": "res", "id": "connect", "ok": true, "payload": {"type": "hello-ok", "protocol": 4,
+        "server": {"version": "2026.9.6", "connId": "c-1"},
+        "features": {"methods": ["agent"], "events": ["agent", "tick"]}}});
+    let accepted = json!({"type": "res", "id": "agent", "ok": true,
+        "payload": {"runId": "run-k-1", "status": "accepted", "acceptedAt": 1_771_000_000_100u64}});
+    write(
+        dir,
+        "ws-run",
+        &seed(
+            3,
+            &frames(&[
+                challenge.clone(),
+                hello.clone(),
+                accepted,
+                json!({"type": "event", "event": "agent", "seq": 3,
+                "payload": {"runId": "run-k-1", "stream": "assistant", "data": {"text": "4"}}}),
+                json!({"type": "event", "event": "tick", "payload": {"ts": 1_771_000_001_000u64}}),
+                json!({"type": "res", "id": "agent", "ok": true, "payload": result}),
+            ]),
+        ),
+    );
+    write(
+        dir,
+        "ws-unauthorized",
+        &seed(
+            3,
+            &frames(&[
+                challenge.clone(),
+                json!({"type": "res", "id": "connect", "ok": false,
+                "error": {"code": "INVALID_REQUEST", "message": "unauthorized: gateway token mismatch"}}),
+            ]),
+        ),
+    );
+    write(
+        dir,
+        "ws-unavailable",
+        &seed(
+            3,
+            &frames(&[
+                challenge,
+                hello,
+                json!({"type": "res", "id": "agent", "ok": false,
+                "error": {"code": "UNAVAILABLE", "message": "gateway is draining", "retryable": true, "retryAfterMs": 1500}}),
+            ]),
+        ),
+    );
+    // HTTP errors of the internal and openai modes.
+    write(
+        dir,
+        "status-503-retry-after",
+        &seed(
+            4,
+            &join(
+                503,
+                Some("0"),
+                &json(json!({"ok": false, "error": "Gateway not ready"})),
+            ),
+        ),
+    );
+    write(
+        dir,
+        "status-429-date",
+        &seed(4, &join(429, Some("Wed, 21 Oct 2026 07:28:00 GMT"), b"")),
+    );
+    write(
+        dir,
+        "status-400-openai-error",
+        &seed(
+            4,
+            &join(
+                400,
+                None,
+                &json(json!({"error": {
+            "message": "messages must not be empty", "type": "invalid_request_error", "param": "messages", "code": null}})),
+            ),
+        ),
+    );
+    write(
+        dir,
+        "status-401",
+        &seed(4, &join(401, None, b"Unauthorized")),
+    );
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let cases = [
@@ -299,6 +747,7 @@ fn main() {
             &[&[0x15u8][..], &json].concat(),
         );
         write(&root.join("agl_view"), name, &proto);
+        otlp_grpc_seeds(&root.join("otlp_grpc"), name, &proto);
 
         let mut index = Index::default();
         let mut changes = Vec::new();
@@ -326,4 +775,6 @@ fn main() {
             }
         }
     }
+    forward_seeds(&root.join("forward_answers"));
+    gateway_seeds(&root.join("gateway_answers"));
 }

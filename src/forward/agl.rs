@@ -103,8 +103,9 @@ impl Mapping {
     }
 }
 
+/// Why a rollout file could not be brought up to date.
 #[derive(Debug)]
-enum Failure {
+pub enum Failure {
     /// The store is unreachable or failing: try the file again later.
     Retry(String),
     /// The mapping file cannot be written: stop forwarding.
@@ -137,19 +138,39 @@ impl Client {
             .map_err(|e| Failure::Retry(format!("{path}: {e}")))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(Ok(serde_json::from_str(&text).unwrap_or(Value::Null)));
-        }
-        let reason = format!(
-            "{path}: HTTP {status}: {}",
-            text.chars().take(300).collect::<String>()
-        );
-        if status.is_client_error() && status.as_u16() != 429 {
-            Ok(Err(reason))
-        } else {
-            Err(Failure::Retry(reason))
-        }
+        store_answer(path, status, &text)
     }
+}
+
+/// The store's answer to a POST to `path`: 2xx gives its JSON (`null` when
+/// it is not JSON), 4xx but 429 is refused (`Ok(Err)`), the rest is worth
+/// retrying.
+pub fn store_answer(
+    path: &str,
+    status: reqwest::StatusCode,
+    text: &str,
+) -> Result<Result<Value, String>, Failure> {
+    if status.is_success() {
+        return Ok(Ok(serde_json::from_str(text).unwrap_or(Value::Null)));
+    }
+    let reason = format!(
+        "{path}: HTTP {status}: {}",
+        text.chars().take(300).collect::<String>()
+    );
+    if status.is_client_error() && status.as_u16() != 429 {
+        Ok(Err(reason))
+    } else {
+        Err(Failure::Retry(reason))
+    }
+}
+
+/// AGL's ids in its answer to `POST /rollouts`: the rollout's and its first
+/// attempt's.
+pub fn created_ids(created: &Value) -> Option<(&str, &str)> {
+    Some((
+        created["rollout_id"].as_str()?,
+        created["attempt"]["attempt_id"].as_str()?,
+    ))
 }
 
 /// A rollout file as the view wrote it.
@@ -233,10 +254,7 @@ impl Agl<'_> {
                 Ok(v) => v,
                 Err(reason) => return Err(Failure::Retry(reason)),
             };
-            let (Some(r), Some(a)) = (
-                created["rollout_id"].as_str(),
-                created["attempt"]["attempt_id"].as_str(),
-            ) else {
+            let Some((r, a)) = created_ids(&created) else {
                 return Err(Failure::Retry(format!(
                     "unexpected answer to POST /rollouts: {created}"
                 )));

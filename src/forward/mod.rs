@@ -33,7 +33,7 @@ use crate::store::{Pos, Record, WalReader};
 use crate::util::clock::now_unix_nanos;
 use crate::util::fs::write_atomic;
 pub use dest::{Destination, Protocol};
-pub use send::{Outcome, SendError, Sender};
+pub use send::{grpc_answer, http_answer, Outcome, SendError, Sender};
 
 /// Most bytes (and records) sent in one request.
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -261,37 +261,27 @@ pub struct Batch {
 /// Counts the spans of an encoded `ExportTraceServiceRequest` without
 /// decoding them (resource_spans = 1 → scope_spans = 2 → spans = 2).
 pub fn count_spans(buf: &[u8]) -> u64 {
-    fn fields(mut buf: &[u8], mut each: impl FnMut(u64, &[u8])) {
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    fn fields(mut buf: &[u8], mut each: impl FnMut(u32, &[u8])) {
         while !buf.is_empty() {
-            let Ok(key) = prost::encoding::decode_varint(&mut buf) else {
+            let Ok((field, wire)) = decode_key(&mut buf) else {
                 return;
             };
-            let (field, wire) = (key >> 3, key & 7);
-            match wire {
-                0 => {
-                    if prost::encoding::decode_varint(&mut buf).is_err() {
-                        return;
-                    }
+            if wire != WireType::LengthDelimited {
+                // Whatever else prost accepts, groups included.
+                if skip_field(wire, field, &mut buf, DecodeContext::default()).is_err() {
+                    return;
                 }
-                1 | 5 => {
-                    let n = if wire == 1 { 8 } else { 4 };
-                    if buf.len() < n {
-                        return;
-                    }
-                    buf = &buf[n..];
-                }
-                2 => {
-                    let Ok(len) = prost::encoding::decode_varint(&mut buf) else {
-                        return;
-                    };
-                    let Some(body) = buf.get(..len as usize) else {
-                        return;
-                    };
-                    each(field, body);
-                    buf = &buf[len as usize..];
-                }
-                _ => return,
+                continue;
             }
+            let Ok(len) = decode_varint(&mut buf) else {
+                return;
+            };
+            let Some(body) = buf.get(..len as usize) else {
+                return;
+            };
+            each(field, body);
+            buf = &buf[len as usize..];
         }
     }
     let mut spans = 0;
@@ -545,6 +535,40 @@ mod tests {
         let merged = ExportTraceServiceRequest::decode(joined.as_slice()).unwrap();
         assert_eq!(merged.resource_spans.len(), 2);
         assert_eq!(count_spans(&joined), 9);
+    }
+
+    /// Found with the `otlp_grpc` fuzz target's check: prost skips a group
+    /// (wire type 3) in an unknown field, the count stopped at it, so the
+    /// spans after it were missing from the forwarding counters.
+    #[test]
+    fn spans_after_a_group_are_counted() {
+        // Field 99 as an empty group, and one holding a varint.
+        let (empty, holding) = (b"\x9b\x06\x9c\x06", b"\x9b\x06\x08\x01\x9c\x06");
+        let plain = request(&[2, 1]).encode_to_vec();
+        let scope = ScopeSpans {
+            spans: request(&[2]).resource_spans[0].scope_spans[0].spans.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        // A group at the top, before a resource's scope, before a span.
+        let mut nested = Vec::new();
+        prost::encoding::bytes::encode(2, &[&holding[..], &scope].concat(), &mut nested);
+        let mut resource = Vec::new();
+        prost::encoding::bytes::encode(1, &[&empty[..], &nested].concat(), &mut resource);
+        for bytes in [
+            [&empty[..], &plain].concat(),
+            [&holding[..], &resource].concat(),
+        ] {
+            let decoded =
+                ExportTraceServiceRequest::decode(bytes.as_slice()).expect("prost takes it");
+            let spans: usize = decoded
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            assert_eq!(count_spans(&bytes), spans as u64);
+        }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! retrying (with the server's requested delay), or refused for good.
 
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
+use futures_util::FutureExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
@@ -153,11 +155,22 @@ impl Sender {
                     request.metadata_mut().insert(k.clone(), v.clone());
                 }
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-                match grpc.unary(request, path, BytesCodec).await {
-                    Ok(resp) => Outcome::Delivered {
-                        rejected: rejected_of(&resp.into_inner()),
+                // tonic (0.14) panics reading a `grpc-status-details-bin`
+                // that is not base64 (grpc/grpc-rust#2618), which ended the
+                // forwarding task. Such an answer says nothing readable, so
+                // it is retried like a broken connection.
+                match AssertUnwindSafe(grpc.unary(request, path, BytesCodec))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(answer) => grpc_answer(answer.map(tonic::Response::into_inner)),
+                    Err(panic) => Outcome::Retry {
+                        after: None,
+                        reason: format!(
+                            "gRPC answer the client cannot read: {}",
+                            panic_message(panic.as_ref())
+                        ),
                     },
-                    Err(status) => grpc_outcome(&status),
                 }
             }
         }
@@ -206,26 +219,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
+}
+
 fn gzip_bytes(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     z.write_all(body)?;
     z.finish()
 }
 
-/// OTLP/HTTP: 2xx delivered; 429, 502, 503, 504 retryable (honouring
-/// `Retry-After` in seconds); everything else refused.
 async fn http_outcome(resp: reqwest::Response) -> Outcome {
     let status = resp.status();
-    let after = resp
-        .headers()
-        .get("retry-after")
+    let retry_after = resp.headers().get("retry-after").cloned();
+    let body = resp.bytes().await.unwrap_or_default();
+    http_answer(status, retry_after.as_ref(), &body)
+}
+
+/// OTLP/HTTP: 2xx delivered (a protobuf partial success in the body counts
+/// rejected spans); 429, 502, 503, 504 retryable (honouring `Retry-After` in
+/// seconds); everything else refused.
+pub fn http_answer(
+    status: reqwest::StatusCode,
+    retry_after: Option<&reqwest::header::HeaderValue>,
+    body: &[u8],
+) -> Outcome {
+    let after = retry_after
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body = resp.bytes().await.unwrap_or_default();
     if status.is_success() {
-        let rejected =
-            ExportTraceServiceResponse::decode(body.as_ref()).map_or(0, |r| rejected_of(&r));
+        let rejected = ExportTraceServiceResponse::decode(body).map_or(0, |r| rejected_of(&r));
         return Outcome::Delivered { rejected };
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
@@ -236,7 +264,17 @@ async fn http_outcome(resp: reqwest::Response) -> Outcome {
     }
 }
 
-/// OTLP/gRPC: the retryable codes of the specification; `RESOURCE_EXHAUSTED`
+/// OTLP/gRPC: the answer, or the status tonic read from the trailers.
+pub fn grpc_answer(answer: Result<ExportTraceServiceResponse, Status>) -> Outcome {
+    match answer {
+        Ok(resp) => Outcome::Delivered {
+            rejected: rejected_of(&resp),
+        },
+        Err(status) => grpc_outcome(&status),
+    }
+}
+
+/// The retryable codes of the specification; `RESOURCE_EXHAUSTED`
 /// only when the server sent `RetryInfo` (it can recover). A status the
 /// server never sent (tonic makes one, `UNKNOWN` or `INTERNAL`, with the cause
 /// as its source, when the connection breaks mid-call because the
@@ -321,6 +359,64 @@ mod tests {
                 reason: "gRPC ResourceExhausted: full".into()
             }
         );
+    }
+
+    /// Found by the `forward_answers` fuzz target: tonic panics reading a
+    /// `grpc-status-details-bin` that is not base64, and the panic ended the
+    /// destination's forwarding task, so nothing more was forwarded to it
+    /// (and nothing said so until shutdown).
+    #[tokio::test]
+    async fn an_answer_tonic_cannot_read_is_retried() {
+        /// Answers every call `UNAVAILABLE` with details that are not base64.
+        #[derive(Clone)]
+        struct Garbled;
+
+        impl tonic::server::NamedService for Garbled {
+            const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+        }
+
+        impl tower_service::Service<tonic::codegen::http::Request<tonic::body::Body>> for Garbled {
+            type Response = tonic::codegen::http::Response<tonic::body::Body>;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+            fn poll_ready(
+                &mut self,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(
+                &mut self,
+                _: tonic::codegen::http::Request<tonic::body::Body>,
+            ) -> Self::Future {
+                let resp = tonic::codegen::http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "14")
+                    .header("grpc-status-details-bin", "not base64!")
+                    .body(tonic::body::Body::empty())
+                    .expect("a response");
+                std::future::ready(Ok(resp))
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(tonic::service::Routes::new(Garbled))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let dest: Destination = format!("grpc://{addr}").parse().unwrap();
+        let sender = Sender::new(&dest).unwrap();
+        for _ in 0..2 {
+            let outcome = sender.send(Bytes::new()).await;
+            assert!(
+                matches!(&outcome, Outcome::Retry { after: None, reason } if reason.contains("base64")),
+                "{outcome:?}"
+            );
+        }
     }
 
     /// Found by the soak test (benches/soak.rs): a destination killed while

@@ -23,13 +23,8 @@ pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, Gatew
         bin: bin.clone(),
         reason: format!("{e} (set OPENCLAW_BIN or put openclaw on PATH)"),
     })?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // The JSON result is the last top-level object printed.
-    let json = stdout
-        .find('{')
-        .and_then(|start| serde_json::from_str::<serde_json::Value>(stdout[start..].trim()).ok());
-    match json {
-        Some(v) => agent_result(&v),
+    match output_result(&out.stdout) {
+        Some(result) => result,
         None => Err(GatewayError::RunFailed(format!(
             "{bin} exited with {}: {}",
             out.status,
@@ -39,4 +34,14 @@ pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, Gatew
                 .collect::<String>()
         ))),
     }
+}
+
+/// The run's result in what the CLI printed: the JSON object from the first
+/// `{` to the end. `None` when there is none.
+pub fn output_result(stdout: &[u8]) -> Option<Result<Reply, GatewayError>> {
+    let stdout = String::from_utf8_lossy(stdout);
+    let json = stdout
+        .find('{')
+        .and_then(|start| serde_json::from_str::<serde_json::Value>(stdout[start..].trim()).ok())?;
+    Some(agent_result(&json))
 }

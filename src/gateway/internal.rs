@@ -45,7 +45,12 @@ pub(super) async fn run(
         "INTERNAL_SECRET (it must equal gateway.agl.internalAgentRunSecret)",
     )
     .await?;
-    let answer: Answer = serde_json::from_str(&text)
+    answer(&text)
+}
+
+/// Reads the endpoint's answer (the body of a 2xx).
+pub fn answer(text: &str) -> Result<Reply, GatewayError> {
+    let answer: Answer = serde_json::from_str(text)
         .map_err(|e| GatewayError::Protocol(format!("agent-run answer: {e}")))?;
     if !answer.ok {
         return Err(GatewayError::RunFailed(

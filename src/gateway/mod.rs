@@ -6,10 +6,10 @@
 //! - `openai`: the upstream `POST /v1/chat/completions`.
 //! - `cli`: `openclaw agent --message … --json`.
 
-mod cli;
-mod internal;
-mod openai;
-mod ws;
+pub mod cli;
+pub mod internal;
+pub mod openai;
+pub mod ws;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -192,7 +192,7 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 }
 
 /// Maps an HTTP error status to a gateway error.
-pub(crate) fn status_error(
+pub fn status_error(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
     body: &str,
@@ -302,7 +302,7 @@ impl Gateway {
 
 /// Reads the final `agent` result shared by the WebSocket method and the CLI:
 /// `{runId, status, result:{payloads:[{text}], meta:{agentMeta:{provider, model, usage}}}}`.
-pub(crate) fn agent_result(v: &serde_json::Value) -> Result<Reply, GatewayError> {
+pub fn agent_result(v: &serde_json::Value) -> Result<Reply, GatewayError> {
     let status = v["status"].as_str().unwrap_or("");
     if status != "ok" {
         let detail = v

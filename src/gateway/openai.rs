@@ -32,7 +32,12 @@ pub(super) async fn run(
         "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
     )
     .await?;
-    let v: Value = serde_json::from_str(&text)
+    completion(&text)
+}
+
+/// Reads the chat completion the endpoint answered (the body of a 2xx).
+pub fn completion(text: &str) -> Result<Reply, GatewayError> {
+    let v: Value = serde_json::from_str(text)
         .map_err(|e| GatewayError::Protocol(format!("chat completion: {e}")))?;
     let content = v
         .pointer("/choices/0/message/content")

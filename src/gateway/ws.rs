@@ -45,6 +45,46 @@ fn response_error(frame: &Value, handshake: bool) -> GatewayError {
     GatewayError::Rejected { status: 0, message }
 }
 
+/// What one text frame from the gateway asks of the client.
+#[derive(Debug)]
+pub enum Step {
+    /// The challenge: send `connect`.
+    Connect,
+    /// Connected: send the `agent` request.
+    Agent,
+    /// Nothing to do (another event, the run accepted): read on.
+    Wait,
+    /// The run's result: close the connection.
+    Done(Result<Reply, GatewayError>),
+}
+
+/// Reads one text frame; `connected` once `connect` succeeded.
+pub fn read_frame(text: &str, connected: bool) -> Result<Step, GatewayError> {
+    let frame: Value = serde_json::from_str(text)
+        .map_err(|e| GatewayError::Protocol(format!("frame is not JSON: {e}")))?;
+    Ok(match (frame["type"].as_str(), frame["id"].as_str()) {
+        (Some("event"), _) if frame["event"] == "connect.challenge" && !connected => Step::Connect,
+        (Some("res"), Some("connect")) => {
+            if frame["ok"] != true {
+                return Err(response_error(&frame, true));
+            }
+            Step::Agent
+        }
+        (Some("res"), Some("agent")) => {
+            if frame["ok"] != true {
+                return Err(response_error(&frame, false));
+            }
+            let payload = &frame["payload"];
+            if payload["status"] == "accepted" {
+                Step::Wait
+            } else {
+                Step::Done(agent_result(payload))
+            }
+        }
+        _ => Step::Wait,
+    })
+}
+
 pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, GatewayError> {
     let url = ws_url(&cfg.base_url);
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
@@ -90,37 +130,25 @@ pub(super) async fn run(cfg: &GatewayConfig, turn: &Turn) -> Result<Reply, Gatew
             Frame::Close(_) => return Err(closed()),
             _ => continue,
         };
-        let frame: Value = serde_json::from_str(&text)
-            .map_err(|e| GatewayError::Protocol(format!("frame is not JSON: {e}")))?;
-        match (frame["type"].as_str(), frame["id"].as_str()) {
-            (Some("event"), _) if frame["event"] == "connect.challenge" && !connected => {
+        match read_frame(&text, connected)? {
+            Step::Connect => {
                 socket
                     .send(Frame::text(connect.to_string()))
                     .await
                     .map_err(|e| GatewayError::Protocol(e.to_string()))?;
             }
-            (Some("res"), Some("connect")) => {
-                if frame["ok"] != true {
-                    return Err(response_error(&frame, true));
-                }
+            Step::Agent => {
                 connected = true;
                 socket
                     .send(Frame::text(agent.to_string()))
                     .await
                     .map_err(|e| GatewayError::Protocol(e.to_string()))?;
             }
-            (Some("res"), Some("agent")) => {
-                if frame["ok"] != true {
-                    return Err(response_error(&frame, false));
-                }
-                let payload = &frame["payload"];
-                if payload["status"] == "accepted" {
-                    continue;
-                }
+            Step::Wait => {}
+            Step::Done(result) => {
                 let _ = socket.close(None).await;
-                return agent_result(payload);
+                return result;
             }
-            _ => {}
         }
     }
 }
