@@ -27,7 +27,6 @@
 mod grpc_frame;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -182,8 +181,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let (_, receiver) = guard.get_or_insert_with(|| (0, Receiver::start(0)));
     let (accepted0, rejected0) = (
-        receiver.counters.accepted_spans.load(Ordering::Relaxed),
-        receiver.counters.rejected_spans.load(Ordering::Relaxed),
+        receiver.counters.accepted_spans.get(),
+        receiver.counters.rejected_spans.get(),
     );
     let (status, answer) = receiver.call(PATHS[method], encoding, body);
     if status.code() == Code::Ok {
@@ -204,11 +203,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(reported, rejected as i64);
                 let counters = &receiver.counters;
                 assert_eq!(
-                    counters.accepted_spans.load(Ordering::Relaxed) - accepted0,
+                    counters.accepted_spans.get() - accepted0,
                     kept as u64
                 );
                 assert_eq!(
-                    counters.rejected_spans.load(Ordering::Relaxed) - rejected0,
+                    counters.rejected_spans.get() - rejected0,
                     rejected as u64
                 );
             }
