@@ -122,8 +122,12 @@ async fn a_flood_is_throttled_and_memory_stays_bounded() {
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
     );
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    // The flood is measured in bytes, not seconds: on a loaded machine the
+    // clients offer less per second, and the check below needs an offer
+    // several times larger than any memory bound the sidecar may use.
+    // 800 MiB is more than three times the 256 MiB bound checked below.
+    const FLOOD: u64 = 800 << 20;
     let mut clients = Vec::new();
     for c in 0..64u64 {
         let (url, ok, throttled, offered, acked) = (
@@ -136,9 +140,12 @@ async fn a_flood_is_throttled_and_memory_stays_bounded() {
         clients.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut seq = 0;
-            while tokio::time::Instant::now() < deadline {
+            while offered.load(Ordering::Relaxed) < FLOOD {
                 // About 900 KiB per request.
                 let (body, ids) = unique_request(c, seq, 100, 9000, false);
+                // Each request is a trace of its own, so a rollout of its
+                // own, named by the trace id's last 12 hex digits.
+                let rollout = format!("ro-{:012x}", ((c << 40) | (seq + 1)) & 0xffff_ffff_ffff);
                 seq += 1;
                 offered.fetch_add(body.len() as u64, Ordering::Relaxed);
                 let resp = http
@@ -151,7 +158,7 @@ async fn a_flood_is_throttled_and_memory_stays_bounded() {
                 match resp.status().as_u16() {
                     200 => {
                         ok.fetch_add(1, Ordering::Relaxed);
-                        acked.lock().unwrap().extend(ids);
+                        acked.lock().unwrap().push((rollout, ids));
                     }
                     429 | 503 => {
                         assert!(resp.headers().contains_key("retry-after"));
@@ -192,11 +199,43 @@ async fn a_flood_is_throttled_and_memory_stays_bounded() {
         offered_mib > 3 * peak_mib,
         "the flood must be larger than the memory it may use"
     );
-    // And what was accepted is all there.
-    let acked = acked.lock().unwrap().clone();
-    wait_for_files(&server.traces_dir(), "accepted spans", |f| {
-        acked.is_subset(&span_ids(f))
-    });
+    // And what was accepted is all there: first every accepted rollout's
+    // file (by name, cheap), then every accepted span in them (one read of
+    // a few hundred MB of trace files).
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let dir = server.traces_dir();
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let missing = loop {
+        let names = names();
+        let missing: Vec<&String> = acked
+            .iter()
+            .map(|(rollout, _)| rollout)
+            .filter(|r| {
+                !names
+                    .iter()
+                    .any(|n| n.starts_with(&format!("rollout_{r}_")))
+            })
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        missing.is_empty(),
+        "accepted rollouts without a trace file: {missing:?}"
+    );
+    let acked: HashSet<String> = acked.into_iter().flat_map(|(_, ids)| ids).collect();
+    wait_for_files(&dir, "accepted spans", |f| acked.is_subset(&span_ids(f)));
 }
 
 /// A trace file that cannot be written at shutdown (a full disk, say) is left
