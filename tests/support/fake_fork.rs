@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,9 @@ pub struct Fork {
     /// When the first request arrived and the last answer left (benchmarks
     /// split a client's wall time with them); `None` until then.
     pub busy: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// Runs in progress now, and the most there ever were at once.
+    pub running: AtomicUsize,
+    pub peak_running: AtomicUsize,
 }
 
 pub struct FakeFork {
@@ -117,7 +121,10 @@ async fn agent_run(State(fork): State<Arc<Fork>>, headers: HeaderMap, body: Stri
     if session.is_empty() || message.is_empty() {
         return err(400, "sessionKey and message required");
     }
+    let now = fork.running.fetch_add(1, Ordering::SeqCst) + 1;
+    fork.peak_running.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(fork.latency).await;
+    fork.running.fetch_sub(1, Ordering::SeqCst);
     let answer = Json(json!({
         "ok": true,
         "responseText": format!("echo: {message}"),
