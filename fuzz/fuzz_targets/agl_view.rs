@@ -35,11 +35,20 @@ fuzz_target!(|data: &[u8]| {
     };
     index.observe(pos, RECEIVED, &summary, &mut changes);
     let requests = [Arc::new(request)];
+    // As the view reads them: a rollout touched by one key of the record can
+    // be merged into a named one by a later key of the same record.
+    let mut touched: Vec<Arc<str>> = Vec::new();
     for change in changes {
-        let Change::Touched(id) = change else {
-            continue;
-        };
-        let rollout = index.get(&id).expect("a touched rollout is indexed");
+        match change {
+            Change::Touched(id) => touched.push(id),
+            Change::Merged { gone, into, .. } => {
+                touched.retain(|id| *id != gone);
+                assert!(index.get(&into).is_some(), "a merged-into rollout is indexed");
+            }
+        }
+    }
+    for id in touched {
+        let rollout = index.get(&id).expect("a touched rollout not merged away is indexed");
         let file = build_trace_file(&id, rollout, &requests);
         assert_eq!(file.span_count, file.spans.len());
         let json = serde_json::to_vec_pretty(&file).expect("a trace file serialises");

@@ -514,6 +514,39 @@ mod tests {
     }
 
     #[test]
+    fn one_record_can_touch_a_derived_rollout_then_merge_it_away() {
+        // Found by the agl_view fuzz target: a record whose spans of one
+        // trace are unnamed and named. The derived rollout is touched, then
+        // merged into the named one; readers of the changes (the view, the
+        // store reader) drop it at the merge.
+        let mut index = Index::default();
+        let mut changes = Vec::new();
+        index.observe(
+            pos(1),
+            10,
+            &summary(&[(7, None), (7, Some("ro-aaaaaaaaaaaa"))]),
+            &mut changes,
+        );
+        let derived: Arc<str> = Arc::from(derived_rollout_id(&[7; 16]).as_str());
+        let named: Arc<str> = Arc::from("ro-aaaaaaaaaaaa");
+        assert_eq!(
+            changes,
+            vec![
+                Change::Touched(derived.clone()),
+                Change::Merged {
+                    gone: derived.clone(),
+                    into: named.clone(),
+                    file: None,
+                },
+                Change::Touched(named.clone()),
+            ]
+        );
+        assert!(index.get(&derived).is_none());
+        assert_eq!(index.get(&named).unwrap().records, vec![pos(1)]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
     fn a_trace_stays_with_the_first_rollout_that_named_it() {
         let mut index = Index::default();
         let mut changes = Vec::new();
