@@ -68,13 +68,14 @@ pub struct RewardArgs {
     #[arg(long, env = "OCLAGL_REWARD_NAME")]
     pub name: Option<String>,
     /// The attempt rewarded [default: the rollout's latest attempt].
-    #[arg(long, env = "OCLAGL_ATTEMPT_ID")]
+    #[arg(long, env = "OCLAGL_REWARD_ATTEMPT")]
     pub attempt: Option<String>,
     /// The running sidecar (its OTLP/HTTP address). Unset: the local store
     /// (--data-dir) in-process, or the sidecar on 127.0.0.1:4318 when
     /// `oclagl serve` holds that store.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OCLAGL_REWARD_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// The store rewarded in-process when no endpoint is given.
     #[command(flatten)]
     pub local: LocalStore,
 }

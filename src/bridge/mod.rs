@@ -36,15 +36,15 @@ pub struct BridgeArgs {
     #[arg(long, env = "OCLAGL_BRIDGE_PORT", default_value_t = 8765)]
     pub port: u16,
     /// When set, a request's internalSecret must equal it (else 401).
-    #[arg(long, env = "INTERNAL_SECRET", hide_env_values = true)]
+    #[arg(long, env = "OCLAGL_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,
     /// The gateway to call back; also allowed as a request's gatewayBaseUrl.
-    #[arg(long, env = "GATEWAY_BASE_URL")]
+    #[arg(long, env = "OCLAGL_GATEWAY_URL")]
     pub gateway_url: Option<String>,
     /// More gateway base URLs a request may name (loopback ones always may).
     #[arg(
         long = "allow-gateway",
-        env = "OCLAGL_BRIDGE_ALLOW_GATEWAYS",
+        env = "OCLAGL_BRIDGE_ALLOW_GATEWAY",
         value_delimiter = ','
     )]
     pub allow_gateways: Vec<String>,

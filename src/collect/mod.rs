@@ -20,35 +20,36 @@ use crate::local::{self, LocalStore};
 use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
 
-/// How to reach the gateway (the seed's environment variables work as is).
+/// How `collect` and `run` reach the gateway, and how long a turn may take.
+/// The seed's variable names are still read ([`crate::args::FALLBACK_ENV`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
     /// internal (fork endpoint), ws (upstream WebSocket), openai (upstream
     /// /v1/chat/completions) or cli (`openclaw agent`). Default: internal when
-    /// INTERNAL_SECRET is set, else ws when OPENCLAW_GATEWAY_TOKEN is set.
+    /// --internal-secret is set, else ws when --token is set.
     #[arg(long = "gateway", env = "OCLAGL_GATEWAY", value_enum)]
     pub mode: Option<Mode>,
     /// Gateway base URL.
     #[arg(
         long,
-        env = "GATEWAY_BASE_URL",
+        env = "OCLAGL_GATEWAY_URL",
         default_value = "http://127.0.0.1:18789"
     )]
     pub gateway_url: String,
     /// The fork's gateway.agl.internalAgentRunSecret (internal mode).
-    #[arg(long, env = "INTERNAL_SECRET", hide_env_values = true)]
+    #[arg(long, env = "OCLAGL_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,
     /// The upstream gateway.auth.token (ws, openai and cli modes).
-    #[arg(long, env = "OPENCLAW_GATEWAY_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "OCLAGL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Session to run in.
-    #[arg(long, env = "SESSION_KEY", default_value = "agent:main:main")]
+    #[arg(long, env = "OCLAGL_SESSION_KEY", default_value = "agent:main:main")]
     pub session_key: String,
     /// Agent id (ws/openai/cli modes), when not the default agent.
-    #[arg(long, env = "OPENCLAW_AGENT_ID")]
+    #[arg(long, env = "OCLAGL_AGENT")]
     pub agent: Option<String>,
     /// The openclaw command (cli mode).
-    #[arg(long, env = "OPENCLAW_BIN", default_value = "openclaw")]
+    #[arg(long, env = "OCLAGL_OPENCLAW_BIN", default_value = "openclaw")]
     pub openclaw_bin: PathBuf,
     /// Per-rollout timeout.
     #[arg(long, env = "OCLAGL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
@@ -64,21 +65,26 @@ pub struct CollectArgs {
     #[arg(default_value = "prompts.txt")]
     pub file: PathBuf,
     /// Rollouts run at once.
-    #[arg(long, short = 'c', env = "MAX_CONCURRENT", default_value_t = 4)]
+    #[arg(
+        long,
+        short = 'c',
+        env = "OCLAGL_COLLECT_CONCURRENCY",
+        default_value_t = 4
+    )]
     pub concurrency: usize,
     /// Skip prompts that already have a succeeded rollout in the traces folder.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_COLLECT_RESUME")]
     pub resume: bool,
     /// Print the summary as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_COLLECT_JSON")]
     pub json: bool,
     /// Reward each rollout by comparing its reply with the prompt's
     /// "expected" (JSONL): exact, contains (ignoring case) or regex.
-    #[arg(long, env = "OCLAGL_SCORE", value_enum)]
+    #[arg(long, env = "OCLAGL_COLLECT_SCORE", value_enum)]
     pub score: Option<score::Compare>,
     /// Reward each rollout with this program's answer: it reads the rollout
     /// as JSON on stdin and prints a number.
-    #[arg(long, env = "OCLAGL_SCORE_CMD", value_name = "PROGRAM")]
+    #[arg(long, env = "OCLAGL_COLLECT_SCORE_CMD", value_name = "PROGRAM")]
     pub score_cmd: Option<PathBuf>,
     #[command(flatten)]
     pub gateway: GatewayArgs,
@@ -91,7 +97,7 @@ pub struct RunArgs {
     /// The task (prompt) to run.
     pub prompt: String,
     /// Print the outcome as JSON on stdout instead of the reply.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_RUN_JSON")]
     pub json: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,

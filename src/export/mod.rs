@@ -58,52 +58,62 @@ pub struct ExportArgs {
     /// Where to read spans: a folder of trace files (`rollout_*.json`), one
     /// trace file, or an `oclagl serve` data folder (its store is read
     /// directly, also while the sidecar runs). Repeat for several.
-    #[arg(long, value_name = "PATH", default_value = "traces")]
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_SOURCE",
+        value_name = "PATH",
+        default_value = "traces"
+    )]
     pub source: Vec<PathBuf>,
     /// The dataset file [default: sft_dataset.jsonl]; with --split, the
     /// folder for train.jsonl and val.jsonl [default: .].
-    #[arg(long, short, value_name = "PATH")]
+    #[arg(long, short, env = "OCLAGL_EXPORT_OUT", value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// Dataset format.
-    #[arg(long, value_enum, default_value_t = Format::Messages)]
+    #[arg(long, env = "OCLAGL_EXPORT_FORMAT", value_enum, default_value_t = Format::Messages)]
     pub format: Format,
     /// Keep rollouts whose primary reward is at least this (AGL reward
     /// spans); rollouts without a reward are dropped.
-    #[arg(long, value_name = "REWARD", value_parser = parse_reward)]
+    #[arg(long, env = "OCLAGL_EXPORT_MIN_REWARD", value_name = "REWARD", value_parser = parse_reward)]
     pub min_reward: Option<f64>,
     /// Keep rollouts with these statuses (succeeded, failed, running).
-    #[arg(long, value_delimiter = ',', value_name = "STATUS")]
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_STATUS",
+        value_delimiter = ',',
+        value_name = "STATUS"
+    )]
     pub status: Vec<String>,
     /// Keep rollouts that started at or after this time (2026-02-12,
     /// 2026-02-12T16:07:13Z or Unix seconds).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, env = "OCLAGL_EXPORT_SINCE", value_name = "TIME", value_parser = parse_time)]
     pub since: Option<f64>,
     /// Keep rollouts that started before this time.
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, env = "OCLAGL_EXPORT_UNTIL", value_name = "TIME", value_parser = parse_time)]
     pub until: Option<f64>,
     /// Keep rollouts of these sessions (session key; repeatable).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, env = "OCLAGL_EXPORT_SESSION", value_name = "KEY")]
     pub session: Vec<String>,
     /// Keep rollouts whose exported call used one of these models.
-    #[arg(long, value_name = "MODEL")]
+    #[arg(long, env = "OCLAGL_EXPORT_MODEL", value_name = "MODEL")]
     pub model: Vec<String>,
     /// Write identical rows once.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_EXPORT_DEDUPE")]
     pub dedupe: bool,
     /// Split by session into train.jsonl (this fraction of sessions) and
     /// val.jsonl; a session is never on both sides.
-    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    #[arg(long, env = "OCLAGL_EXPORT_SPLIT", value_name = "FRACTION", value_parser = parse_fraction)]
     pub split: Option<f64>,
     /// Seed of the split.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "OCLAGL_EXPORT_SEED", default_value_t = 0)]
     pub seed: u64,
     /// Assistant messages to train on (`last` writes OpenAI `weight`s;
     /// --format openai only).
-    #[arg(long, value_enum, default_value_t = TrainOn::All)]
+    #[arg(long, env = "OCLAGL_EXPORT_TRAIN_ON", value_enum, default_value_t = TrainOn::All)]
     pub train_on: TrainOn,
     /// Print statistics (rows, turns, tool calls, tokens by model, rows
     /// dropped and why) on stdout.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_EXPORT_STATS")]
     pub stats: bool,
 }
 
