@@ -17,6 +17,7 @@ use crate::serve::{serve, ServeArgs, ServeError};
 /// Where rollouts are stored when no OTLP endpoint is configured (the
 /// in-process sidecar); flattened into the commands that emit rollouts.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Local store")]
 pub struct LocalStore {
     /// Store used in-process when no OTLP endpoint is configured.
     #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]

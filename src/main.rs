@@ -185,7 +185,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Ls(args) => {
             let shown = oclagl::inspect::ls::run(&args).context("oclagl ls failed")?;
-            if shown == 0 && !args.json {
+            if shown == 0 && !args.output.json {
                 eprintln!("no rollouts match");
             }
             Ok(0)

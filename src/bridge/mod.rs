@@ -27,14 +27,43 @@ use crate::local::{self, LocalStore};
 use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, RunOptions, Task};
 
+/// `oclagl bridge` options, in the sections of its `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BridgeArgs {
+    /// Where the bridge listens, and what it accepts.
+    #[command(flatten)]
+    pub listener: BridgeListener,
+    /// The gateway the bridge calls back.
+    #[command(flatten)]
+    pub gateway: BridgeGateway,
+    /// Where rollouts are stored without an OTLP endpoint.
+    #[command(flatten)]
+    pub local: LocalStore,
+}
+
+/// Where `oclagl bridge` listens for the fork's `POST /chat`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Listener")]
+pub struct BridgeListener {
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, env = "OCLAGL_BRIDGE_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// Port to listen on.
     #[arg(long, env = "OCLAGL_BRIDGE_PORT", default_value_t = 8765)]
     pub port: u16,
+    /// Largest request body (413 above).
+    #[arg(long, env = "OCLAGL_BRIDGE_MAX_BODY", default_value = "4MiB", value_parser = parse_size)]
+    pub max_body: usize,
+    /// On SIGTERM, how long running chats may take to finish.
+    #[arg(long, env = "OCLAGL_BRIDGE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+}
+
+/// The gateway `oclagl bridge` calls back for each chat. The same
+/// variables as [`crate::collect::GatewayArgs`], with the bridge's defaults.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct BridgeGateway {
     /// When set, a request's internalSecret must equal it (else 401).
     #[arg(long, env = "OCLAGL_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,
@@ -51,17 +80,9 @@ pub struct BridgeArgs {
     /// Per-chat timeout (504 after it).
     #[arg(long, env = "OCLAGL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Largest request body (413 above).
-    #[arg(long, env = "OCLAGL_BRIDGE_MAX_BODY", default_value = "4MiB", value_parser = parse_size)]
-    pub max_body: usize,
-    /// On SIGTERM, how long running chats may take to finish.
-    #[arg(long, env = "OCLAGL_BRIDGE_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub grace: Duration,
     /// Retries of the gateway call on connection errors, 429 and 503.
     #[arg(long, env = "OCLAGL_RETRIES", default_value_t = 1)]
     pub retries: u32,
-    #[command(flatten)]
-    pub local: LocalStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +175,12 @@ fn allowed(url: &str, configured: Option<&str>, extra: &[String]) -> bool {
 
 impl Bridge {
     async fn chat(&self, body: Body) -> Answer {
-        let bytes = match axum::body::to_bytes(body, self.args.max_body).await {
+        let bytes = match axum::body::to_bytes(body, self.args.listener.max_body).await {
             Ok(b) => b,
             Err(_) => {
                 return fail(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body over {} bytes", self.args.max_body),
+                    format!("body over {} bytes", self.args.listener.max_body),
                 )
             }
         };
@@ -183,7 +204,7 @@ impl Bridge {
                 "internalSecret required (or start the bridge with INTERNAL_SECRET)",
             );
         }
-        let configured = self.args.gateway_url.as_deref();
+        let configured = self.args.gateway.gateway_url.as_deref();
         let Some(gateway_url) = req
             .gateway_base_url
             .as_deref()
@@ -195,7 +216,7 @@ impl Bridge {
                 "gatewayBaseUrl required (or start the bridge with GATEWAY_BASE_URL)",
             );
         };
-        if !allowed(&gateway_url, configured, &self.args.allow_gateways) {
+        if !allowed(&gateway_url, configured, &self.args.gateway.allow_gateways) {
             return fail(
                 StatusCode::FORBIDDEN,
                 "gatewayBaseUrl is not an allowed gateway (see --allow-gateway)",
@@ -268,8 +289,8 @@ impl Bridge {
         };
         let options = RunOptions {
             session_key: req.session_key.clone(),
-            timeout: self.args.timeout,
-            retries: self.args.retries,
+            timeout: self.args.gateway.timeout,
+            retries: self.args.gateway.retries,
             idempotency_key: req.idempotency_key.clone(),
         };
         let outcome = emitter.run(&task, &options, self.cancel.clone()).await;
@@ -313,20 +334,21 @@ pub async fn run(
     args: BridgeArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BridgeError> {
-    let addr = SocketAddr::new(args.host, args.port);
+    let addr = SocketAddr::new(args.listener.host, args.listener.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| BridgeError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|e| BridgeError::Server(e.to_string()))?;
-    if !args.host.is_loopback() {
+    if !args.listener.host.is_loopback() {
         tracing::warn!(%bound, "the bridge listens beyond loopback");
     }
     let telemetry = local::telemetry(&args.local).await?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let bridge = Arc::new(Bridge {
         secret: args
+            .gateway
             .internal_secret
             .clone()
             .filter(|s| !s.is_empty())
@@ -337,7 +359,7 @@ pub async fn run(
         cancel: cancel_rx,
         args,
     });
-    let grace = bridge.args.grace;
+    let grace = bridge.args.listener.grace;
     let app = Router::new()
         .route("/chat", post(chat))
         .route("/health", get(health))

@@ -23,6 +23,7 @@ use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
 /// How `collect` and `run` reach the gateway, and how long a turn may take.
 /// The seed's variable names are still read ([`crate::args::FALLBACK_ENV`]).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway")]
 pub struct GatewayArgs {
     /// internal (fork endpoint), ws (upstream WebSocket), openai (upstream
     /// /v1/chat/completions) or cli (`openclaw agent`). Default: internal when
@@ -78,16 +79,13 @@ pub struct CollectArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long, env = "OCLAGL_COLLECT_JSON")]
     pub json: bool,
-    /// Reward each rollout by comparing its reply with the prompt's
-    /// "expected" (JSONL): exact, contains (ignoring case) or regex.
-    #[arg(long, env = "OCLAGL_COLLECT_SCORE", value_enum)]
-    pub score: Option<score::Compare>,
-    /// Reward each rollout with this program's answer: it reads the rollout
-    /// as JSON on stdin and prints a number.
-    #[arg(long, env = "OCLAGL_COLLECT_SCORE_CMD", value_name = "PROGRAM")]
-    pub score_cmd: Option<PathBuf>,
+    /// How each rollout gets its rewards.
+    #[command(flatten)]
+    pub scoring: score::ScoreArgs,
+    /// The gateway that runs the prompts.
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// Where rollouts are stored without an OTLP endpoint.
     #[command(flatten)]
     pub local: LocalStore,
 }
@@ -99,8 +97,10 @@ pub struct RunArgs {
     /// Print the outcome as JSON on stdout instead of the reply.
     #[arg(long, env = "OCLAGL_RUN_JSON")]
     pub json: bool,
+    /// The gateway that runs the task.
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// Where the rollout is stored without an OTLP endpoint.
     #[command(flatten)]
     pub local: LocalStore,
 }
@@ -263,8 +263,8 @@ pub async fn collect(
     }
     let skipped = total - tasks.len();
     let scorer = Arc::new(score::Scorer::new(
-        args.score,
-        args.score_cmd.clone(),
+        args.scoring.score,
+        args.scoring.score_cmd.clone(),
         &tasks,
     )?);
     preflight(&cfg).await?;

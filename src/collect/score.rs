@@ -22,6 +22,20 @@ use tokio::io::AsyncWriteExt;
 use crate::reward::Reward;
 use crate::rollout::{Outcome, RolloutStatus, Task};
 
+/// `oclagl collect`'s scoring flags: how each rollout gets its rewards.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Scoring")]
+pub struct ScoreArgs {
+    /// Reward each rollout by comparing its reply with the prompt's
+    /// "expected" (JSONL): exact, contains (ignoring case) or regex.
+    #[arg(long, env = "OCLAGL_COLLECT_SCORE", value_enum)]
+    pub score: Option<Compare>,
+    /// Reward each rollout with this program's answer: it reads the rollout
+    /// as JSON on stdin and prints a number.
+    #[arg(long, env = "OCLAGL_COLLECT_SCORE_CMD", value_name = "PROGRAM")]
+    pub score_cmd: Option<PathBuf>,
+}
+
 /// How `--score` compares a reply with the expected answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compare {
