@@ -13,18 +13,36 @@ use crate::util::percent::percent_encode;
 /// Why `oclagl reward` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RewardError {
+    /// The rewards given are not valid (no value, a name twice, not finite…).
     #[error(transparent)]
     Invalid(#[from] InvalidReward),
+    /// Neither the store nor the sidecar knows the rollout.
     #[error("rollout {id} not found in {place}")]
-    NotFound { id: String, place: String },
+    NotFound {
+        /// The rollout.
+        id: String,
+        /// Where it was looked for.
+        place: String,
+    },
+    /// No sidecar answers at the endpoint.
     #[error("cannot reach the sidecar at {url} ({reason}): is `oclagl serve` running there? set OTEL_EXPORTER_OTLP_ENDPOINT")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// The connection error.
+        reason: String,
+    },
+    /// The sidecar answered with an error.
     #[error("the sidecar at {url} refused the reward ({status}): {message}")]
     Refused {
+        /// The endpoint.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// The sidecar's message.
         message: String,
     },
+    /// The in-process sidecar over the local store could not start.
     #[error("cannot open the local store: {0}")]
     Local(#[from] ServeError),
 }

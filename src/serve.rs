@@ -89,7 +89,7 @@ pub struct StoreArgs {
 #[command(next_help_heading = "Trace files")]
 #[non_exhaustive]
 pub struct TraceFileArgs {
-    /// Folder where AGL trace files (rollout_<id>_<ts>.json) are written.
+    /// Folder where AGL trace files (`rollout_<id>_<ts>.json`) are written.
     #[arg(long, env = "OCLAGL_TRACES_DIR", default_value = "./traces")]
     pub traces_dir: PathBuf,
     /// A rollout's trace file is (re)written once no span arrived for this long.
@@ -192,28 +192,42 @@ impl Default for ServeArgs {
     }
 }
 
+/// Why the sidecar could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The flags contradict each other or are unsafe (listening beyond loopback
+    /// without a token…).
     #[error("invalid settings: {0}")]
     Config(String),
+    /// The data folder cannot be created.
     #[error("cannot create {path}: {source}")]
     Dir {
+        /// The folder.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A listener cannot bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The store cannot be opened (locked by another process, unreadable…).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The view cannot start (the traces folder cannot be created…).
     #[error(transparent)]
     View(#[from] ViewError),
+    /// A forwarding destination cannot be set up or fed.
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// The TLS certificate or key cannot be loaded.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A listener or a worker thread failed while running.
     #[error("server error: {0}")]
     Server(String),
 }
@@ -221,7 +235,9 @@ pub enum ServeError {
 /// Where a running sidecar listens (the real ports when 0 was asked for).
 #[derive(Clone)]
 pub struct Bound {
+    /// The OTLP/gRPC address.
     pub grpc: SocketAddr,
+    /// The OTLP/HTTP address.
     pub http: SocketAddr,
     /// The receivers' shared intake, for spans made in this process.
     pub ingest: Arc<Ingest>,

@@ -85,15 +85,21 @@ pub struct BridgeGateway {
     pub retries: u32,
 }
 
+/// Why the bridge could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
+    /// The listener cannot bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The rollouts' spans cannot be recorded or delivered.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The HTTP server failed while running.
     #[error("bridge server error: {0}")]
     Server(String),
 }

@@ -25,8 +25,7 @@ use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Gateway")]
 pub struct GatewayArgs {
-    /// internal (fork endpoint), ws (upstream WebSocket), openai (upstream
-    /// /v1/chat/completions) or cli (`openclaw agent`). Default: internal when
+    /// How a turn reaches the gateway. Default: internal when
     /// --internal-secret is set, else ws when --token is set.
     #[arg(long = "gateway", env = "OCLAGL_GATEWAY", value_enum)]
     pub mode: Option<Mode>,
@@ -60,6 +59,8 @@ pub struct GatewayArgs {
     pub retries: u32,
 }
 
+/// `oclagl collect` options: the prompts file, how many at once, scoring, the
+/// gateway and the local store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectArgs {
     /// Prompts: one per line, or JSONL {"prompt", "id"?, "metadata"?}.
@@ -90,6 +91,7 @@ pub struct CollectArgs {
     pub local: LocalStore,
 }
 
+/// `oclagl run` options: the task, the gateway and the local store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The task (prompt) to run.
@@ -105,18 +107,27 @@ pub struct RunArgs {
     pub local: LocalStore,
 }
 
+/// Why a collection or a run could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
+    /// The prompts file is missing or malformed.
     #[error(transparent)]
     Prompts(#[from] prompts::PromptsError),
+    /// A setting is missing or wrong (credentials, an unreachable gateway, an
+    /// empty task).
     #[error("{0}")]
     Config(String),
+    /// The gateway refused every rollout the same way (bad credentials, a
+    /// command that cannot start): stopped at once.
     #[error("{0}")]
     Gateway(GatewayError),
+    /// The spans could not be recorded or delivered.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// Scoring cannot work (a pattern that does not compile).
     #[error(transparent)]
     Score(#[from] score::ScoreError),
+    /// `--concurrency 0`.
     #[error("--concurrency must be at least 1")]
     Concurrency,
 }
@@ -124,17 +135,26 @@ pub enum CollectError {
 /// What a collection did.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Prompts in the file.
     pub total: usize,
+    /// Rollouts that succeeded.
     pub succeeded: usize,
+    /// Rollouts that failed.
     pub failed: usize,
+    /// Prompts skipped by `--resume` (a succeeded rollout exists).
     pub skipped: usize,
     /// Rollouts that got rewards from --score / --score-cmd.
     pub scored: usize,
     /// Rollouts whose scoring failed (they have no reward).
     pub score_errors: usize,
+    /// True when Ctrl-C or SIGTERM stopped the collection early.
     pub interrupted: bool,
+    /// How long it took.
     pub seconds: f64,
+    /// Where the spans went: the OTLP endpoint, or the in-process store and
+    /// traces folder.
     pub destination: String,
+    /// Each rollout's outcome, in the order they finished.
     pub rollouts: Vec<Outcome>,
 }
 

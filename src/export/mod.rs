@@ -131,20 +131,43 @@ pub fn parse_reward(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{s:?} is not a reward (a number such as 0.5)"))
 }
 
+/// Why an export failed; nothing was written then.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// A `--source` cannot be read.
     #[error("cannot read {path}: {reason} (pass --source <traces folder | trace file | oclagl data folder>)")]
-    Source { path: String, reason: String },
+    Source {
+        /// The source.
+        path: String,
+        /// The error.
+        reason: String,
+    },
+    /// A store given as `--source` cannot be read.
     #[error(transparent)]
     Store(#[from] StoreReadError),
+    /// An output file cannot be written.
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: io::Error },
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The flags contradict each other.
     #[error("{0}")]
     Usage(String),
+    /// No rollout became a row.
     #[error("nothing to export: {why}")]
-    NothingToExport { why: String, stats: Box<Stats> },
+    NothingToExport {
+        /// Where the export looked and why nothing passed.
+        why: String,
+        /// What was read and dropped.
+        stats: Box<Stats>,
+    },
+    /// Ctrl-C or SIGTERM stopped the export.
     #[error("interrupted; no dataset written")]
     Interrupted,
+    /// The export's thread panicked.
     #[error("export failed: {0}")]
     Crashed(String),
 }
@@ -154,6 +177,7 @@ pub enum ExportError {
 pub struct Report {
     /// The files written (train and, with --split, validation).
     pub outputs: Vec<PathBuf>,
+    /// What was read, written and dropped.
     pub stats: Stats,
 }
 

@@ -66,13 +66,20 @@ pub struct LsOutput {
     pub json: bool,
 }
 
+/// A column `oclagl ls --sort` orders by; ties go by rollout id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortKey {
+    /// When the rollout started (oldest first).
     Start,
+    /// How long it ran.
     Duration,
+    /// Its primary reward (rollouts without one first).
     Reward,
+    /// How many spans it has.
     Spans,
+    /// Its status, alphabetically.
     Status,
+    /// The rollout id.
     Id,
 }
 
