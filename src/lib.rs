@@ -33,6 +33,8 @@
 //! conversation semconv util              # the shared vocabulary, helpers
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod agl;
 pub mod args;
 pub mod bridge;

@@ -17,6 +17,7 @@ use crate::serve::{serve, ServeArgs, ServeError};
 /// Where rollouts are stored when no OTLP endpoint is configured (the
 /// in-process sidecar); flattened into the commands that emit rollouts.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Local store")]
 pub struct LocalStore {
     /// Store used in-process when no OTLP endpoint is configured.
     #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
@@ -41,17 +42,15 @@ impl LocalSidecar {
     /// Starts it; fails (with [`crate::store::StoreError::Locked`]) when
     /// another process holds the store.
     pub async fn start(local: &LocalStore) -> Result<LocalSidecar, ServeError> {
-        let args = ServeArgs {
-            grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
-            http_addr: "127.0.0.1:0".parse().expect("literal address"),
-            data_dir: local.data_dir.clone(),
-            traces_dir: local.traces_dir.clone(),
-            // Rollouts end for good when the gateway answers, so files can
-            // be written soon, while the command mostly waits on the
-            // gateway, instead of all at exit.
-            quiet: Duration::from_millis(100),
-            ..ServeArgs::default()
-        };
+        let mut args = ServeArgs::default();
+        args.listen.grpc_addr = "127.0.0.1:0".parse().expect("literal address");
+        args.listen.http_addr = "127.0.0.1:0".parse().expect("literal address");
+        args.store.data_dir = local.data_dir.clone();
+        args.traces.traces_dir = local.traces_dir.clone();
+        // Rollouts end for good when the gateway answers, so files can be
+        // written soon, while the command mostly waits on the gateway,
+        // instead of all at exit.
+        args.traces.quiet = Duration::from_millis(100);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(

@@ -1,7 +1,7 @@
 //! The `oclagl` command: parses arguments and runs the library's commands.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Decoding OTLP allocates many small strings and vectors from several
 /// threads at once; mimalloc does that with far less contention than glibc's
@@ -38,6 +38,16 @@ enum Command {
     Ls(oclagl::inspect::ls::LsArgs),
     /// Show one rollout's span tree with timings, model and tool calls, rewards.
     Show(oclagl::inspect::show::ShowArgs),
+}
+
+impl Cli {
+    /// Parses the command line and the environment, reading the older
+    /// names of variables whose twin is unset (`oclagl::args::FALLBACK_ENV`);
+    /// exits with clap's message on an error.
+    fn from_env() -> Cli {
+        let matches = oclagl::args::with_fallback_env(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit())
+    }
 }
 
 async fn shutdown_signal() {
@@ -99,7 +109,7 @@ fn without_huge_pages() {
 }
 
 fn real_main() -> anyhow::Result<i32> {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     if matches!(
         cli.command,
         Command::Collect(_) | Command::Run(_) | Command::Bridge(_)
@@ -175,7 +185,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Ls(args) => {
             let shown = oclagl::inspect::ls::run(&args).context("oclagl ls failed")?;
-            if shown == 0 && !args.json {
+            if shown == 0 && !args.output.json {
                 eprintln!("no rollouts match");
             }
             Ok(0)
@@ -202,5 +212,87 @@ async fn run(command: Command) -> anyhow::Result<i32> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flag of a command: the command, its long name and its variable.
+    struct Flag {
+        command: String,
+        long: String,
+        env: Option<String>,
+    }
+
+    impl std::fmt::Display for Flag {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "`oclagl {} --{}`", self.command, self.long)
+        }
+    }
+
+    /// Every non-positional argument of every command but `--help`.
+    fn flags() -> Vec<Flag> {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.get_subcommands()
+            .flat_map(|sub| {
+                sub.get_arguments()
+                    .filter(|a| {
+                        !a.is_positional() && !["help", "version"].contains(&a.get_id().as_str())
+                    })
+                    .map(|a| Flag {
+                        command: sub.get_name().to_string(),
+                        long: a.get_long().unwrap_or(a.get_id().as_str()).to_string(),
+                        env: a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                    })
+            })
+            .collect()
+    }
+
+    fn screaming(name: &str) -> String {
+        name.to_ascii_uppercase().replace('-', "_")
+    }
+
+    #[test]
+    fn every_flag_has_an_oclagl_environment_twin() {
+        let missing: Vec<String> = flags()
+            .iter()
+            .filter(|f| !f.env.as_deref().is_some_and(|e| e.starts_with("OCLAGL_")))
+            .map(|f| format!("{f} ({})", f.env.as_deref().unwrap_or("no env")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "flags without an OCLAGL_… environment twin: {}",
+            missing.join(", ")
+        );
+    }
+
+    /// The rule of `oclagl::args`: `OCLAGL_<FLAG>` for serve's flags and
+    /// those several commands share, `OCLAGL_<COMMAND>_<FLAG>` for the rest;
+    /// one variable is one flag.
+    #[test]
+    fn environment_twins_follow_the_naming_rule() {
+        let flags = flags();
+        let mut broken = Vec::new();
+        for f in &flags {
+            let Some(env) = &f.env else { continue };
+            let shared = format!("OCLAGL_{}", screaming(&f.long));
+            let command = f.command.split('-').next().unwrap_or_default();
+            let own = format!("OCLAGL_{}_{}", screaming(command), screaming(&f.long));
+            let readers = flags.iter().filter(|g| g.env.as_ref() == Some(env));
+            if *env == shared {
+                if f.command != "serve" && readers.clone().count() < 2 {
+                    broken.push(format!("{f} reads {env}, a shared name, alone: {own}"));
+                }
+            } else if *env != own {
+                broken.push(format!("{f} reads {env}, not {own} or {shared}"));
+            }
+            if let Some(other) = readers.into_iter().find(|g| g.long != f.long) {
+                broken.push(format!("{f} and {other} both read {env}"));
+            }
+        }
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
     }
 }

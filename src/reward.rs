@@ -30,7 +30,9 @@ pub const PRIMARY: &str = "primary";
 /// One named reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reward {
+    /// What is rewarded (`primary`, `exact_match`…).
     pub name: String,
+    /// The reward; finite.
     pub value: f64,
 }
 
@@ -96,7 +98,9 @@ pub fn reward_of(attrs: &Map<String, Value>) -> Option<f64> {
 /// An attribute value of the annotation span.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attr {
+    /// A string attribute.
     Str(String),
+    /// A float attribute.
     F64(f64),
 }
 
@@ -120,7 +124,9 @@ pub fn attributes(rollout_id: &str, attempt_id: &str, rewards: &[Reward]) -> Vec
 /// it is never taken for a root itself (which would change the status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parent {
+    /// The rollout's trace.
     pub trace_id: [u8; 16],
+    /// Its root span.
     pub span_id: [u8; 8],
 }
 
@@ -185,12 +191,16 @@ pub fn annotation_request(
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardBody {
+    /// Several named rewards; the first is the primary one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewards: Option<Vec<Reward>>,
+    /// One reward, instead of `rewards`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// The name of `value` (`primary` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The attempt rewarded; the rollout's latest when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_id: Option<String>,
 }
@@ -218,8 +228,11 @@ impl RewardBody {
 /// What the sidecar answers to a reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rewarded {
+    /// The rollout rewarded.
     pub rollout_id: String,
+    /// The attempt rewarded.
     pub attempt_id: String,
+    /// The rewards recorded, the primary one first.
     pub rewards: Vec<Reward>,
 }
 

@@ -13,18 +13,36 @@ use crate::util::percent::percent_encode;
 /// Why `oclagl reward` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RewardError {
+    /// The rewards given are not valid (no value, a name twice, not finite…).
     #[error(transparent)]
     Invalid(#[from] InvalidReward),
+    /// Neither the store nor the sidecar knows the rollout.
     #[error("rollout {id} not found in {place}")]
-    NotFound { id: String, place: String },
+    NotFound {
+        /// The rollout.
+        id: String,
+        /// Where it was looked for.
+        place: String,
+    },
+    /// No sidecar answers at the endpoint.
     #[error("cannot reach the sidecar at {url} ({reason}): is `oclagl serve` running there? set OTEL_EXPORTER_OTLP_ENDPOINT")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// The connection error.
+        reason: String,
+    },
+    /// The sidecar answered with an error.
     #[error("the sidecar at {url} refused the reward ({status}): {message}")]
     Refused {
+        /// The endpoint.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// The sidecar's message.
         message: String,
     },
+    /// The in-process sidecar over the local store could not start.
     #[error("cannot open the local store: {0}")]
     Local(#[from] ServeError),
 }
@@ -68,13 +86,14 @@ pub struct RewardArgs {
     #[arg(long, env = "OCLAGL_REWARD_NAME")]
     pub name: Option<String>,
     /// The attempt rewarded [default: the rollout's latest attempt].
-    #[arg(long, env = "OCLAGL_ATTEMPT_ID")]
+    #[arg(long, env = "OCLAGL_REWARD_ATTEMPT")]
     pub attempt: Option<String>,
     /// The running sidecar (its OTLP/HTTP address). Unset: the local store
     /// (--data-dir) in-process, or the sidecar on 127.0.0.1:4318 when
     /// `oclagl serve` holds that store.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OCLAGL_REWARD_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// The store rewarded in-process when no endpoint is given.
     #[command(flatten)]
     pub local: LocalStore,
 }

@@ -26,25 +26,88 @@ use crate::ingest::proxy::{parse_upstream, ProxyConfig, Upstream};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Pos, Store, StoreError};
 
-/// Options of `oclagl serve`; every flag can also be set from the environment.
+/// Options of `oclagl serve`, in the sections of its `--help`; every flag
+/// can also be set from the environment.
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct ServeArgs {
+    /// Where the OTLP receivers listen.
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// The durable store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The AGL trace files.
+    #[command(flatten)]
+    pub traces: TraceFileArgs,
+    /// How much the receivers take in at once.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// The LLM proxy.
+    #[command(flatten)]
+    pub proxy: LlmProxyArgs,
+    /// Other receivers that get every stored span.
+    #[command(flatten)]
+    pub forwarding: ForwardArgs,
+    /// Who may send, and over what.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Where `oclagl serve`'s OTLP receivers listen.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Listeners")]
+#[non_exhaustive]
+pub struct ListenArgs {
     /// OTLP/gRPC listen address.
     #[arg(long, env = "OCLAGL_GRPC_ADDR", default_value = "127.0.0.1:4317")]
     pub grpc_addr: SocketAddr,
     /// OTLP/HTTP listen address (also serves GET /health).
     #[arg(long, env = "OCLAGL_HTTP_ADDR", default_value = "127.0.0.1:4318")]
     pub http_addr: SocketAddr,
+}
+
+/// `oclagl serve`'s durable store: where, and how durable.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Store")]
+#[non_exhaustive]
+pub struct StoreArgs {
     /// Folder of the durable store (write-ahead log and view checkpoint).
     #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
     pub data_dir: PathBuf,
-    /// Folder where AGL trace files (rollout_<id>_<ts>.json) are written.
+    /// Size at which the write-ahead log starts a new segment file.
+    #[arg(long, env = "OCLAGL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub segment_size: usize,
+    /// Make every acknowledged export durable with fdatasync before answering.
+    /// `false` still writes the log (a killed process loses nothing) but an OS
+    /// crash or power cut may lose the last acknowledged exports.
+    #[arg(long, env = "OCLAGL_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
+}
+
+/// Where and when `oclagl serve` writes AGL trace files.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Trace files")]
+#[non_exhaustive]
+pub struct TraceFileArgs {
+    /// Folder where AGL trace files (`rollout_<id>_<ts>.json`) are written.
     #[arg(long, env = "OCLAGL_TRACES_DIR", default_value = "./traces")]
     pub traces_dir: PathBuf,
     /// A rollout's trace file is (re)written once no span arrived for this long.
     #[arg(long, env = "OCLAGL_QUIET", default_value = "2s", value_parser = parse_duration)]
     pub quiet: Duration,
+    /// On shutdown, how long to keep writing pending trace files; the rest is
+    /// rewritten from the store at the next start.
+    #[arg(long, env = "OCLAGL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// How much `oclagl serve`'s receivers take in at once, and how long they
+/// wait for it.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
+#[non_exhaustive]
+pub struct LimitArgs {
     /// Largest request body, compressed or decompressed.
     #[arg(long, env = "OCLAGL_MAX_BODY", default_value = "16MiB", value_parser = parse_size)]
     pub max_body: usize,
@@ -57,18 +120,14 @@ pub struct ServeArgs {
     /// How long reading one request body may take (slow clients get 408).
     #[arg(long, env = "OCLAGL_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
-    /// Size at which the write-ahead log starts a new segment file.
-    #[arg(long, env = "OCLAGL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_size)]
-    pub segment_size: usize,
-    /// Make every acknowledged export durable with fdatasync before answering.
-    /// `false` still writes the log (a killed process loses nothing) but an OS
-    /// crash or power cut may lose the last acknowledged exports.
-    #[arg(long, env = "OCLAGL_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
-    pub fsync: bool,
-    /// On shutdown, how long to keep writing pending trace files; the rest is
-    /// rewritten from the store at the next start.
-    #[arg(long, env = "OCLAGL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+}
+
+/// `oclagl serve`'s LLM proxy: where it listens, where it forwards, how
+/// much it records.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "LLM proxy")]
+#[non_exhaustive]
+pub struct LlmProxyArgs {
     /// Listen address of the LLM proxy (off unless given): an
     /// OpenAI-compatible pass-through that records every model call.
     #[arg(long, env = "OCLAGL_LLM_PROXY")]
@@ -82,12 +141,26 @@ pub struct ServeArgs {
     /// past it the span keeps the beginning and says it was truncated.
     #[arg(long, env = "OCLAGL_LLM_RECORD_MAX", default_value = "4MiB", value_parser = parse_size)]
     pub llm_record_max: usize,
+}
+
+/// The OTLP receivers and AGL stores `oclagl serve` forwards to.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Forwarding")]
+#[non_exhaustive]
+pub struct ForwardArgs {
     /// Also send every stored span to this OTLP receiver (repeatable; in the
     /// environment, separate several with spaces): `grpc://host:4317`,
     /// `http://host:4318` or `agl+http://host:4747` (an Agent Lightning
     /// store), with options `;headers=k=v,k2=v2;timeout=10s;compression=gzip;max-backlog=1GiB;name=x`.
     #[arg(long = "forward", env = "OCLAGL_FORWARD", value_delimiter = ' ')]
     pub forward: Vec<Destination>,
+}
+
+/// Who may send to `oclagl serve`, and whether over TLS.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Security")]
+#[non_exhaustive]
+pub struct SecurityArgs {
     /// Require `Authorization: Bearer <token>` (gRPC: the same metadata) on
     /// every receiver and endpoint but /health. Repeatable, or
     /// comma-separated in the environment, so tokens can be rotated.
@@ -120,28 +193,42 @@ impl Default for ServeArgs {
     }
 }
 
+/// Why the sidecar could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The flags contradict each other or are unsafe (listening beyond loopback
+    /// without a token…).
     #[error("invalid settings: {0}")]
     Config(String),
+    /// The data folder cannot be created.
     #[error("cannot create {path}: {source}")]
     Dir {
+        /// The folder.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A listener cannot bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The store cannot be opened (locked by another process, unreadable…).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The view cannot start (the traces folder cannot be created…).
     #[error(transparent)]
     View(#[from] ViewError),
+    /// A forwarding destination cannot be set up or fed.
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// The TLS certificate or key cannot be loaded.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A listener or a worker thread failed while running.
     #[error("server error: {0}")]
     Server(String),
 }
@@ -149,7 +236,9 @@ pub enum ServeError {
 /// Where a running sidecar listens (the real ports when 0 was asked for).
 #[derive(Clone)]
 pub struct Bound {
+    /// The OTLP/gRPC address.
     pub grpc: SocketAddr,
+    /// The OTLP/HTTP address.
     pub http: SocketAddr,
     /// The receivers' shared intake, for spans made in this process.
     pub ingest: Arc<Ingest>,
@@ -164,19 +253,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
-    let tokens = Tokens::new(args.auth_token.clone());
+    let tokens = Tokens::new(args.security.auth_token.clone());
     check_settings(&args, &tokens)?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
+    let tls = match (&args.security.tls_cert, &args.security.tls_key) {
         (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
         _ => None,
     };
-    std::fs::create_dir_all(&args.data_dir).map_err(|source| ServeError::Dir {
-        path: args.data_dir.display().to_string(),
+    std::fs::create_dir_all(&args.store.data_dir).map_err(|source| ServeError::Dir {
+        path: args.store.data_dir.display().to_string(),
         source,
     })?;
-    let wal_dir = args.data_dir.join("wal");
+    let wal_dir = args.store.data_dir.join("wal");
     // AGL store destinations follow the trace files the view writes.
     let (written, written_rx): (Vec<_>, Vec<_>) = args
+        .forwarding
         .forward
         .iter()
         .map(|d| match d.protocol {
@@ -196,10 +286,16 @@ pub async fn serve(
 
     let committed_end = store.committed_end();
     let counters = Arc::new(Counters::default());
-    let forwarders: Arc<Vec<Forwarder>> =
-        Arc::new(args.forward.iter().cloned().map(Forwarder::new).collect());
+    let forwarders: Arc<Vec<Forwarder>> = Arc::new(
+        args.forwarding
+            .forward
+            .iter()
+            .cloned()
+            .map(Forwarder::new)
+            .collect(),
+    );
     // Where each destination starts, fixed before anything is accepted.
-    let state_dir = forward::state_dir(&args.data_dir);
+    let state_dir = forward::state_dir(&args.store.data_dir);
     let starts = forwarders
         .iter()
         .map(|f| match f.dest.protocol {
@@ -211,18 +307,18 @@ pub async fn serve(
     let ingest = Arc::new(Ingest::new(
         store,
         Limits {
-            max_body: args.max_body,
-            max_inflight: args.max_inflight,
-            queue_wait: args.queue_wait,
-            body_timeout: args.body_timeout,
+            max_body: args.limits.max_body,
+            max_inflight: args.limits.max_inflight,
+            queue_wait: args.limits.queue_wait,
+            body_timeout: args.limits.body_timeout,
         },
         counters.clone(),
     ));
-    let llm_app = match args.llm_proxy {
+    let llm_app = match args.proxy.llm_proxy {
         Some(_) => {
             let config = ProxyConfig {
-                upstreams: args.llm_upstream.clone(),
-                record_max: args.llm_record_max,
+                upstreams: args.proxy.llm_upstream.clone(),
+                record_max: args.proxy.llm_record_max,
             };
             Some(
                 ingest::proxy::new(ingest.clone(), config)
@@ -233,7 +329,7 @@ pub async fn serve(
     };
     let (listeners, bound) = bind(&args, ingest.clone()).await?;
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.data_dir.display(), traces = %args.traces_dir.display(), "oclagl serve ready");
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.store.data_dir.display(), traces = %args.traces.traces_dir.display(), "oclagl serve ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -241,7 +337,7 @@ pub async fn serve(
     for (i, (start, written)) in starts.into_iter().zip(written_rx).enumerate() {
         let (all, wal_dir, state_dir) = (forwarders.clone(), wal_dir.clone(), state_dir.clone());
         let (end, stop) = (committed_end.clone(), stop_rx.clone());
-        let traces_dir = args.traces_dir.clone();
+        let traces_dir = args.traces.traces_dir.clone();
         forwarding.push(tokio::spawn(async move {
             let f = &all[i];
             match written {
@@ -324,19 +420,19 @@ pub async fn serve(
 
 /// Refuses settings that cannot work, or that would expose the sidecar.
 fn check_settings(args: &ServeArgs, tokens: &Tokens) -> Result<(), ServeError> {
-    if args.max_inflight < args.max_body {
+    if args.limits.max_inflight < args.limits.max_body {
         return Err(ServeError::Config(format!(
             "--max-inflight ({}) must be at least --max-body ({})",
-            args.max_inflight, args.max_body
+            args.limits.max_inflight, args.limits.max_body
         )));
     }
-    if args.llm_proxy.is_none() && !args.llm_upstream.is_empty() {
+    if args.proxy.llm_proxy.is_none() && !args.proxy.llm_upstream.is_empty() {
         return Err(ServeError::Config(
             "--llm-upstream needs --llm-proxy (the address the proxy listens on)".into(),
         ));
     }
-    for addr in [args.grpc_addr, args.http_addr] {
-        if !addr.ip().is_loopback() && !tokens.required() && !args.insecure_no_auth {
+    for addr in [args.listen.grpc_addr, args.listen.http_addr] {
+        if !addr.ip().is_loopback() && !tokens.required() && !args.security.insecure_no_auth {
             return Err(ServeError::Config(format!(
                 "refusing to listen on {addr} without authentication: set --auth-token (OCLAGL_AUTH_TOKEN), or --insecure-no-auth if the network is trusted"
             )));
@@ -344,15 +440,15 @@ fn check_settings(args: &ServeArgs, tokens: &Tokens) -> Result<(), ServeError> {
     }
     // The proxy's `Authorization` belongs to the model provider, so it cannot
     // check a token of ours: beyond loopback anyone could record spans.
-    if let Some(addr) = args.llm_proxy {
-        if !addr.ip().is_loopback() && !args.insecure_no_auth {
+    if let Some(addr) = args.proxy.llm_proxy {
+        if !addr.ip().is_loopback() && !args.security.insecure_no_auth {
             return Err(ServeError::Config(format!(
                 "refusing to run the LLM proxy on {addr}: it cannot authenticate its callers (their Authorization is the provider's key); keep it on loopback beside the gateway, or give --insecure-no-auth if the network is trusted"
             )));
         }
     }
     let mut names = std::collections::HashSet::new();
-    for d in &args.forward {
+    for d in &args.forwarding.forward {
         if !names.insert(d.name.as_str()) {
             return Err(ServeError::Config(format!(
                 "two --forward destinations are named {:?}; give one a `;name=` option",
@@ -381,19 +477,19 @@ fn open_store(
     written: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> Result<Opened, ServeError> {
     let mut view = View::new(ViewConfig {
-        traces_dir: args.traces_dir.clone(),
-        data_dir: args.data_dir.clone(),
+        traces_dir: args.traces.traces_dir.clone(),
+        data_dir: args.store.data_dir.clone(),
         wal_dir: wal_dir.to_path_buf(),
-        quiet: args.quiet,
+        quiet: args.traces.quiet,
         written,
-        sync: args.fsync,
+        sync: args.store.fsync,
     })?;
     let rollouts = view.rollouts();
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(4096);
     let (store, writer, stats) = Store::open(
         wal_dir,
-        args.segment_size as u64,
-        args.fsync,
+        args.store.segment_size as u64,
+        args.store.fsync,
         8192,
         |pos, record| view.recover(pos, &record),
         committed_tx,
@@ -411,7 +507,7 @@ fn open_store(
             "dropped a torn record at the end of the log (it was never acknowledged)"
         );
     }
-    let shutdown_timeout = args.shutdown_timeout;
+    let shutdown_timeout = args.traces.shutdown_timeout;
     let view_thread = std::thread::Builder::new()
         .name("oclagl-view".into())
         .spawn(move || view.run(committed_rx, shutdown_timeout))
@@ -439,9 +535,9 @@ async fn bind(args: &ServeArgs, ingest: Arc<Ingest>) -> Result<(Listeners, Bound
             .map_err(|source| ServeError::Bind { addr, source })
     };
     let listeners = Listeners {
-        grpc: bind(args.grpc_addr).await?,
-        http: bind(args.http_addr).await?,
-        llm_proxy: match args.llm_proxy {
+        grpc: bind(args.listen.grpc_addr).await?,
+        http: bind(args.listen.http_addr).await?,
+        llm_proxy: match args.proxy.llm_proxy {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         },
@@ -512,7 +608,7 @@ fn serve_grpc(
     // OTLP exports are often larger than HTTP/2's default 64 KiB window;
     // with it each request would wait a round trip for a window update.
     let mut grpc = tonic::transport::Server::builder()
-        .initial_stream_window_size(Some(args.max_body.min(8 << 20) as u32))
+        .initial_stream_window_size(Some(args.limits.max_body.min(8 << 20) as u32))
         .initial_connection_window_size(Some(16 << 20));
     if let Some(tls) = tls {
         let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);

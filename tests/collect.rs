@@ -26,6 +26,11 @@ fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Chil
         "GATEWAY_BASE_URL",
         "SESSION_KEY",
         "MAX_CONCURRENT",
+        "OCLAGL_INTERNAL_SECRET",
+        "OCLAGL_TOKEN",
+        "OCLAGL_GATEWAY_URL",
+        "OCLAGL_SESSION_KEY",
+        "OCLAGL_COLLECT_CONCURRENCY",
     ] {
         cmd.env_remove(var);
     }
@@ -268,6 +273,24 @@ async fn bad_input_gives_one_clear_line() {
             ok_env.to_vec(),
             vec!["collect", "p.txt", "--concurrency", "0"],
             "--concurrency",
+        ),
+        // The OCLAGL_ twins are read, and win over the seed's names.
+        (
+            vec![
+                ("OCLAGL_GATEWAY_URL", url.as_str()),
+                ("OCLAGL_INTERNAL_SECRET", "wrong"),
+            ],
+            vec!["collect", "p.txt"],
+            "401",
+        ),
+        (
+            vec![
+                ("OCLAGL_GATEWAY_URL", "http://127.0.0.1:9"),
+                ("GATEWAY_BASE_URL", url.as_str()),
+                ("INTERNAL_SECRET", SECRET),
+            ],
+            vec!["collect", "p.txt"],
+            "cannot reach the gateway",
         ),
     ];
     for (env, args, expected) in cases {

@@ -29,11 +29,11 @@ fn compose_wires_the_gateway_to_the_sidecar() {
     let env = &oclagl["environment"];
     assert_eq!(
         s(&env["OCLAGL_GRPC_ADDR"]),
-        format!("0.0.0.0:{}", defaults.grpc_addr.port())
+        format!("0.0.0.0:{}", defaults.listen.grpc_addr.port())
     );
     assert_eq!(
         s(&env["OCLAGL_HTTP_ADDR"]),
-        format!("0.0.0.0:{}", defaults.http_addr.port())
+        format!("0.0.0.0:{}", defaults.listen.http_addr.port())
     );
     let published: Vec<String> = oclagl["ports"]
         .as_sequence()
@@ -41,7 +41,10 @@ fn compose_wires_the_gateway_to_the_sidecar() {
         .iter()
         .map(s)
         .collect();
-    for port in [defaults.grpc_addr.port(), defaults.http_addr.port()] {
+    for port in [
+        defaults.listen.grpc_addr.port(),
+        defaults.listen.http_addr.port(),
+    ] {
         assert!(
             published.contains(&format!("127.0.0.1:{port}:{port}")),
             "{published:?}"
@@ -68,7 +71,7 @@ fn compose_wires_the_gateway_to_the_sidecar() {
     let gw = &compose["services"]["openclaw"]["environment"];
     assert_eq!(
         s(&gw["OTEL_EXPORTER_OTLP_ENDPOINT"]),
-        format!("http://oclagl:{}", defaults.http_addr.port())
+        format!("http://oclagl:{}", defaults.listen.http_addr.port())
     );
     assert_eq!(s(&gw["OTEL_EXPORTER_OTLP_PROTOCOL"]), "http/protobuf");
     assert!(s(&oclagl["healthcheck"]["test"][1]).contains("/health"));
@@ -96,14 +99,14 @@ fn kubernetes_runs_oclagl_as_a_sidecar_of_the_gateway() {
         .unwrap();
     assert_eq!(
         s(&endpoint["value"]),
-        format!("http://127.0.0.1:{}", defaults.http_addr.port())
+        format!("http://127.0.0.1:{}", defaults.listen.http_addr.port())
     );
-    assert!(defaults.http_addr.ip().is_loopback());
+    assert!(defaults.listen.http_addr.ip().is_loopback());
     for probe in ["livenessProbe", "readinessProbe"] {
         assert_eq!(s(&sidecar[probe]["httpGet"]["path"]), "/health");
         assert_eq!(
             s(&sidecar[probe]["httpGet"]["port"]),
-            defaults.http_addr.port().to_string()
+            defaults.listen.http_addr.port().to_string()
         );
     }
     let ports: Vec<String> = sidecar["ports"]
@@ -115,8 +118,8 @@ fn kubernetes_runs_oclagl_as_a_sidecar_of_the_gateway() {
     assert_eq!(
         ports,
         vec![
-            defaults.grpc_addr.port().to_string(),
-            defaults.http_addr.port().to_string()
+            defaults.listen.grpc_addr.port().to_string(),
+            defaults.listen.http_addr.port().to_string()
         ]
     );
     // The ConfigMap's data dir is the mounted volume, which the pod declares.

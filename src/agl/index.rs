@@ -28,11 +28,14 @@ use super::span::rollout_id;
 use super::summary;
 use crate::store::Pos;
 
+/// An OTLP trace id: 16 bytes.
 pub type TraceId = [u8; 16];
 
 /// What the index needs of one record: its (trace, explicit rollout) pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordSummary {
+    /// Each distinct (trace, rollout id the span names, if any) of the record,
+    /// in first-seen order.
     pub keys: Vec<(TraceId, Option<Arc<str>>)>,
 }
 
@@ -73,12 +76,15 @@ pub fn fallback_attempt_id(rollout: &str) -> String {
     format!("at-{:08x}", (fnv1a(rollout.as_bytes()) >> 32) as u32)
 }
 
+/// 64-bit FNV-1a: a hash that stays the same across runs and machines, for ids
+/// derived from names.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
+/// What the index knows of one rollout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
     /// Records holding spans of this rollout, in log order.
@@ -100,11 +106,14 @@ pub struct Saved {
     pub records: Vec<[u64; 2]>,
     /// Hex trace ids.
     pub traces: Vec<String>,
+    /// True for a rollout derived from a trace that named none.
     pub derived: bool,
+    /// When its first record was received (Unix nanoseconds).
     pub first_received: u64,
 }
 
 impl Saved {
+    /// The summary-line form of `rollout`.
     pub fn of(rollout: &Rollout) -> Saved {
         Saved {
             records: rollout
@@ -213,12 +222,17 @@ pub enum Change {
     /// A trace-derived rollout was folded into a named one and no longer
     /// exists; `file` is the trace file it had.
     Merged {
+        /// The derived rollout that went away.
         gone: Arc<str>,
+        /// The named rollout it joined.
         into: Arc<str>,
+        /// The trace file the derived rollout had, if one was written.
         file: Option<String>,
     },
 }
 
+/// Which rollout each span belongs to, and where their records are in the log
+/// (see the module's documentation).
 #[derive(Default)]
 pub struct Index {
     rollouts: HashMap<Arc<str>, Rollout>,
@@ -252,6 +266,7 @@ impl Index {
         self.rollouts.len()
     }
 
+    /// True when no rollout is held in memory.
     pub fn is_empty(&self) -> bool {
         self.rollouts.is_empty()
     }

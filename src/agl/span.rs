@@ -21,64 +21,101 @@ const FLAG_IS_REMOTE: u32 = 0x200;
 /// One span as AGL's pydantic `Span.model_dump()` writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Span {
+    /// The rollout the span belongs to (`ro-…`).
     pub rollout_id: String,
+    /// The attempt of that rollout (`at-…`).
     pub attempt_id: String,
+    /// The span's number within its attempt, from 1 (AGL orders spans by it).
     pub sequence_id: u64,
+    /// The trace id, 32 lowercase hex digits.
     pub trace_id: String,
+    /// The span id, 16 lowercase hex digits.
     pub span_id: String,
+    /// The parent's span id, or `None` for a root span.
     pub parent_id: Option<String>,
+    /// The span's name (`openai.chat.completion`, `agentlightning.reward`…).
     pub name: String,
+    /// OK, ERROR or UNSET, with the error's description.
     pub status: Status,
+    /// The span's attributes, flattened to dotted keys.
     pub attributes: Map<String, Value>,
+    /// Events in the span (exceptions, logs), as OTLP sent them.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Links to other spans.
     #[serde(default)]
     pub links: Vec<Link>,
+    /// Start, in float seconds since the Unix epoch.
     pub start_time: Option<f64>,
+    /// End, in float seconds since the Unix epoch.
     pub end_time: Option<f64>,
+    /// The span's own trace and span ids.
     pub context: Option<SpanContext>,
+    /// The parent's ids, when the span has a parent.
     pub parent: Option<SpanContext>,
+    /// The resource (service) that made the span.
     pub resource: Resource,
 }
 
+/// A span's status, as AGL writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// `"UNSET"`, `"OK"` or `"ERROR"`.
     pub status_code: String,
+    /// The error's description, when there is one.
     pub description: Option<String>,
 }
 
+/// A timestamped event inside a span.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The event's name (`exception`…).
     pub name: String,
+    /// The event's attributes, flattened like a span's.
     pub attributes: Map<String, Value>,
+    /// When it happened, in float seconds since the Unix epoch.
     pub timestamp: Option<f64>,
 }
 
+/// A link from a span to another span.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
+    /// The linked span.
     pub context: SpanContext,
+    /// The link's attributes, or `None` when it has none.
     pub attributes: Option<Map<String, Value>>,
 }
 
+/// A span's identity within its trace, as AGL writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpanContext {
+    /// The trace id, 32 lowercase hex digits.
     pub trace_id: String,
+    /// The span id, 16 lowercase hex digits.
     pub span_id: String,
+    /// True when the span was made in another process (propagated).
     pub is_remote: bool,
+    /// W3C `tracestate` entries.
     pub trace_state: Map<String, Value>,
 }
 
+/// The resource (service, host…) a span came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
+    /// Its attributes, flattened like a span's.
     pub attributes: Map<String, Value>,
+    /// The schema URL OTLP sent with it (empty when none).
     pub schema_url: String,
 }
 
 /// Where a span says it belongs: span attributes override resource ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpanIds {
+    /// `agentlightning.rollout_id`, when set.
     pub rollout: Option<String>,
+    /// `agentlightning.attempt_id`, when set.
     pub attempt: Option<String>,
+    /// `agentlightning.span_sequence_id`, when set to a positive integer.
     pub sequence: Option<u64>,
 }
 
@@ -88,6 +125,7 @@ pub fn rollout_id(span_attrs: &[KeyValue], resource_attrs: &[KeyValue]) -> Optio
 }
 
 impl SpanIds {
+    /// Reads the ids from a span's attributes, falling back to its resource's.
     pub fn of(span_attrs: &[KeyValue], resource_attrs: &[KeyValue]) -> SpanIds {
         let get = |key: &str| id_value(span_attrs, key).or_else(|| id_value(resource_attrs, key));
         SpanIds {
@@ -126,6 +164,7 @@ pub fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
+/// OTLP nanoseconds as AGL's float seconds; `None` for 0 (unset).
 pub fn nanos_to_seconds(ns: u64) -> Option<f64> {
     (ns != 0).then(|| ns as f64 / 1e9)
 }

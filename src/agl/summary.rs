@@ -42,17 +42,26 @@ const PREVIEW: usize = 160;
 /// What `ls` shows of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The rollout (`ro-…`).
     pub rollout_id: String,
+    /// Its attempt (`at-…`).
     pub attempt_id: String,
+    /// `succeeded`, `failed` (the root span failed) or `running` (no root span
+    /// yet).
     pub status: String,
     /// Earliest span start and latest span end (Unix seconds).
     pub start: Option<f64>,
+    /// See `start`.
     pub end: Option<f64>,
+    /// Spans in the trace file.
     pub spans: usize,
+    /// Spans that are model calls (any span convention).
     pub model_calls: usize,
+    /// Spans that are tool calls.
     pub tool_calls: usize,
     /// The rewards of the last reward span (the first is the primary one).
     pub rewards: Vec<Reward>,
+    /// The session key the rollout ran in, when a span names it.
     pub session: Option<String>,
     /// The task's prompt, cut to a preview.
     pub prompt: Option<String>,
@@ -197,13 +206,19 @@ fn json_line(value: &impl Serialize) -> Vec<u8> {
 
 /// A line of the file, as the view reads it at start.
 pub enum Line {
+    /// A rollout's summary, with what the index knows of it.
     Summary {
+        /// The rollout.
         rollout_id: String,
+        /// The index's record of it.
         saved: Saved,
     },
+    /// A trace-derived rollout folded into a named one.
     Merged {
+        /// The derived rollout that went away.
         rollout_id: String,
     },
+    /// Every store record before this position is reflected in the lines before.
     Checkpoint(Pos),
     /// A summary written before lines carried the index, or not a line of
     /// this program's.
@@ -304,6 +319,7 @@ impl Log {
         at
     }
 
+    /// True when lines are queued but not yet committed.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }

@@ -14,11 +14,19 @@ use super::span::Span;
 /// One rollout, in exactly the seed's file shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceFile {
+    /// The rollout (`ro-…`).
     pub rollout_id: String,
+    /// Its attempt (`at-…`).
     pub attempt_id: String,
+    /// `succeeded`, `failed` (the root span failed) or `running` (no root span
+    /// yet).
     pub status: String,
+    /// The task, from the root span's `oclagl.task_input` (JSON when it parses;
+    /// `null` when absent).
     pub task_input: Value,
+    /// How many spans follow.
     pub span_count: usize,
+    /// The rollout's spans, in the order the store received them.
     pub spans: Vec<Span>,
 }
 
@@ -90,6 +98,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// `rollout_<stem>_<UTC time, compact>.json`, the name of a trace file written
+/// at `unix_nanos`.
 pub fn file_name(stem: &str, unix_nanos: u64) -> String {
     format!("rollout_{stem}_{}.json", timestamp(unix_nanos))
 }

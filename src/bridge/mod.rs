@@ -27,52 +27,79 @@ use crate::local::{self, LocalStore};
 use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, RunOptions, Task};
 
+/// `oclagl bridge` options, in the sections of its `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BridgeArgs {
+    /// Where the bridge listens, and what it accepts.
+    #[command(flatten)]
+    pub listener: BridgeListener,
+    /// The gateway the bridge calls back.
+    #[command(flatten)]
+    pub gateway: BridgeGateway,
+    /// Where rollouts are stored without an OTLP endpoint.
+    #[command(flatten)]
+    pub local: LocalStore,
+}
+
+/// Where `oclagl bridge` listens for the fork's `POST /chat`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Listener")]
+pub struct BridgeListener {
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, env = "OCLAGL_BRIDGE_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// Port to listen on.
     #[arg(long, env = "OCLAGL_BRIDGE_PORT", default_value_t = 8765)]
     pub port: u16,
-    /// When set, a request's internalSecret must equal it (else 401).
-    #[arg(long, env = "INTERNAL_SECRET", hide_env_values = true)]
-    pub internal_secret: Option<String>,
-    /// The gateway to call back; also allowed as a request's gatewayBaseUrl.
-    #[arg(long, env = "GATEWAY_BASE_URL")]
-    pub gateway_url: Option<String>,
-    /// More gateway base URLs a request may name (loopback ones always may).
-    #[arg(
-        long = "allow-gateway",
-        env = "OCLAGL_BRIDGE_ALLOW_GATEWAYS",
-        value_delimiter = ','
-    )]
-    pub allow_gateways: Vec<String>,
-    /// Per-chat timeout (504 after it).
-    #[arg(long, env = "OCLAGL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
-    pub timeout: Duration,
     /// Largest request body (413 above).
     #[arg(long, env = "OCLAGL_BRIDGE_MAX_BODY", default_value = "4MiB", value_parser = parse_size)]
     pub max_body: usize,
     /// On SIGTERM, how long running chats may take to finish.
     #[arg(long, env = "OCLAGL_BRIDGE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub grace: Duration,
+}
+
+/// The gateway `oclagl bridge` calls back for each chat. The same
+/// variables as [`crate::collect::GatewayArgs`], with the bridge's defaults.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct BridgeGateway {
+    /// When set, a request's internalSecret must equal it (else 401).
+    #[arg(long, env = "OCLAGL_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
+    /// The gateway to call back; also allowed as a request's gatewayBaseUrl.
+    #[arg(long, env = "OCLAGL_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// More gateway base URLs a request may name (loopback ones always may).
+    #[arg(
+        long = "allow-gateway",
+        env = "OCLAGL_BRIDGE_ALLOW_GATEWAY",
+        value_delimiter = ','
+    )]
+    pub allow_gateways: Vec<String>,
+    /// Per-chat timeout (504 after it).
+    #[arg(long, env = "OCLAGL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Retries of the gateway call on connection errors, 429 and 503.
     #[arg(long, env = "OCLAGL_RETRIES", default_value_t = 1)]
     pub retries: u32,
-    #[command(flatten)]
-    pub local: LocalStore,
 }
 
+/// Why the bridge could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
+    /// The listener cannot bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The rollouts' spans cannot be recorded or delivered.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The HTTP server failed while running.
     #[error("bridge server error: {0}")]
     Server(String),
 }
@@ -154,12 +181,12 @@ fn allowed(url: &str, configured: Option<&str>, extra: &[String]) -> bool {
 
 impl Bridge {
     async fn chat(&self, body: Body) -> Answer {
-        let bytes = match axum::body::to_bytes(body, self.args.max_body).await {
+        let bytes = match axum::body::to_bytes(body, self.args.listener.max_body).await {
             Ok(b) => b,
             Err(_) => {
                 return fail(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body over {} bytes", self.args.max_body),
+                    format!("body over {} bytes", self.args.listener.max_body),
                 )
             }
         };
@@ -183,7 +210,7 @@ impl Bridge {
                 "internalSecret required (or start the bridge with INTERNAL_SECRET)",
             );
         }
-        let configured = self.args.gateway_url.as_deref();
+        let configured = self.args.gateway.gateway_url.as_deref();
         let Some(gateway_url) = req
             .gateway_base_url
             .as_deref()
@@ -195,7 +222,7 @@ impl Bridge {
                 "gatewayBaseUrl required (or start the bridge with GATEWAY_BASE_URL)",
             );
         };
-        if !allowed(&gateway_url, configured, &self.args.allow_gateways) {
+        if !allowed(&gateway_url, configured, &self.args.gateway.allow_gateways) {
             return fail(
                 StatusCode::FORBIDDEN,
                 "gatewayBaseUrl is not an allowed gateway (see --allow-gateway)",
@@ -268,8 +295,8 @@ impl Bridge {
         };
         let options = RunOptions {
             session_key: req.session_key.clone(),
-            timeout: self.args.timeout,
-            retries: self.args.retries,
+            timeout: self.args.gateway.timeout,
+            retries: self.args.gateway.retries,
             idempotency_key: req.idempotency_key.clone(),
         };
         let outcome = emitter.run(&task, &options, self.cancel.clone()).await;
@@ -313,20 +340,21 @@ pub async fn run(
     args: BridgeArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BridgeError> {
-    let addr = SocketAddr::new(args.host, args.port);
+    let addr = SocketAddr::new(args.listener.host, args.listener.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| BridgeError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|e| BridgeError::Server(e.to_string()))?;
-    if !args.host.is_loopback() {
+    if !args.listener.host.is_loopback() {
         tracing::warn!(%bound, "the bridge listens beyond loopback");
     }
     let telemetry = local::telemetry(&args.local).await?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let bridge = Arc::new(Bridge {
         secret: args
+            .gateway
             .internal_secret
             .clone()
             .filter(|s| !s.is_empty())
@@ -337,7 +365,7 @@ pub async fn run(
         cancel: cancel_rx,
         args,
     });
-    let grace = bridge.args.grace;
+    let grace = bridge.args.listener.grace;
     let app = Router::new()
         .route("/chat", post(chat))
         .route("/health", get(health))

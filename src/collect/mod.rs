@@ -20,35 +20,36 @@ use crate::local::{self, LocalStore};
 use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
 
-/// How to reach the gateway (the seed's environment variables work as is).
+/// How `collect` and `run` reach the gateway, and how long a turn may take.
+/// The seed's variable names are still read ([`crate::args::FALLBACK_ENV`]).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway")]
 pub struct GatewayArgs {
-    /// internal (fork endpoint), ws (upstream WebSocket), openai (upstream
-    /// /v1/chat/completions) or cli (`openclaw agent`). Default: internal when
-    /// INTERNAL_SECRET is set, else ws when OPENCLAW_GATEWAY_TOKEN is set.
+    /// How a turn reaches the gateway. Default: internal when
+    /// --internal-secret is set, else ws when --token is set.
     #[arg(long = "gateway", env = "OCLAGL_GATEWAY", value_enum)]
     pub mode: Option<Mode>,
     /// Gateway base URL.
     #[arg(
         long,
-        env = "GATEWAY_BASE_URL",
+        env = "OCLAGL_GATEWAY_URL",
         default_value = "http://127.0.0.1:18789"
     )]
     pub gateway_url: String,
     /// The fork's gateway.agl.internalAgentRunSecret (internal mode).
-    #[arg(long, env = "INTERNAL_SECRET", hide_env_values = true)]
+    #[arg(long, env = "OCLAGL_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,
     /// The upstream gateway.auth.token (ws, openai and cli modes).
-    #[arg(long, env = "OPENCLAW_GATEWAY_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "OCLAGL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Session to run in.
-    #[arg(long, env = "SESSION_KEY", default_value = "agent:main:main")]
+    #[arg(long, env = "OCLAGL_SESSION_KEY", default_value = "agent:main:main")]
     pub session_key: String,
     /// Agent id (ws/openai/cli modes), when not the default agent.
-    #[arg(long, env = "OPENCLAW_AGENT_ID")]
+    #[arg(long, env = "OCLAGL_AGENT")]
     pub agent: Option<String>,
     /// The openclaw command (cli mode).
-    #[arg(long, env = "OPENCLAW_BIN", default_value = "openclaw")]
+    #[arg(long, env = "OCLAGL_OPENCLAW_BIN", default_value = "openclaw")]
     pub openclaw_bin: PathBuf,
     /// Per-rollout timeout.
     #[arg(long, env = "OCLAGL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
@@ -58,59 +59,75 @@ pub struct GatewayArgs {
     pub retries: u32,
 }
 
+/// `oclagl collect` options: the prompts file, how many at once, scoring, the
+/// gateway and the local store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectArgs {
     /// Prompts: one per line, or JSONL {"prompt", "id"?, "metadata"?}.
     #[arg(default_value = "prompts.txt")]
     pub file: PathBuf,
     /// Rollouts run at once.
-    #[arg(long, short = 'c', env = "MAX_CONCURRENT", default_value_t = 4)]
+    #[arg(
+        long,
+        short = 'c',
+        env = "OCLAGL_COLLECT_CONCURRENCY",
+        default_value_t = 4
+    )]
     pub concurrency: usize,
     /// Skip prompts that already have a succeeded rollout in the traces folder.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_COLLECT_RESUME")]
     pub resume: bool,
     /// Print the summary as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_COLLECT_JSON")]
     pub json: bool,
-    /// Reward each rollout by comparing its reply with the prompt's
-    /// "expected" (JSONL): exact, contains (ignoring case) or regex.
-    #[arg(long, env = "OCLAGL_SCORE", value_enum)]
-    pub score: Option<score::Compare>,
-    /// Reward each rollout with this program's answer: it reads the rollout
-    /// as JSON on stdin and prints a number.
-    #[arg(long, env = "OCLAGL_SCORE_CMD", value_name = "PROGRAM")]
-    pub score_cmd: Option<PathBuf>,
+    /// How each rollout gets its rewards.
+    #[command(flatten)]
+    pub scoring: score::ScoreArgs,
+    /// The gateway that runs the prompts.
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// Where rollouts are stored without an OTLP endpoint.
     #[command(flatten)]
     pub local: LocalStore,
 }
 
+/// `oclagl run` options: the task, the gateway and the local store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The task (prompt) to run.
     pub prompt: String,
     /// Print the outcome as JSON on stdout instead of the reply.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_RUN_JSON")]
     pub json: bool,
+    /// The gateway that runs the task.
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// Where the rollout is stored without an OTLP endpoint.
     #[command(flatten)]
     pub local: LocalStore,
 }
 
+/// Why a collection or a run could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
+    /// The prompts file is missing or malformed.
     #[error(transparent)]
     Prompts(#[from] prompts::PromptsError),
+    /// A setting is missing or wrong (credentials, an unreachable gateway, an
+    /// empty task).
     #[error("{0}")]
     Config(String),
+    /// The gateway refused every rollout the same way (bad credentials, a
+    /// command that cannot start): stopped at once.
     #[error("{0}")]
     Gateway(GatewayError),
+    /// The spans could not be recorded or delivered.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// Scoring cannot work (a pattern that does not compile).
     #[error(transparent)]
     Score(#[from] score::ScoreError),
+    /// `--concurrency 0`.
     #[error("--concurrency must be at least 1")]
     Concurrency,
 }
@@ -118,17 +135,26 @@ pub enum CollectError {
 /// What a collection did.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Prompts in the file.
     pub total: usize,
+    /// Rollouts that succeeded.
     pub succeeded: usize,
+    /// Rollouts that failed.
     pub failed: usize,
+    /// Prompts skipped by `--resume` (a succeeded rollout exists).
     pub skipped: usize,
     /// Rollouts that got rewards from --score / --score-cmd.
     pub scored: usize,
     /// Rollouts whose scoring failed (they have no reward).
     pub score_errors: usize,
+    /// True when Ctrl-C or SIGTERM stopped the collection early.
     pub interrupted: bool,
+    /// How long it took.
     pub seconds: f64,
+    /// Where the spans went: the OTLP endpoint, or the in-process store and
+    /// traces folder.
     pub destination: String,
+    /// Each rollout's outcome, in the order they finished.
     pub rollouts: Vec<Outcome>,
 }
 
@@ -257,8 +283,8 @@ pub async fn collect(
     }
     let skipped = total - tasks.len();
     let scorer = Arc::new(score::Scorer::new(
-        args.score,
-        args.score_cmd.clone(),
+        args.scoring.score,
+        args.scoring.score_cmd.clone(),
         &tasks,
     )?);
     preflight(&cfg).await?;

@@ -9,18 +9,37 @@ use serde_json::Value;
 
 use crate::rollout::Task;
 
+/// Why a prompts file cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PromptsError {
+    /// The file does not exist.
     #[error("prompts file {path} not found: pass one (oclagl collect my-prompts.txt) or create it with one prompt per line")]
-    Missing { path: String },
+    Missing {
+        /// The file.
+        path: String,
+    },
+    /// The file cannot be read.
     #[error("cannot read prompts file {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The file holds no prompt.
     #[error("{path} has no prompts: add one prompt per line (or JSONL lines {{\"prompt\": …}})")]
-    Empty { path: String },
+    Empty {
+        /// The file.
+        path: String,
+    },
+    /// A JSONL line is malformed.
     #[error("{path}:{line}: {reason}")]
     Line {
+        /// The file.
         path: String,
+        /// The line's number, from 1.
         line: usize,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -51,6 +70,9 @@ pub fn load(path: &Path) -> Result<Vec<Task>, PromptsError> {
     parse(&text, &shown)
 }
 
+/// Reads prompts from `text`: JSONL when `path` ends in `.jsonl` or the first
+/// line starts with `{`, else one prompt a line. `path` names the file in
+/// errors.
 pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
     let jsonl = path.ends_with(".jsonl")
         || text

@@ -22,11 +22,30 @@ use tokio::io::AsyncWriteExt;
 use crate::reward::Reward;
 use crate::rollout::{Outcome, RolloutStatus, Task};
 
+/// `oclagl collect`'s scoring flags: how each rollout gets its rewards.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Scoring")]
+pub struct ScoreArgs {
+    /// Reward each rollout by comparing its reply with the prompt's
+    /// "expected" (JSONL).
+    #[arg(long, env = "OCLAGL_COLLECT_SCORE", value_enum)]
+    pub score: Option<Compare>,
+    /// Reward each rollout with this program's answer: it reads the rollout
+    /// as JSON on stdin and prints a number.
+    #[arg(long, env = "OCLAGL_COLLECT_SCORE_CMD", value_name = "PROGRAM")]
+    pub score_cmd: Option<PathBuf>,
+}
+
 /// How `--score` compares a reply with the expected answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compare {
+    /// The reply equals `expected` after trimming whitespace (reward
+    /// `exact_match`).
     Exact,
+    /// The reply contains `expected`, ignoring case (reward `contains`).
     Contains,
+    /// `expected` is a regular expression found in the reply (reward
+    /// `regex_match`).
     Regex,
 }
 
@@ -41,12 +60,25 @@ impl Compare {
     }
 }
 
+/// Why a rollout could not be scored.
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
+    /// A prompt's `expected` does not compile (`--score regex`).
     #[error("prompt {n}: \"expected\" is not a regular expression: {reason}")]
-    Pattern { n: usize, reason: String },
+    Pattern {
+        /// The prompt's number, from 1.
+        n: usize,
+        /// The regex error.
+        reason: String,
+    },
+    /// `--score-cmd` failed or did not print a number.
     #[error("--score-cmd {cmd}: {reason}")]
-    Command { cmd: String, reason: String },
+    Command {
+        /// The program.
+        cmd: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Longest a `--score-cmd` run may take.
@@ -79,6 +111,7 @@ impl Scorer {
         Ok(Scorer { compare, cmd })
     }
 
+    /// True when no scoring was asked for.
     pub fn is_empty(&self) -> bool {
         self.compare.is_none() && self.cmd.is_none()
     }

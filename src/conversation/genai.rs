@@ -16,6 +16,8 @@ use super::attrs::{
 };
 use super::{Conversation, Malformed, Message, Role};
 
+/// Reads the conversation from a span's GenAI attributes (flattened, as in a
+/// trace file).
 pub fn read(attrs: &Map<String, Value>) -> Result<Conversation, Malformed> {
     let mut messages = Vec::new();
     if let Some(text) = system_instructions(attrs)? {

@@ -17,10 +17,15 @@ use serde_json::Value;
 /// Who speaks a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// Instructions from the application (OpenAI's `system`).
     System,
+    /// Instructions from the developer (OpenAI's newer name for `system`).
     Developer,
+    /// The user.
     User,
+    /// The model.
     Assistant,
+    /// A tool's result, answering a call of the assistant.
     Tool,
 }
 
@@ -39,6 +44,7 @@ impl Role {
         })
     }
 
+    /// The role's name in OpenAI-style chat messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
@@ -55,6 +61,7 @@ impl Role {
 pub struct ToolCall {
     /// The call id as the model produced it (`None` if the span did not say).
     pub id: Option<String>,
+    /// The tool called.
     pub name: String,
     /// The arguments as recorded: usually a JSON text (OpenAI style), or a
     /// JSON value when the span carried them structured.
@@ -83,18 +90,21 @@ impl ToolCall {
 /// One chat message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// Who speaks.
     pub role: Role,
     /// `None` is a message without content (an assistant turn that only
     /// calls tools, or a completion that recorded none).
     pub content: Option<String>,
     /// The participant's name, or for a tool message the tool's name.
     pub name: Option<String>,
+    /// The tools the assistant calls in this message.
     pub tool_calls: Vec<ToolCall>,
     /// For a tool message: the call it answers.
     pub tool_call_id: Option<String>,
 }
 
 impl Message {
+    /// A message with only a role and content.
     pub fn new(role: Role, content: Option<String>) -> Message {
         Message {
             role,
@@ -109,7 +119,9 @@ impl Message {
 /// A tool the assistant could call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tool {
+    /// The tool's name, as the model calls it.
     pub name: String,
+    /// What the tool does, as offered to the model.
     pub description: Option<String>,
     /// JSON schema of the arguments, when the span recorded one.
     pub parameters: Option<Value>,
@@ -118,7 +130,9 @@ pub struct Tool {
 /// A conversation: the messages of one training row and the tools offered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conversation {
+    /// The messages, in order.
     pub messages: Vec<Message>,
+    /// The tools the model was offered (empty when the span recorded none).
     pub tools: Vec<Tool>,
 }
 
@@ -131,6 +145,7 @@ impl Conversation {
             .count()
     }
 
+    /// Tool calls across all messages.
     pub fn tool_calls(&self) -> usize {
         self.messages.iter().map(|m| m.tool_calls.len()).sum()
     }
@@ -194,6 +209,7 @@ impl Convention {
         }
     }
 
+    /// The attributes this convention reads, for messages to the user.
     pub fn name(self) -> &'static str {
         match self {
             Convention::Agl => "gen_ai.prompt/completion",

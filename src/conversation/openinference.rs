@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 use super::attrs::{array, object, opt_str, req_str, structured, tool_call, tool_definition};
 use super::{Conversation, Malformed, Message, Role};
 
+/// Reads the conversation of an OpenInference span (`attrs` flattened, as in a
+/// trace file).
 pub fn read(attrs: &Map<String, Value>) -> Result<Conversation, Malformed> {
     let mut messages = Vec::new();
     for key in ["llm.input_messages", "llm.output_messages"] {

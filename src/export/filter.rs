@@ -4,19 +4,39 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hasher};
 
+use super::parse_reward;
 use super::read::Rollout;
 use super::stats::Dropped;
 
-/// The filters of one export (empty lists and `None` let everything pass).
-#[derive(Debug, Clone, Default)]
+/// The filters of one export (empty lists and `None` let everything pass),
+/// also `export-sft`'s flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Filters")]
 pub struct Filter {
+    /// Keep rollouts whose primary reward is at least this (AGL reward
+    /// spans); rollouts without a reward are dropped.
+    #[arg(long, env = "OCLAGL_EXPORT_MIN_REWARD", value_name = "REWARD", value_parser = parse_reward)]
     pub min_reward: Option<f64>,
+    /// Keep rollouts with these statuses (succeeded, failed, running).
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_STATUS",
+        value_delimiter = ',',
+        value_name = "STATUS"
+    )]
     pub status: Vec<String>,
-    /// Unix seconds, inclusive.
+    /// Keep rollouts that started at or after this time (2026-02-12,
+    /// 2026-02-12T16:07:13Z or Unix seconds).
+    #[arg(long, env = "OCLAGL_EXPORT_SINCE", value_name = "TIME", value_parser = parse_time)]
     pub since: Option<f64>,
-    /// Unix seconds, exclusive.
+    /// Keep rollouts that started before this time.
+    #[arg(long, env = "OCLAGL_EXPORT_UNTIL", value_name = "TIME", value_parser = parse_time)]
     pub until: Option<f64>,
+    /// Keep rollouts of these sessions (session key; repeatable).
+    #[arg(long = "session", env = "OCLAGL_EXPORT_SESSION", value_name = "KEY")]
     pub sessions: Vec<String>,
+    /// Keep rollouts whose exported call used one of these models.
+    #[arg(long = "model", env = "OCLAGL_EXPORT_MODEL", value_name = "MODEL")]
     pub models: Vec<String>,
 }
 

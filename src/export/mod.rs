@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use crate::agl::trace_file::parse_file_name;
 use crate::util::fs::AtomicFile;
-use filter::{parse_time, Dedupe, Filter};
+use filter::{Dedupe, Filter};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};
 use split::{parse_fraction, Side, Splitter};
@@ -52,59 +52,74 @@ use write::{write_row, Format, TrainOn};
 /// The seed's output file name.
 pub const DEFAULT_OUT: &str = "sft_dataset.jsonl";
 
-/// `oclagl export-sft` options.
+/// `oclagl export-sft` options, in the sections of its `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
+    /// Where spans are read.
+    #[command(flatten)]
+    pub input: SourceArgs,
+    /// What is written, and how.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Which rollouts become rows.
+    #[command(flatten)]
+    pub filter: Filter,
+    /// The train/validation split.
+    #[command(flatten)]
+    pub split: SplitArgs,
+}
+
+/// Where `export-sft` reads spans.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Sources")]
+pub struct SourceArgs {
     /// Where to read spans: a folder of trace files (`rollout_*.json`), one
     /// trace file, or an `oclagl serve` data folder (its store is read
     /// directly, also while the sidecar runs). Repeat for several.
-    #[arg(long, value_name = "PATH", default_value = "traces")]
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_SOURCE",
+        value_name = "PATH",
+        default_value = "traces"
+    )]
     pub source: Vec<PathBuf>,
+}
+
+/// What `export-sft` writes.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
     /// The dataset file [default: sft_dataset.jsonl]; with --split, the
     /// folder for train.jsonl and val.jsonl [default: .].
-    #[arg(long, short, value_name = "PATH")]
+    #[arg(long, short, env = "OCLAGL_EXPORT_OUT", value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// Dataset format.
-    #[arg(long, value_enum, default_value_t = Format::Messages)]
+    #[arg(long, env = "OCLAGL_EXPORT_FORMAT", value_enum, default_value_t = Format::Messages)]
     pub format: Format,
-    /// Keep rollouts whose primary reward is at least this (AGL reward
-    /// spans); rollouts without a reward are dropped.
-    #[arg(long, value_name = "REWARD", value_parser = parse_reward)]
-    pub min_reward: Option<f64>,
-    /// Keep rollouts with these statuses (succeeded, failed, running).
-    #[arg(long, value_delimiter = ',', value_name = "STATUS")]
-    pub status: Vec<String>,
-    /// Keep rollouts that started at or after this time (2026-02-12,
-    /// 2026-02-12T16:07:13Z or Unix seconds).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub since: Option<f64>,
-    /// Keep rollouts that started before this time.
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub until: Option<f64>,
-    /// Keep rollouts of these sessions (session key; repeatable).
-    #[arg(long, value_name = "KEY")]
-    pub session: Vec<String>,
-    /// Keep rollouts whose exported call used one of these models.
-    #[arg(long, value_name = "MODEL")]
-    pub model: Vec<String>,
-    /// Write identical rows once.
-    #[arg(long)]
-    pub dedupe: bool,
-    /// Split by session into train.jsonl (this fraction of sessions) and
-    /// val.jsonl; a session is never on both sides.
-    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
-    pub split: Option<f64>,
-    /// Seed of the split.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Assistant messages to train on (`last` writes OpenAI `weight`s;
     /// --format openai only).
-    #[arg(long, value_enum, default_value_t = TrainOn::All)]
+    #[arg(long, env = "OCLAGL_EXPORT_TRAIN_ON", value_enum, default_value_t = TrainOn::All)]
     pub train_on: TrainOn,
+    /// Write identical rows once.
+    #[arg(long, env = "OCLAGL_EXPORT_DEDUPE")]
+    pub dedupe: bool,
     /// Print statistics (rows, turns, tool calls, tokens by model, rows
     /// dropped and why) on stdout.
-    #[arg(long)]
+    #[arg(long, env = "OCLAGL_EXPORT_STATS")]
     pub stats: bool,
+}
+
+/// How `export-sft` splits rows into train and validation files.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Split")]
+pub struct SplitArgs {
+    /// Split by session into train.jsonl (this fraction of sessions) and
+    /// val.jsonl; a session is never on both sides.
+    #[arg(long = "split", env = "OCLAGL_EXPORT_SPLIT", value_name = "FRACTION", value_parser = parse_fraction)]
+    pub fraction: Option<f64>,
+    /// Seed of the split.
+    #[arg(long, env = "OCLAGL_EXPORT_SEED", default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// A reward given on the command line: a finite number.
@@ -116,20 +131,43 @@ pub fn parse_reward(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{s:?} is not a reward (a number such as 0.5)"))
 }
 
+/// Why an export failed; nothing was written then.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// A `--source` cannot be read.
     #[error("cannot read {path}: {reason} (pass --source <traces folder | trace file | oclagl data folder>)")]
-    Source { path: String, reason: String },
+    Source {
+        /// The source.
+        path: String,
+        /// The error.
+        reason: String,
+    },
+    /// A store given as `--source` cannot be read.
     #[error(transparent)]
     Store(#[from] StoreReadError),
+    /// An output file cannot be written.
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: io::Error },
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The flags contradict each other.
     #[error("{0}")]
     Usage(String),
+    /// No rollout became a row.
     #[error("nothing to export: {why}")]
-    NothingToExport { why: String, stats: Box<Stats> },
+    NothingToExport {
+        /// Where the export looked and why nothing passed.
+        why: String,
+        /// What was read and dropped.
+        stats: Box<Stats>,
+    },
+    /// Ctrl-C or SIGTERM stopped the export.
     #[error("interrupted; no dataset written")]
     Interrupted,
+    /// The export's thread panicked.
     #[error("export failed: {0}")]
     Crashed(String),
 }
@@ -139,6 +177,7 @@ pub enum ExportError {
 pub struct Report {
     /// The files written (train and, with --split, validation).
     pub outputs: Vec<PathBuf>,
+    /// What was read, written and dropped.
     pub stats: Stats,
 }
 
@@ -203,7 +242,7 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
 
 /// The output files: one, or train and validation.
 fn create_outputs(args: &ExportArgs) -> Result<Vec<AtomicFile>, ExportError> {
-    let (dir, names): (PathBuf, Vec<String>) = match (&args.out, args.split) {
+    let (dir, names): (PathBuf, Vec<String>) = match (&args.output.out, args.split.fraction) {
         (out, Some(_)) => {
             let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
             if dir.extension().is_some_and(|e| e == "jsonl") {
@@ -416,37 +455,32 @@ pub fn export(
     warn: &mut dyn FnMut(&str),
 ) -> Result<Report, ExportError> {
     let started = Instant::now();
-    if args.train_on == TrainOn::Last && args.format != Format::Openai {
+    let (output, filter) = (&args.output, &args.filter);
+    if output.train_on == TrainOn::Last && output.format != Format::Openai {
         return Err(ExportError::Usage(
             "--train-on last writes OpenAI weights: use it with --format openai".into(),
         ));
     }
-    if let (Some(since), Some(until)) = (args.since, args.until) {
+    if let (Some(since), Some(until)) = (filter.since, filter.until) {
         if since >= until {
             return Err(ExportError::Usage("--since must be before --until".into()));
         }
     }
     let sources = args
+        .input
         .source
         .iter()
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
     let mut ex = Exporter {
-        format: args.format,
-        train_on: args.train_on,
-        filter: Filter {
-            min_reward: args.min_reward,
-            status: args.status.clone(),
-            since: args.since,
-            until: args.until,
-            sessions: args.session.clone(),
-            models: args.model.clone(),
-        },
-        splitter: args.split.map(|train_fraction| Splitter {
+        format: output.format,
+        train_on: output.train_on,
+        filter: filter.clone(),
+        splitter: args.split.fraction.map(|train_fraction| Splitter {
             train_fraction,
-            seed: args.seed,
+            seed: args.split.seed,
         }),
-        dedupe: args.dedupe.then(Dedupe::default),
+        dedupe: output.dedupe.then(Dedupe::default),
         outputs: create_outputs(args)?,
         line: Vec::with_capacity(64 << 10),
         stats: Stats::default(),
@@ -466,6 +500,7 @@ pub fn export(
     stats.seconds = started.elapsed().as_secs_f64();
     if stats.rows == 0 {
         let places: Vec<String> = args
+            .input
             .source
             .iter()
             .map(|p| p.display().to_string())
@@ -488,7 +523,10 @@ pub fn export(
             stats: Box::new(stats),
         });
     }
-    if stats.rows > 0 && args.split.is_some() && (stats.train_rows == 0 || stats.val_rows == 0) {
+    if stats.rows > 0
+        && args.split.fraction.is_some()
+        && (stats.train_rows == 0 || stats.val_rows == 0)
+    {
         (ex.warn)(&format!(
             "the split put every row on one side ({} train, {} validation): there are few sessions; try another --seed or --split",
             stats.train_rows, stats.val_rows
@@ -514,7 +552,7 @@ pub async fn run_cli(
 ) -> Result<i32, ExportError> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    let show_stats = args.stats;
+    let show_stats = args.output.stats;
     let mut job = tokio::task::spawn_blocking(move || {
         let mut shown = 0usize;
         let result = export(&args, &flag, &mut |line| {

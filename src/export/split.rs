@@ -10,14 +10,19 @@ use crate::agl::index::fnv1a;
 /// Which file a row goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// `train.jsonl`.
     Train,
+    /// `val.jsonl`.
     Val,
 }
 
+/// Puts each group (session) on one side, by a hash of the seed and the group
+/// alone.
 #[derive(Debug, Clone, Copy)]
 pub struct Splitter {
     /// Share of groups that go to training, in (0, 1).
     pub train_fraction: f64,
+    /// Another seed gives another split of the same groups.
     pub seed: u64,
 }
 
@@ -29,6 +34,8 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl Splitter {
+    /// The side of `group`'s rows; the same for the same seed and group, in
+    /// every export.
     pub fn side(&self, group: &str) -> Side {
         let mut bytes = Vec::with_capacity(8 + group.len());
         bytes.extend_from_slice(&self.seed.to_le_bytes());

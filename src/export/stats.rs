@@ -23,16 +23,24 @@ pub enum Dropped {
     Empty,
     /// The format cannot express the conversation.
     Unrepresentable,
+    /// Its status was not selected (`--status`).
     Status,
+    /// It started outside `--since`/`--until`, or has no start time.
     Time,
+    /// Its session was not selected (`--session`).
     Session,
+    /// Its model was not selected (`--model`).
     Model,
+    /// It has no reward, and `--min-reward` asks for one.
     NoReward,
+    /// Its primary reward is below `--min-reward`.
     LowReward,
+    /// Its row was written already (`--dedupe`).
     Duplicate,
 }
 
 impl Dropped {
+    /// The reason in words, naming the flag that dropped the row.
     pub fn describe(self) -> &'static str {
         match self {
             Dropped::Unreadable => "unreadable trace file",
@@ -54,37 +62,53 @@ impl Dropped {
 /// Tokens of the exported calls of one model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tokens {
+    /// Rows whose exported call used this model.
     pub rows: u64,
+    /// Their prompt tokens, as the spans report them.
     pub prompt: u64,
+    /// Their completion tokens.
     pub completion: u64,
 }
 
+/// What an export read, wrote and dropped (`--stats`, the summary line).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
     /// Rollouts looked at (trace files and store rollouts).
     pub rollouts: u64,
+    /// Bytes of trace files and store records read.
     pub bytes_read: u64,
+    /// Rows written, both sides of a split together.
     pub rows: u64,
+    /// Rows written to `train.jsonl` (with `--split`).
     pub train_rows: u64,
+    /// Rows written to `val.jsonl` (with `--split`).
     pub val_rows: u64,
+    /// Messages in the rows written.
     pub messages: u64,
     /// Assistant messages.
     pub turns: u64,
+    /// Tool calls in the rows written.
     pub tool_calls: u64,
+    /// Tokens by model of the exported calls (`(unknown)` when a span names none).
     pub tokens_by_model: BTreeMap<String, Tokens>,
+    /// Rollouts dropped, by reason.
     pub dropped: BTreeMap<Dropped, u64>,
+    /// How long the export took.
     pub seconds: f64,
 }
 
 impl Stats {
+    /// Counts a rollout dropped for `why`.
     pub fn drop(&mut self, why: Dropped) {
         *self.dropped.entry(why).or_default() += 1;
     }
 
+    /// Rollouts dropped, for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
     }
 
+    /// Counts a row written from `c`, with its call's model and token usage.
     pub fn row(&mut self, c: &Conversation, model: Option<&str>, usage: Usage) {
         self.rows += 1;
         self.messages += c.messages.len() as u64;

@@ -27,23 +27,36 @@ use std::time::Duration;
 use crate::args::{parse_duration, parse_size};
 use crate::util::percent::percent_decode;
 
+/// How spans travel to a destination, from its URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// OTLP/gRPC (`grpc://`).
     Grpc,
+    /// OTLP/HTTP with protobuf bodies (`http://`, `https://`).
     HttpProtobuf,
+    /// An Agent Lightning store's REST API (`agl+http://`): whole rollouts,
+    /// once their trace file is written.
     AglStore,
 }
 
+/// A `--forward` destination, parsed from its URL and `;options`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Destination {
+    /// Names the destination on `/metrics` and its delivery cursor on disk.
     pub name: String,
+    /// How spans are sent.
     pub protocol: Protocol,
     /// For gRPC and AGL stores the base URL (`http://host:port`); for
     /// OTLP/HTTP the full traces URL.
     pub url: String,
+    /// Extra request headers (`;headers=`), often credentials.
     pub headers: Vec<(String, String)>,
+    /// How long one send may take (`;timeout=`).
     pub timeout: Duration,
+    /// Compress bodies with gzip (`;compression=gzip`).
     pub gzip: bool,
+    /// Bytes of log the destination may fall behind before the oldest are
+    /// dropped (`;max-backlog=`).
     pub max_backlog: u64,
     /// AGL stores only: how long a trace-derived rollout is left alone
     /// before it is sent (a named rollout may still claim it).

@@ -43,39 +43,60 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A server's `Retry-After` is honoured up to this long.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
 
+/// Why forwarding to a destination stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// Its delivery cursor could not be read or written.
     #[error("forwarding to {name}: cannot read or write {path}: {source}")]
     Io {
+        /// The destination.
         name: String,
+        /// The cursor file.
         path: String,
+        /// The I/O error.
         source: io::Error,
     },
+    /// Its delivery cursor holds something else than a log position.
     #[error("forwarding to {name}: {path} is damaged ({content:?}); delete it to restart delivery at the end of the log")]
     BadCursor {
+        /// The destination.
         name: String,
+        /// The cursor file.
         path: String,
+        /// What the file holds.
         content: String,
     },
+    /// Its sender could not be set up.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The AGL store could not be fed.
     #[error("forwarding to {name}: {reason}")]
-    Agl { name: String, reason: String },
+    Agl {
+        /// The destination.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Counters of one destination, shown on `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Spans the destination stored.
     pub sent_spans: AtomicU64,
+    /// Requests it answered with success.
     pub sent_requests: AtomicU64,
     /// Spans the destination took but reported as rejected (partial success).
     pub rejected_spans: AtomicU64,
     /// Spans in batches the destination refused for good (not retried).
     pub refused_spans: AtomicU64,
+    /// Sends that failed and will be retried.
     pub failed_attempts: AtomicU64,
     /// Spans dropped undelivered because the backlog passed its cap.
     pub dropped_spans: AtomicU64,
+    /// Bytes of log dropped with those spans.
     pub dropped_bytes: AtomicU64,
+    /// Bytes of log not yet delivered.
     pub backlog_bytes: AtomicU64,
     /// Age of the oldest undelivered export, in milliseconds (0 when caught up).
     pub lag_ms: AtomicU64,
@@ -83,11 +104,14 @@ pub struct Stats {
 
 /// One destination with its counters.
 pub struct Forwarder {
+    /// Where it sends.
     pub dest: Destination,
+    /// Its counters, shared with `/metrics`.
     pub stats: Arc<Stats>,
 }
 
 impl Forwarder {
+    /// A forwarder for `dest`, with zeroed counters.
     pub fn new(dest: Destination) -> Forwarder {
         Forwarder {
             dest,
@@ -253,8 +277,11 @@ pub struct Batch {
     /// Concatenated `ExportTraceServiceRequest` encodings: protobuf merges
     /// repeated fields, so this is one request holding every resource span.
     pub body: Bytes,
+    /// How many spans the body holds.
     pub spans: u64,
+    /// Where the next batch starts in the log.
     pub next: Pos,
+    /// When the oldest of the exports was received (Unix nanoseconds), for the lag.
     pub oldest_received_unix_nano: u64,
 }
 

@@ -25,40 +25,66 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// Stored by the destination; it may report some spans it rejected.
-    Delivered { rejected: u64 },
+    Delivered {
+        /// Spans the destination reported it rejected.
+        rejected: u64,
+    },
     /// Try again later (after at least `after`, when the server said so).
     Retry {
+        /// The server's `Retry-After`, when it gave one.
         after: Option<Duration>,
+        /// Why the send failed.
         reason: String,
     },
     /// Refused for good (bad data, unknown path, …): retrying cannot help.
-    Refused { reason: String },
+    Refused {
+        /// Why the destination refused it.
+        reason: String,
+    },
 }
 
+/// Why a destination's sender could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// Its URL, headers or TLS settings are unusable.
     #[error("destination {name}: {reason}")]
-    Setup { name: String, reason: String },
+    Setup {
+        /// The destination.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
+/// A connection to one OTLP destination, over HTTP or gRPC.
 pub enum Sender {
+    /// OTLP/HTTP.
     Http {
+        /// Its HTTP client (and connection pool).
         client: reqwest::Client,
+        /// The full traces URL.
         url: String,
+        /// Headers sent with every request.
         headers: reqwest::header::HeaderMap,
+        /// Compress bodies with gzip.
         gzip: bool,
     },
+    /// OTLP/gRPC.
     Grpc {
+        /// The connection to the server.
         channel: Channel,
+        /// Metadata sent with every call.
         headers: Vec<(
             MetadataKey<tonic::metadata::Ascii>,
             MetadataValue<tonic::metadata::Ascii>,
         )>,
+        /// Compress messages with gzip.
         gzip: bool,
     },
 }
 
 impl Sender {
+    /// Sets up the connection `dest` describes (lazily: nothing is dialled yet).
     pub fn new(dest: &Destination) -> Result<Sender, SendError> {
         let setup = |reason: String| SendError::Setup {
             name: dest.name.clone(),

@@ -23,14 +23,17 @@ use serde::{Deserialize, Serialize};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
 
+    /// The secret itself, to put on the wire; never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
 
+    /// True when no secret was given (an empty value counts as none).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -54,16 +57,24 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How a turn reaches the gateway (`--gateway`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// The fork's `POST /_openclaw/internal/agent-run`, with the internal secret.
     Internal,
+    /// The upstream WebSocket `agent` method, with the gateway token; passes
+    /// the rollout's `traceparent`.
     Ws,
+    /// The upstream `POST /v1/chat/completions`, with the gateway token (no
+    /// `traceparent`).
     Openai,
+    /// `openclaw agent --json`, run as a child process.
     Cli,
 }
 
 impl Mode {
+    /// The mode's name on the command line and in span attributes.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Internal => "internal",
@@ -77,29 +88,44 @@ impl Mode {
 /// Everything needed to reach a gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
+    /// Which client runs the turns.
     pub mode: Mode,
+    /// The gateway's base URL, without a trailing slash.
     pub base_url: String,
+    /// The fork's `gateway.agl.internalAgentRunSecret` (internal mode).
     pub internal_secret: Secret,
+    /// The upstream `gateway.auth.token` (ws, openai and cli modes).
     pub token: Secret,
+    /// The `openclaw` command (cli mode).
     pub openclaw_bin: PathBuf,
+    /// The agent to run, when not the gateway's default agent (ws, openai and
+    /// cli modes).
     pub agent_id: Option<String>,
 }
 
 /// One agent turn to run.
 #[derive(Debug, Clone)]
 pub struct Turn {
+    /// The user message (the task's prompt).
     pub message: String,
+    /// The gateway session the turn runs in.
     pub session_key: String,
+    /// Key under which the gateway runs a turn once, so a retry does not run it
+    /// twice.
     pub idempotency_key: String,
     /// W3C `traceparent` of the calling span (sent where the gateway adopts it).
     pub traceparent: Option<String>,
+    /// How long one try may take; past it the turn fails with
+    /// [`GatewayError::Timeout`].
     pub timeout: Duration,
 }
 
 /// A message of the run's transcript, as the gateway reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// `user`, `assistant`, `tool` or `system`.
     pub role: String,
+    /// The message's text (text parts joined when the gateway sends a list).
     #[serde(default, deserialize_with = "content_text")]
     pub content: String,
 }
@@ -122,45 +148,82 @@ fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
 /// Token counts the gateway reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Prompt tokens.
     pub input: Option<i64>,
+    /// Completion tokens.
     pub output: Option<i64>,
+    /// Prompt and completion tokens together, when reported.
     pub total: Option<i64>,
 }
 
 /// What the gateway answered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reply {
+    /// The agent's final answer.
     pub text: String,
+    /// The gateway's id of the run, when it reports one.
     pub run_id: Option<String>,
     /// The run's transcript when the gateway returns one (internal mode);
     /// otherwise empty and the conversation is the prompt and the reply.
     pub transcript: Vec<Message>,
+    /// The model provider the gateway used, when reported.
     pub provider: Option<String>,
+    /// The model the gateway used, when reported.
     pub model: Option<String>,
+    /// Token counts the gateway reported (all `None` when it reports none).
     pub usage: Usage,
 }
 
+/// Why a gateway turn failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum GatewayError {
+    /// The gateway refused the credentials (401 or 403).
     #[error("the gateway rejected the credentials (401): check {hint}")]
-    Unauthorized { hint: &'static str },
+    Unauthorized {
+        /// The setting to check (the secret's or the token's name).
+        hint: &'static str,
+    },
+    /// The gateway refused the request for another reason (4xx/5xx).
     #[error("the gateway rejected the request ({status}): {message}")]
-    Rejected { status: u16, message: String },
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The gateway's error message, or the body's beginning.
+        message: String,
+    },
+    /// The gateway is overloaded (429, 502, 503, 504): retryable.
     #[error("the gateway is busy ({status}); retry after {retry_after:?}")]
     Busy {
+        /// The HTTP status.
         status: u16,
+        /// How long the gateway asked to wait (`Retry-After`).
         retry_after: Option<Duration>,
     },
+    /// The gateway could not be reached: retryable.
     #[error("cannot reach the gateway at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        /// The address tried.
+        url: String,
+        /// The connection error.
+        reason: String,
+    },
+    /// The turn took longer than its timeout.
     #[error("the gateway did not answer within {0:?}")]
     Timeout(Duration),
+    /// The gateway answered something the client does not understand.
     #[error("unexpected answer from the gateway: {0}")]
     Protocol(String),
+    /// The gateway ran the agent, and the run failed.
     #[error("the agent run failed: {0}")]
     RunFailed(String),
+    /// The `openclaw` command (cli mode) could not be started.
     #[error("cannot run {bin}: {reason}")]
-    Spawn { bin: String, reason: String },
+    Spawn {
+        /// The command.
+        bin: String,
+        /// Why it could not start.
+        reason: String,
+    },
 }
 
 impl GatewayError {
@@ -172,6 +235,7 @@ impl GatewayError {
         )
     }
 
+    /// How long a busy gateway asked to wait before a retry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::Busy { retry_after, .. } => *retry_after,
@@ -263,6 +327,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A client for `cfg`, with its own HTTP connection pool.
     pub fn new(cfg: GatewayConfig) -> Gateway {
         // A plain-HTTP gateway needs no TLS roots, and reading the system's
         // certificates costs about 15 ms at every start of a command.
@@ -280,6 +345,7 @@ impl Gateway {
         Gateway { cfg, http }
     }
 
+    /// What this client was made with.
     pub fn config(&self) -> &GatewayConfig {
         &self.cfg
     }

@@ -22,12 +22,26 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::Secret;
 
+/// Why the receivers' TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// A certificate or key file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A file is not the PEM it should be.
     #[error("{path}: {reason}")]
-    Pem { path: String, reason: String },
+    Pem {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the certificate and key.
     #[error("TLS settings: {0}")]
     Tls(String),
 }
@@ -37,12 +51,15 @@ pub enum AuthError {
 pub struct Tokens(Arc<Vec<Secret>>);
 
 impl Tokens {
+    /// Accepts these tokens; empty ones are ignored, and none means no
+    /// authentication.
     pub fn new(tokens: Vec<Secret>) -> Tokens {
         Tokens(Arc::new(
             tokens.into_iter().filter(|t| !t.is_empty()).collect(),
         ))
     }
 
+    /// True when requests must carry a token.
     pub fn required(&self) -> bool {
         !self.0.is_empty()
     }
@@ -99,12 +116,16 @@ pub fn grpc_interceptor(
 /// A server certificate and key, loaded from PEM files.
 #[derive(Clone)]
 pub struct Tls {
+    /// The rustls configuration the HTTP receivers serve with.
     pub config: Arc<rustls::ServerConfig>,
+    /// The certificate chain's PEM, for the gRPC receiver.
     pub cert_pem: Vec<u8>,
+    /// The private key's PEM, for the gRPC receiver.
     pub key_pem: Vec<u8>,
 }
 
 impl Tls {
+    /// Loads and checks a PEM certificate chain and its private key.
     pub fn load(cert: &Path, key: &Path) -> Result<Tls, AuthError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -153,6 +174,7 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
+    /// Accepts TLS connections on `tcp` with `tls`'s certificate.
     pub fn new(tcp: TcpListener, tls: &Tls) -> io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(tls.config.clone());

@@ -32,6 +32,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{Ingest, IngestError, RETRY_AFTER};
 
+/// The OTLP/gRPC trace service, over the shared intake.
 #[derive(Clone)]
 pub struct Grpc(pub Arc<Ingest>);
 

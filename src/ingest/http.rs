@@ -35,6 +35,8 @@ enum Encoding {
     Json,
 }
 
+/// The OTLP/HTTP routes (`/v1/traces`, and `/v1/metrics` and `/v1/logs`, which
+/// are counted only) and `/health`, over the shared intake.
 pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))

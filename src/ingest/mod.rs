@@ -34,18 +34,35 @@ use crate::util::clock::now_unix_nanos;
 /// How long a throttled client is asked to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Why an export was not stored; each maps to an HTTP status and a gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The body is not a valid OTLP request (400, INVALID_ARGUMENT).
     #[error("cannot decode the request body: {0}")]
     Decode(String),
+    /// The body is over `--max-body`, compressed or decompressed (413).
     #[error("request body is larger than the limit of {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request uses an encoding or content type the receivers do not take.
     #[error("unsupported {what}: {value:?}")]
-    Unsupported { what: &'static str, value: String },
+    Unsupported {
+        /// What is unsupported (`Content-Encoding`, `Content-Type`).
+        what: &'static str,
+        /// The value the request sent.
+        value: String,
+    },
+    /// No room in the in-flight budget within `--queue-wait` (429,
+    /// RESOURCE_EXHAUSTED).
     #[error("the server is busy; retry later")]
     Busy,
+    /// The store cannot take data: shutting down, or a write failed (503,
+    /// UNAVAILABLE).
     #[error("the store cannot accept data now: {0}")]
     Unavailable(String),
+    /// Reading the body took longer than `--body-timeout` (408).
     #[error("timed out reading the request body")]
     BodyTimeout,
 }
@@ -53,11 +70,17 @@ pub enum IngestError {
 /// Counters of the receivers, shared by both protocols (and the LLM proxy).
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Spans stored.
     pub accepted_spans: Counter,
+    /// Spans rejected for bad ids (OTLP partial success).
     pub rejected_spans: Counter,
+    /// Requests throttled: 429 / RESOURCE_EXHAUSTED.
     pub throttled_requests: Counter,
+    /// Requests the store could not take: 503 / UNAVAILABLE.
     pub failed_requests: Counter,
+    /// OTLP metrics requests, counted and not stored.
     pub metrics_requests: Counter,
+    /// OTLP logs requests, counted and not stored.
     pub logs_requests: Counter,
     /// Model calls the LLM proxy recorded without their conversation.
     pub unrecorded_llm_calls: Counter,
@@ -128,7 +151,9 @@ pub struct Limits {
 /// What a successful export reports back.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Accepted {
+    /// Spans rejected for bad ids (0 when all were stored).
     pub rejected_spans: i64,
+    /// Why they were rejected.
     pub error_message: String,
 }
 
@@ -144,11 +169,15 @@ impl Accepted {
     }
 }
 
+/// The receivers' shared intake: checks limits, validates exports and appends
+/// them to the store.
 pub struct Ingest {
     store: Store<RecordSummary>,
     budget: Arc<Semaphore>,
     budget_kib: u32,
+    /// The limits the receivers enforce.
     pub limits: Limits,
+    /// Counters shown on `/metrics`.
     pub counters: Arc<Counters>,
 }
 
@@ -159,6 +188,8 @@ pub struct Admission {
 }
 
 impl Ingest {
+    /// An intake writing to `store`, with an in-flight budget of
+    /// `limits.max_inflight`.
     pub fn new(store: Store<RecordSummary>, limits: Limits, counters: Arc<Counters>) -> Ingest {
         let budget_kib = (limits.max_inflight / 1024).clamp(1, u32::MAX as usize >> 1) as u32;
         Ingest {
@@ -170,6 +201,7 @@ impl Ingest {
         }
     }
 
+    /// An empty reservation, to grow with [`Ingest::reserve`].
     pub fn admission(&self) -> Admission {
         Admission {
             permit: None,

@@ -15,12 +15,24 @@ use crate::args::parse_duration;
 use crate::export::filter::parse_time;
 use crate::export::parse_reward;
 
-/// `oclagl ls` options.
+/// `oclagl ls` options, in the sections of its `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LsArgs {
     /// The sidecar's data folder (where the view keeps rollout summaries).
     #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
     pub data_dir: PathBuf,
+    /// Which rollouts are listed.
+    #[command(flatten)]
+    pub filter: LsFilter,
+    /// In which order, how many, and as a table or JSON.
+    #[command(flatten)]
+    pub output: LsOutput,
+}
+
+/// Which rollouts `oclagl ls` lists (empty lists and `None` let all pass).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Filters")]
+pub struct LsFilter {
     /// Only rollouts with these statuses (succeeded, failed, running).
     #[arg(long, env = "OCLAGL_LS_STATUS", value_delimiter = ',')]
     pub status: Vec<String>,
@@ -34,6 +46,12 @@ pub struct LsArgs {
     /// Only rollouts whose primary reward is at least this.
     #[arg(long, env = "OCLAGL_LS_MIN_REWARD", value_name = "REWARD", value_parser = parse_reward)]
     pub min_reward: Option<f64>,
+}
+
+/// How `oclagl ls` shows the rollouts it lists.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Output")]
+pub struct LsOutput {
     /// Sort by this column.
     #[arg(long, env = "OCLAGL_LS_SORT", value_enum, default_value_t = SortKey::Start)]
     pub sort: SortKey,
@@ -48,13 +66,20 @@ pub struct LsArgs {
     pub json: bool,
 }
 
+/// A column `oclagl ls --sort` orders by; ties go by rollout id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortKey {
+    /// When the rollout started (oldest first).
     Start,
+    /// How long it ran.
     Duration,
+    /// Its primary reward (rollouts without one first).
     Reward,
+    /// How many spans it has.
     Spans,
+    /// Its status, alphabetically.
     Status,
+    /// The rollout id.
     Id,
 }
 
@@ -71,7 +96,7 @@ pub fn parse_since(s: &str) -> Result<f64, String> {
     parse_time(t)
 }
 
-impl LsArgs {
+impl LsFilter {
     fn keeps(&self, s: &Summary) -> bool {
         (self.status.is_empty() || self.status.contains(&s.status))
             && self.since.is_none_or(|t| s.start.is_some_and(|st| st >= t))
@@ -81,7 +106,9 @@ impl LsArgs {
                 .min_reward
                 .is_none_or(|m| s.reward().is_some_and(|r| r >= m))
     }
+}
 
+impl LsOutput {
     fn order(&self, a: &Summary, b: &Summary) -> Ordering {
         let num = |x: Option<f64>, y: Option<f64>| {
             x.unwrap_or(f64::NEG_INFINITY)
@@ -114,12 +141,12 @@ pub fn select(args: &LsArgs) -> Result<Vec<Summary>, InspectError> {
                 summary::FILE
             ))
         })?;
-    let mut kept: Vec<Summary> = all.into_iter().filter(|s| args.keeps(s)).collect();
-    kept.sort_unstable_by(|a, b| args.order(a, b));
-    if args.reverse {
+    let mut kept: Vec<Summary> = all.into_iter().filter(|s| args.filter.keeps(s)).collect();
+    kept.sort_unstable_by(|a, b| args.output.order(a, b));
+    if args.output.reverse {
         kept.reverse();
     }
-    if let Some(n) = args.limit {
+    if let Some(n) = args.output.limit {
         kept.truncate(n);
     }
     Ok(kept)
@@ -129,7 +156,7 @@ pub fn select(args: &LsArgs) -> Result<Vec<Summary>, InspectError> {
 pub fn run(args: &LsArgs) -> Result<usize, InspectError> {
     let rows = select(args)?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    if args.json {
+    if args.output.json {
         serde_json::to_writer(&mut out, &rows).map_err(io::Error::from)?;
         writeln!(out)?;
     } else {

@@ -7,12 +7,22 @@ pub mod show;
 
 use std::io::IsTerminal;
 
+/// Why `oclagl ls` or `oclagl show` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
+    /// No such rollout, or no summaries yet; the message says where it looked
+    /// and what to pass.
     #[error("{0}")]
     NotFound(String),
+    /// A file or folder cannot be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file or folder.
+        path: String,
+        /// The error.
+        reason: String,
+    },
+    /// Writing to stdout failed.
     #[error("cannot write the output: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -20,10 +30,12 @@ pub enum InspectError {
 /// ANSI colours, only when stdout is a terminal and `NO_COLOR` is unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paint {
+    /// True when colours are written.
     pub on: bool,
 }
 
 impl Paint {
+    /// Colours when stdout is a terminal and `NO_COLOR` is unset.
     pub fn for_stdout() -> Paint {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Paint {
@@ -39,22 +51,27 @@ impl Paint {
         }
     }
 
+    /// `text` in red (failures, errors), or as is when colours are off.
     pub fn red(self, text: &str) -> String {
         self.wrap("31", text)
     }
 
+    /// `text` in green (successes, rewards), or as is.
     pub fn green(self, text: &str) -> String {
         self.wrap("32", text)
     }
 
+    /// `text` in yellow (rollouts still running), or as is.
     pub fn yellow(self, text: &str) -> String {
         self.wrap("33", text)
     }
 
+    /// `text` dimmed (details under a span), or as is.
     pub fn dim(self, text: &str) -> String {
         self.wrap("2", text)
     }
 
+    /// `text` in bold (headers, span names), or as is.
     pub fn bold(self, text: &str) -> String {
         self.wrap("1", text)
     }

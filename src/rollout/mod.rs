@@ -30,9 +30,13 @@ use crate::util::ids::random_hex;
 /// One task to run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Task {
+    /// The message sent to the agent.
     pub prompt: String,
+    /// The prompt's id in a JSONL prompts file; recorded in the task input, and
+    /// what `collect --resume` matches on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Free-form metadata from a JSONL prompts file, recorded in the task input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// The expected answer, for `collect --score`.
@@ -43,7 +47,9 @@ pub struct Task {
 /// How a rollout is run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The gateway session the turn runs in.
     pub session_key: String,
+    /// How long one try may take.
     pub timeout: Duration,
     /// Tries after the first on retryable errors.
     pub retries: u32,
@@ -52,24 +58,36 @@ pub struct RunOptions {
     pub idempotency_key: Option<String>,
 }
 
+/// How a rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutStatus {
+    /// The gateway answered.
     Succeeded,
+    /// The gateway failed or did not answer, after the retries.
     Failed,
 }
 
 /// What happened.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// The rollout's id (`ro-…`), on all its spans.
     pub rollout_id: String,
+    /// Its attempt's id (`at-…`).
     pub attempt_id: String,
+    /// Whether the gateway answered.
     pub status: RolloutStatus,
+    /// The agent's reply, when it answered.
     pub reply: Option<String>,
+    /// The gateway's id of the run, when it reported one.
     pub run_id: Option<String>,
+    /// Why it failed, in words.
     pub error: Option<String>,
+    /// How many times the turn was sent.
     pub tries: u32,
+    /// How long the rollout took, retries included.
     pub seconds: f64,
+    /// Why it failed, for the caller to tell errors apart (not serialized).
     #[serde(skip)]
     pub gateway_error: Option<GatewayError>,
     /// The rollout's root span, for spans added afterwards (rewards).
@@ -143,16 +161,21 @@ fn openai_role(role: &str) -> &str {
     }
 }
 
+/// Runs tasks on a gateway as rollouts and records each as OTel spans (root,
+/// gateway call, messages, rewards), the one emitter of collect, run and
+/// bridge.
 pub struct Emitter {
     tracer: SdkTracer,
     gateway: Gateway,
 }
 
 impl Emitter {
+    /// An emitter recording with `tracer` and running turns on `gateway`.
     pub fn new(tracer: SdkTracer, gateway: Gateway) -> Emitter {
         Emitter { tracer, gateway }
     }
 
+    /// The gateway the turns run on.
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
     }

@@ -28,20 +28,29 @@ use opentelemetry_sdk::Resource;
 
 use crate::ingest::Ingest;
 
+/// Why a command's spans could not be recorded or delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` names a protocol the exporter does not speak.
     #[error(
         "unsupported OTEL_EXPORTER_OTLP_PROTOCOL {0:?} (use grpc, http/protobuf or http/json)"
     )]
     Protocol(String),
+    /// The OTLP exporter could not be built (a bad endpoint or header).
     #[error("cannot set up the OTLP exporter: {0}")]
     Exporter(String),
+    /// The in-process sidecar could not start (its store is locked, a folder
+    /// cannot be created…).
     #[error("cannot start the in-process sidecar: {0}")]
     Sidecar(#[source] SidecarError),
+    /// Spans were lost at shutdown.
     #[error("{spans} span(s) could not be exported to {destination} and are lost: {error}")]
     Undelivered {
+        /// How many.
         spans: u64,
+        /// Where they were going.
         destination: String,
+        /// Why they could not be delivered.
         error: String,
     },
 }
@@ -139,6 +148,7 @@ impl Telemetry {
         })
     }
 
+    /// The tracer the command's spans are made with.
     pub fn tracer(&self) -> SdkTracer {
         self.provider.tracer("oclagl")
     }

@@ -31,22 +31,39 @@ pub use wal::{Pos, RecoveryStats, WalReader};
 const MAX_BATCH: usize = 4096;
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
+/// Why the store could not take or keep a record.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The log's folder or a segment cannot be opened.
     #[error("cannot open the store in {path}: {source}")]
-    Open { path: String, source: io::Error },
+    Open {
+        /// The folder.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Another process holds the store's lock.
     #[error("the store in {path} is in use by another oclagl process (is `oclagl serve` running? then send to it: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318)")]
-    Locked { path: String },
+    Locked {
+        /// The folder.
+        path: String,
+    },
+    /// Appending or syncing the log failed; the records queued with it are not
+    /// stored.
     #[error("store write failed: {0}")]
     Write(Arc<io::Error>),
+    /// The store has shut down and takes nothing more.
     #[error("the store is shut down")]
     Closed,
 }
 
 /// A record after its commit, as the listener sees it.
 pub struct Committed<M> {
+    /// Where the record is in the log.
     pub pos: Pos,
+    /// When the receiver got it (Unix nanoseconds).
     pub received_unix_nano: u64,
+    /// What the appender attached to it (the index's summary of its spans).
     pub meta: M,
 }
 

@@ -23,7 +23,9 @@ pub const MAX_PAYLOAD: usize = 512 << 20;
 /// Where a record lives: segment id and byte offset of its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pos {
+    /// The segment's id (its file's number).
     pub segment: u64,
+    /// The frame's byte offset in the segment.
     pub offset: u64,
 }
 
@@ -36,7 +38,9 @@ impl std::fmt::Display for Pos {
 /// What opening a log found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryStats {
+    /// Segment files found.
     pub segments: usize,
+    /// Whole records found.
     pub records: u64,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
@@ -357,6 +361,7 @@ pub struct WalReader {
 }
 
 impl WalReader {
+    /// A reader of the log in `dir`; it opens segments as they are read.
     pub fn new(dir: &Path) -> WalReader {
         WalReader {
             dir: dir.to_path_buf(),

@@ -18,6 +18,7 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// Starts writing `dir/.name.tmp`, to replace `dir/name` on commit.
     pub fn create(dir: &Path, name: &str) -> io::Result<AtomicFile> {
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp)?;

@@ -185,6 +185,9 @@ pub fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         "INTERNAL_SECRET",
         "OPENCLAW_GATEWAY_TOKEN",
         "GATEWAY_BASE_URL",
+        "OCLAGL_INTERNAL_SECRET",
+        "OCLAGL_TOKEN",
+        "OCLAGL_GATEWAY_URL",
     ] {
         cmd.env_remove(var);
     }

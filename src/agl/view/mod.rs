@@ -46,17 +46,34 @@ const LEGACY_CHECKPOINT: &str = "agl-view.checkpoint";
 /// Rollouts written per batch; records decoded for a batch are shared.
 const BATCH: usize = 256;
 
+/// Why the view could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
+    /// The traces folder cannot be created or written.
     #[error("cannot use the traces folder {path}: {source}")]
-    TracesDir { path: String, source: io::Error },
+    TracesDir {
+        /// The folder.
+        path: String,
+        /// What the filesystem said.
+        source: io::Error,
+    },
+    /// The rollout summaries (the index of evicted rollouts) cannot be opened.
     #[error("cannot open the rollout summaries in {path}: {source}")]
-    Summaries { path: String, source: io::Error },
+    Summaries {
+        /// The data folder holding them.
+        path: String,
+        /// What the filesystem said.
+        source: io::Error,
+    },
 }
 
+/// Where the view reads and writes, and how eagerly.
 pub struct ViewConfig {
+    /// Where trace files are written.
     pub traces_dir: PathBuf,
+    /// The sidecar's data folder (checkpoint and rollout summaries).
     pub data_dir: PathBuf,
+    /// The store's log, read back when a rollout's file is (re)built.
     pub wal_dir: PathBuf,
     /// How long a rollout must be quiet before its file is (re)written.
     pub quiet: Duration,
@@ -145,6 +162,8 @@ struct Dirty {
     generation: u64,
 }
 
+/// Keeps one AGL trace file per rollout up to date with the committed
+/// records of the store (see the module documentation).
 pub struct View {
     cfg: ViewConfig,
     index: Arc<Mutex<Index>>,
@@ -178,6 +197,8 @@ pub struct View {
 }
 
 impl View {
+    /// Opens the traces folder, the checkpoint and the rollout summaries;
+    /// records are fed with `recover` and then `run`.
     pub fn new(cfg: ViewConfig) -> Result<View, ViewError> {
         let dir_err = |source| ViewError::TracesDir {
             path: cfg.traces_dir.display().to_string(),

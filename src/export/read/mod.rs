@@ -25,14 +25,18 @@ use trace_file::{for_each_key, Doc, SpanDoc};
 /// Token counts of the exported call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
+    /// Prompt tokens, as the span reports them.
     pub prompt: u64,
+    /// Completion tokens.
     pub completion: u64,
 }
 
 /// The span a row is built from.
 #[derive(Debug, Clone)]
 pub struct Chosen {
+    /// Which convention's attributes hold the messages.
     pub convention: Convention,
+    /// The span's attributes, flattened as in a trace file.
     pub attrs: Map<String, Value>,
     /// Attributes of the span's children (AGL's tool-call spans).
     pub children: Vec<Map<String, Value>>,
@@ -52,15 +56,21 @@ impl Chosen {
 /// What export knows of a rollout before converting its conversation.
 #[derive(Debug, Clone, Default)]
 pub struct Rollout {
+    /// The rollout (`ro-…`).
     pub id: String,
+    /// `succeeded`, `failed` or `running`, when the file says.
     pub status: Option<String>,
     /// Earliest span start (Unix seconds).
     pub start_time: Option<f64>,
+    /// The session key, from the root span, else from the chosen span.
     pub session: Option<String>,
+    /// The model of the exported call.
     pub model: Option<String>,
     /// The primary reward of the last reward span.
     pub reward: Option<f64>,
+    /// Token counts of the exported call.
     pub usage: Usage,
+    /// The span the row is built from; `None` when no span carries messages.
     pub chosen: Option<Chosen>,
 }
 

@@ -25,10 +25,17 @@ use crate::store::Record;
 /// Decoded records kept for rollouts that share them (bounded).
 const CACHE: usize = 512;
 
+/// Why a store could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreReadError {
+    /// Its write-ahead log could not be scanned.
     #[error("cannot read the store in {path}: {source}")]
-    Scan { path: String, source: io::Error },
+    Scan {
+        /// The data folder.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 /// Is `dir` an `oclagl serve` data folder (it holds the `wal/` store)?
@@ -41,6 +48,7 @@ pub struct Store {
     wal_dir: PathBuf,
     index: Index,
     rollouts: Vec<(String, Arc<str>)>,
+    /// What reading the log found (records, segments, torn or damaged ends).
     pub stats: RecoveryStats,
     /// Records whose checksum held but which do not decode.
     pub undecodable: u64,
@@ -50,6 +58,7 @@ pub struct Store {
 pub struct StoreRollout {
     /// The name the sidecar gives its trace file.
     pub name: String,
+    /// The trace file's JSON, or why it could not be built.
     pub json: Result<Vec<u8>, String>,
 }
 
@@ -105,10 +114,12 @@ impl Store {
         })
     }
 
+    /// Rollouts in the store.
     pub fn len(&self) -> usize {
         self.rollouts.len()
     }
 
+    /// True when the store holds no rollout.
     pub fn is_empty(&self) -> bool {
         self.rollouts.is_empty()
     }

@@ -21,10 +21,13 @@ use serde_json::value::RawValue;
 /// A trace file's rollout, borrowing from the file's bytes.
 #[derive(Debug, Deserialize)]
 pub struct Doc<'a> {
+    /// The rollout (`ro-…`), when the file has one.
     #[serde(default, borrow)]
     pub rollout_id: Text<'a>,
+    /// `succeeded`, `failed` or `running`, when the file says.
     #[serde(default, borrow)]
     pub status: Text<'a>,
+    /// The spans, in file order.
     #[serde(default, borrow, deserialize_with = "span_objects")]
     pub spans: Vec<SpanDoc<'a>>,
 }
@@ -32,14 +35,19 @@ pub struct Doc<'a> {
 /// One span of a trace file, as far as export looks at it.
 #[derive(Debug, Deserialize)]
 pub struct SpanDoc<'a> {
+    /// The span's name.
     #[serde(default, borrow)]
     pub name: Text<'a>,
+    /// The span's id.
     #[serde(default, borrow)]
     pub span_id: Text<'a>,
+    /// The parent's span id; absent for a root span.
     #[serde(default, borrow)]
     pub parent_id: Text<'a>,
+    /// Start, in float seconds since the Unix epoch.
     #[serde(default)]
     pub start_time: Seconds,
+    /// The attributes object, unparsed until the span is chosen.
     #[serde(default, borrow)]
     pub attributes: Option<&'a RawValue>,
 }
@@ -47,8 +55,10 @@ pub struct SpanDoc<'a> {
 /// Why bytes are not a trace file.
 #[derive(Debug, thiserror::Error)]
 pub enum DocError {
+    /// The bytes are not UTF-8.
     #[error("not UTF-8 text")]
     Utf8,
+    /// The text is not a JSON object with a list of span objects.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
@@ -94,6 +104,7 @@ fn span_objects<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Vec<SpanDoc<'
 pub struct Text<'a>(pub Option<Cow<'a, str>>);
 
 impl Text<'_> {
+    /// The string, when the field held one.
     pub fn as_deref(&self) -> Option<&str> {
         self.0.as_deref()
     }

@@ -25,6 +25,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format's name on the command line (`--format`).
     pub fn name(self) -> &'static str {
         match self {
             Format::Messages => "messages",

@@ -7,6 +7,7 @@ use hyper::header::HeaderValue;
 /// models whose name starts with `prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// Model-name prefix this upstream serves; `None` for the default.
     pub prefix: Option<String>,
     /// Base URL; a request for `/v1/<rest>` goes to `<url>/<rest>`.
     pub url: reqwest::Url,
@@ -71,8 +72,10 @@ pub(super) fn basic_auth(url: &reqwest::Url) -> Option<HeaderValue> {
     Some(value)
 }
 
+/// The LLM proxy's settings (from `serve --llm-*`).
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// Where calls go, in the order given (see [`Upstream`]).
     pub upstreams: Vec<Upstream>,
     /// Bytes of request and response body recorded per call, together.
     pub record_max: usize,

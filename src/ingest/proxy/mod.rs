@@ -69,12 +69,16 @@ use super::Ingest;
 use crate::util::clock::now_unix_nanos;
 use crate::util::ids::random_id;
 
+/// Why the LLM proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// No `--llm-upstream` was given.
     #[error("the LLM proxy needs at least one --llm-upstream")]
     NoUpstream,
+    /// The HTTP client towards the upstreams cannot be built.
     #[error("cannot set up the LLM proxy's HTTP client: {0}")]
     Client(String),
+    /// The recorder's thread cannot be started.
     #[error("cannot start the LLM proxy's recorder: {0}")]
     Recorder(String),
 }

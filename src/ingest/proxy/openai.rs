@@ -17,15 +17,20 @@ use crate::conversation::{Malformed, Message, Role, Tool, ToolCall};
 /// The two model-call APIs the proxy records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
+    /// `POST /v1/chat/completions`.
     Chat,
+    /// `POST /v1/responses`.
     Responses,
 }
 
 /// The request of a call.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Request {
+    /// The model asked for.
     pub model: Option<String>,
+    /// The conversation the model saw, system prompt included.
     pub messages: Vec<Message>,
+    /// The tool definitions offered.
     pub tools: Vec<Tool>,
     /// Sampling parameters as `gen_ai.request.*` attributes.
     pub params: Vec<(&'static str, Value)>,
@@ -34,22 +39,33 @@ pub struct Request {
 /// One answer of a call (a chat completion has one per choice).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
+    /// The assistant message: text and tool calls.
     pub message: Message,
+    /// Why the model stopped (`stop`, `tool_calls`, `length`…).
     pub finish_reason: Option<String>,
 }
 
 /// The answer of a call.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Response {
+    /// The provider's id of the answer.
     pub id: Option<String>,
+    /// The model that answered.
     pub model: Option<String>,
+    /// The answers, in choice order.
     pub choices: Vec<Choice>,
+    /// Prompt tokens, from the usage block.
     pub input_tokens: Option<u64>,
+    /// Completion tokens, from the usage block.
     pub output_tokens: Option<u64>,
+    /// Total tokens, from the usage block.
     pub total_tokens: Option<u64>,
+    /// Prompt tokens served from the provider's cache.
     pub cached_tokens: Option<u64>,
-    /// Token ids, when the provider returns them (vLLM's `return_token_ids`).
+    /// Token ids of the prompt, when the provider returns them (vLLM's
+    /// `return_token_ids`).
     pub prompt_token_ids: Option<Vec<i64>>,
+    /// Token ids of the first choice's answer, likewise.
     pub response_token_ids: Option<Vec<i64>>,
 }
 

@@ -26,7 +26,9 @@ use crate::semconv::llm_proxy::{REQUEST_BODY, RESPONSE_BODY, TRUNCATED, UNREADAB
 /// A recorded body: its first bytes, up to the cap.
 #[derive(Debug, Default, Clone)]
 pub struct Captured {
+    /// The bytes kept.
     pub bytes: Vec<u8>,
+    /// Whether the body was longer than what was kept.
     pub truncated: bool,
 }
 
@@ -44,19 +46,31 @@ pub enum End {
 /// Everything known about a finished call.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// Which API the call used.
     pub api: Api,
+    /// The caller's trace (from `traceparent`), or a fresh one.
     pub trace_id: [u8; 16],
+    /// The call's own span.
     pub span_id: [u8; 8],
     /// The caller's span (from its `traceparent`), if it sent one.
     pub parent_span_id: Option<[u8; 8]>,
+    /// When the request arrived.
     pub start_unix_nano: u64,
+    /// When the answer's last byte left (or the call broke off).
     pub end_unix_nano: u64,
+    /// The upstream's base URL the call went to.
     pub upstream: String,
+    /// The request path, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The upstream's HTTP status, if it answered.
     pub status: Option<u16>,
+    /// Whether the answer was a server-sent event stream.
     pub event_stream: bool,
+    /// The request body as sent.
     pub request: Captured,
+    /// The answer body as received.
     pub response: Captured,
+    /// How the call ended.
     pub end: End,
 }
 
