@@ -22,7 +22,7 @@ use crate::args::{parse_duration, parse_size};
 use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
 use crate::gateway::Secret;
 use crate::ingest::auth::{self, AuthError, Tls, Tokens};
-use crate::ingest::proxy::{parse_upstream, ProxyConfig, Upstream};
+use crate::ingest::proxy::{parse_upstream, LlmProxy, ProxyConfig, Upstream};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Pos, Store, StoreError};
 
@@ -264,46 +264,16 @@ pub async fn serve(
         source,
     })?;
     let wal_dir = args.store.data_dir.join("wal");
-    // AGL store destinations follow the trace files the view writes.
-    let (written, written_rx): (Vec<_>, Vec<_>) = args
-        .forwarding
-        .forward
-        .iter()
-        .map(|d| match d.protocol {
-            Protocol::AglStore => {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                (Some(tx), Some(rx))
-            }
-            _ => (None, None),
-        })
-        .unzip();
+    let (written, written_rx) = trace_file_feeds(&args);
     let Opened {
         store,
         store_writer,
         view_thread,
         rollouts,
-    } = open_store(&args, &wal_dir, written.into_iter().flatten().collect())?;
-
+    } = open_store(&args, &wal_dir, written)?;
     let committed_end = store.committed_end();
+    let destinations = Destinations::start_at(&args, written_rx, *committed_end.borrow())?;
     let counters = Arc::new(Counters::default());
-    let forwarders: Arc<Vec<Forwarder>> = Arc::new(
-        args.forwarding
-            .forward
-            .iter()
-            .cloned()
-            .map(Forwarder::new)
-            .collect(),
-    );
-    // Where each destination starts, fixed before anything is accepted.
-    let state_dir = forward::state_dir(&args.store.data_dir);
-    let starts = forwarders
-        .iter()
-        .map(|f| match f.dest.protocol {
-            // An AGL store follows trace files, not the log.
-            Protocol::AglStore => Ok(Pos::default()),
-            _ => forward::start_position(&state_dir, &f.dest, *committed_end.borrow()),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let ingest = Arc::new(Ingest::new(
         store,
         Limits {
@@ -315,16 +285,7 @@ pub async fn serve(
         counters.clone(),
     ));
     let llm_app = match args.proxy.llm_proxy {
-        Some(_) => {
-            let config = ProxyConfig {
-                upstreams: args.proxy.llm_upstream.clone(),
-                record_max: args.proxy.llm_record_max,
-            };
-            Some(
-                ingest::proxy::new(ingest.clone(), config)
-                    .map_err(|e| ServeError::Config(e.to_string()))?,
-            )
-        }
+        Some(_) => Some(llm_proxy(&args, &ingest)?),
         None => None,
     };
     let (listeners, bound) = bind(&args, ingest.clone()).await?;
@@ -333,64 +294,70 @@ pub async fn serve(
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut forwarding = Vec::new();
-    for (i, (start, written)) in starts.into_iter().zip(written_rx).enumerate() {
-        let (all, wal_dir, state_dir) = (forwarders.clone(), wal_dir.clone(), state_dir.clone());
-        let (end, stop) = (committed_end.clone(), stop_rx.clone());
-        let traces_dir = args.traces.traces_dir.clone();
-        forwarding.push(tokio::spawn(async move {
-            let f = &all[i];
-            match written {
-                Some(written) => forward::agl::run(f, traces_dir, state_dir, written, stop).await,
-                None => forward::run(f, start, wal_dir, state_dir, end, stop).await,
-            }
-        }));
-    }
+    let registry = registry(&counters, &destinations.forwarders, rollouts.clone());
+    let forwarding = destinations.spawn(&args, wal_dir, committed_end, &stop_rx);
     let router = ingest::http::router(ingest.clone())
-        .merge(ingest::http::reward_router(
-            ingest.clone(),
-            rollouts.clone(),
-        ))
+        .merge(ingest::http::reward_router(ingest.clone(), rollouts))
         .merge(
             axum::Router::new()
                 .route("/metrics", axum::routing::get(metrics))
-                .with_state(Arc::new(registry(&counters, &forwarders, rollouts))),
+                .with_state(Arc::new(registry)),
         )
         .layer(axum::middleware::from_fn_with_state(
             tokens.clone(),
             auth::require_http,
         ));
-    let http = serve_http(
-        listeners.http,
-        router,
-        tls.as_ref(),
-        stopped(stop_rx.clone()),
-    )?;
-    let grpc = serve_grpc(
-        &args,
-        listeners.grpc,
-        &ingest,
-        tokens,
-        tls.as_ref(),
-        stop_rx.clone(),
-    )?;
-    let llm = match (listeners.llm_proxy, llm_app) {
-        (Some(listener), Some(proxy)) => {
-            let serving = proxy.serve(listener, stopped(stop_rx.clone()));
-            Some(tokio::spawn(async move {
-                serving.await;
-                Ok(())
-            }))
-        }
-        _ => None,
-    };
+    let mut servers = vec![
+        serve_http(
+            listeners.http,
+            router,
+            tls.as_ref(),
+            stopped(stop_rx.clone()),
+        )?,
+        serve_grpc(
+            &args,
+            listeners.grpc,
+            &ingest,
+            tokens,
+            tls.as_ref(),
+            stop_rx.clone(),
+        )?,
+    ];
+    if let (Some(listener), Some(proxy)) = (listeners.llm_proxy, llm_app) {
+        let serving = proxy.serve(listener, stopped(stop_rx.clone()));
+        servers.push(tokio::spawn(async move {
+            serving.await;
+            Ok(())
+        }));
+    }
     drop(ingest);
     shutdown.await;
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");
     let _ = stop_tx.send(true);
-    let mut results = vec![http.await, grpc.await];
-    if let Some(llm) = llm {
-        results.push(llm.await);
+    finish(servers, forwarding, store_writer, view_thread).await
+}
+
+/// The LLM proxy of `--llm-proxy`, recording into `ingest`.
+fn llm_proxy(args: &ServeArgs, ingest: &Arc<Ingest>) -> Result<LlmProxy, ServeError> {
+    let config = ProxyConfig {
+        upstreams: args.proxy.llm_upstream.clone(),
+        record_max: args.proxy.llm_record_max,
+    };
+    ingest::proxy::new(ingest.clone(), config).map_err(|e| ServeError::Config(e.to_string()))
+}
+
+/// Once told to stop: waits for the servers to finish their requests and
+/// the destinations their batch, then for the store's writer to commit
+/// what is queued and the view to write every pending trace file.
+async fn finish(
+    servers: Vec<Serving>,
+    forwarding: Vec<tokio::task::JoinHandle<Result<(), ForwardError>>>,
+    store_writer: std::thread::JoinHandle<()>,
+    view_thread: std::thread::JoinHandle<()>,
+) -> Result<(), ServeError> {
+    let mut results = Vec::new();
+    for server in servers {
+        results.push(server.await);
     }
     for f in forwarding {
         match f.await {
@@ -416,6 +383,102 @@ pub async fn serve(
     joined.map_err(|e| ServeError::Server(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+type WrittenFeed = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// AGL store destinations follow the trace files the view writes: for each
+/// one, a channel on which the view names every file it wrote (the senders
+/// for the view; per destination, in order, its receiver or `None`).
+fn trace_file_feeds(
+    args: &ServeArgs,
+) -> (
+    Vec<tokio::sync::mpsc::UnboundedSender<String>>,
+    Vec<Option<WrittenFeed>>,
+) {
+    let mut senders = Vec::new();
+    let receivers = args
+        .forwarding
+        .forward
+        .iter()
+        .map(|d| {
+            (d.protocol == Protocol::AglStore).then(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                senders.push(tx);
+                rx
+            })
+        })
+        .collect();
+    (senders, receivers)
+}
+
+/// The forward destinations and where each one starts.
+struct Destinations {
+    forwarders: Arc<Vec<Forwarder>>,
+    starts: Vec<Pos>,
+    written: Vec<Option<WrittenFeed>>,
+}
+
+impl Destinations {
+    /// Fixes where each destination starts, before anything is accepted:
+    /// its saved cursor, or `committed_end` for a new one.
+    fn start_at(
+        args: &ServeArgs,
+        written: Vec<Option<WrittenFeed>>,
+        committed_end: Pos,
+    ) -> Result<Destinations, ServeError> {
+        let forwarders: Arc<Vec<Forwarder>> = Arc::new(
+            args.forwarding
+                .forward
+                .iter()
+                .cloned()
+                .map(Forwarder::new)
+                .collect(),
+        );
+        let state_dir = forward::state_dir(&args.store.data_dir);
+        let starts = forwarders
+            .iter()
+            .map(|f| match f.dest.protocol {
+                // An AGL store follows trace files, not the log.
+                Protocol::AglStore => Ok(Pos::default()),
+                _ => forward::start_position(&state_dir, &f.dest, committed_end),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Destinations {
+            forwarders,
+            starts,
+            written,
+        })
+    }
+
+    /// One task per destination, until `stop`.
+    fn spawn(
+        self,
+        args: &ServeArgs,
+        wal_dir: PathBuf,
+        committed_end: watch::Receiver<Pos>,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), ForwardError>>> {
+        let state_dir = forward::state_dir(&args.store.data_dir);
+        let tasks = self.starts.into_iter().zip(self.written).enumerate();
+        tasks
+            .map(|(i, (start, written))| {
+                let (all, wal_dir, state_dir) =
+                    (self.forwarders.clone(), wal_dir.clone(), state_dir.clone());
+                let (end, stop) = (committed_end.clone(), stop.clone());
+                let traces_dir = args.traces.traces_dir.clone();
+                tokio::spawn(async move {
+                    let f = &all[i];
+                    match written {
+                        Some(written) => {
+                            forward::agl::run(f, traces_dir, state_dir, written, stop).await
+                        }
+                        None => forward::run(f, start, wal_dir, state_dir, end, stop).await,
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 /// Refuses settings that cannot work, or that would expose the sidecar.

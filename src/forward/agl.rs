@@ -239,37 +239,56 @@ impl Agl<'_> {
                 return Ok(false);
             }
         }
-        let stats = &self.forwarder.stats;
         if !self.mapping.rollouts.contains_key(&file.rollout) {
-            let input = match &file.task_input {
-                Value::Null => json!({"oclagl.rollout_id": file.rollout}),
-                other => other.clone(),
-            };
-            let body = json!({
-                "input": input,
-                "mode": "train",
-                "metadata": {"oclagl.rollout_id": file.rollout, "oclagl.attempt_id": file.attempt},
-            });
-            let created = match self.client.post("/rollouts", &body).await? {
-                Ok(v) => v,
-                Err(reason) => return Err(Failure::Retry(reason)),
-            };
-            let Some((r, a)) = created_ids(&created) else {
-                return Err(Failure::Retry(format!(
-                    "unexpected answer to POST /rollouts: {created}"
-                )));
-            };
-            self.mapping
-                .append(json!({"rollout": file.rollout, "agl_rollout": r, "agl_attempt": a}))?;
-            self.mapping.rollouts.insert(
-                file.rollout.clone(),
-                Mapped {
-                    agl_rollout: r.to_string(),
-                    agl_attempt: a.to_string(),
-                    ..Default::default()
-                },
-            );
+            self.register(&file).await?;
         }
+        self.send_spans(&file).await?;
+        if self.mapping.rollouts[&file.rollout].status.as_deref() != Some(file.status.as_str()) {
+            self.set_status(&file.rollout, &file.status, None).await?;
+        }
+        if !is_derived(&file) {
+            self.cancel_claimed(&file).await?;
+        }
+        Ok(true)
+    }
+
+    /// Creates the file's rollout in the AGL store and remembers AGL's ids.
+    async fn register(&mut self, file: &RolloutFile) -> Result<(), Failure> {
+        let input = match &file.task_input {
+            Value::Null => json!({"oclagl.rollout_id": file.rollout}),
+            other => other.clone(),
+        };
+        let body = json!({
+            "input": input,
+            "mode": "train",
+            "metadata": {"oclagl.rollout_id": file.rollout, "oclagl.attempt_id": file.attempt},
+        });
+        let created = match self.client.post("/rollouts", &body).await? {
+            Ok(v) => v,
+            Err(reason) => return Err(Failure::Retry(reason)),
+        };
+        let Some((r, a)) = created_ids(&created) else {
+            return Err(Failure::Retry(format!(
+                "unexpected answer to POST /rollouts: {created}"
+            )));
+        };
+        self.mapping
+            .append(json!({"rollout": file.rollout, "agl_rollout": r, "agl_attempt": a}))?;
+        self.mapping.rollouts.insert(
+            file.rollout.clone(),
+            Mapped {
+                agl_rollout: r.to_string(),
+                agl_attempt: a.to_string(),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Posts the file's spans not sent yet, under AGL's ids; what was sent
+    /// (or refused for good) is recorded even when a later span fails.
+    async fn send_spans(&mut self, file: &RolloutFile) -> Result<(), Failure> {
+        let stats = &self.forwarder.stats;
         let (agl_rollout, agl_attempt) = {
             let m = &self.mapping.rollouts[&file.rollout];
             (m.agl_rollout.clone(), m.agl_attempt.clone())
@@ -319,29 +338,27 @@ impl Agl<'_> {
                 m.sent.extend(sent);
             }
         }
-        result?;
-        if self.mapping.rollouts[&file.rollout].status.as_deref() != Some(file.status.as_str()) {
-            self.set_status(&file.rollout, &file.status, None).await?;
-        }
-        if !is_derived(&file) {
-            // Trace-derived rollouts this one has claimed are cancelled.
-            for trace in trace_ids(&file.spans) {
-                let Some(derived) = derived_id(trace) else {
-                    continue;
-                };
-                let cancel = derived != file.rollout
-                    && self
-                        .mapping
-                        .rollouts
-                        .get(&derived)
-                        .is_some_and(|m| m.status.as_deref() != Some("cancelled"));
-                if cancel {
-                    self.set_status(&derived, "cancelled", Some(&file.rollout))
-                        .await?;
-                }
+        result
+    }
+
+    /// Trace-derived rollouts a named one has claimed are cancelled.
+    async fn cancel_claimed(&mut self, file: &RolloutFile) -> Result<(), Failure> {
+        for trace in trace_ids(&file.spans) {
+            let Some(derived) = derived_id(trace) else {
+                continue;
+            };
+            let cancel = derived != file.rollout
+                && self
+                    .mapping
+                    .rollouts
+                    .get(&derived)
+                    .is_some_and(|m| m.status.as_deref() != Some("cancelled"));
+            if cancel {
+                self.set_status(&derived, "cancelled", Some(&file.rollout))
+                    .await?;
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     async fn set_status(
@@ -494,23 +511,34 @@ pub async fn run(
                 Err(Failure::Fatal(e)) => return Err(io_err(&agl.mapping.path, e)),
             }
         }
-        let backlog: u64 = pending
-            .keys()
-            .filter_map(|n| std::fs::metadata(traces_dir.join(n)).ok())
-            .map(|m| m.len())
-            .sum();
-        forwarder
-            .stats
-            .backlog_bytes
-            .store(backlog, Ordering::Relaxed);
-        let oldest = pending
-            .values()
-            .min()
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(*at));
-        forwarder
-            .stats
-            .lag_ms
-            .store(oldest.as_millis() as u64, Ordering::Relaxed);
+        report_backlog(forwarder, &pending, &traces_dir, now);
     }
     Ok(())
+}
+
+/// Backlog (bytes of trace files waiting) and lag (the oldest wait) of an
+/// AGL store destination, for `/metrics`.
+fn report_backlog(
+    forwarder: &Forwarder,
+    pending: &HashMap<String, Instant>,
+    traces_dir: &Path,
+    now: Instant,
+) {
+    let backlog: u64 = pending
+        .keys()
+        .filter_map(|n| std::fs::metadata(traces_dir.join(n)).ok())
+        .map(|m| m.len())
+        .sum();
+    forwarder
+        .stats
+        .backlog_bytes
+        .store(backlog, Ordering::Relaxed);
+    let oldest = pending
+        .values()
+        .min()
+        .map_or(Duration::ZERO, |at| now.saturating_duration_since(*at));
+    forwarder
+        .stats
+        .lag_ms
+        .store(oldest.as_millis() as u64, Ordering::Relaxed);
 }

@@ -447,13 +447,7 @@ pub async fn run(
                 .await
                 .map_err(io_err)?;
         if capped != cursor {
-            tracing::warn!(destination = %dest.name, spans = dropped_spans, bytes = dropped_bytes, "backlog over its cap: dropped the oldest undelivered exports");
-            stats
-                .dropped_spans
-                .fetch_add(dropped_spans, Ordering::Relaxed);
-            stats
-                .dropped_bytes
-                .fetch_add(dropped_bytes, Ordering::Relaxed);
+            count_dropped(forwarder, dropped_spans, dropped_bytes);
             cursor = capped;
             save_cursor(&state_dir, dest, cursor)?;
         }
@@ -484,15 +478,7 @@ pub async fn run(
                     tracing::info!(destination = %dest.name, "destination is back; delivering the backlog");
                 }
                 attempt = 0;
-                let rejected = rejected.min(batch.spans);
-                if rejected > 0 {
-                    tracing::warn!(destination = %dest.name, rejected, "destination rejected some spans");
-                }
-                stats
-                    .sent_spans
-                    .fetch_add(batch.spans - rejected, Ordering::Relaxed);
-                stats.rejected_spans.fetch_add(rejected, Ordering::Relaxed);
-                stats.sent_requests.fetch_add(1, Ordering::Relaxed);
+                count_delivered(forwarder, batch.spans, rejected);
             }
             Outcome::Refused { reason } => {
                 attempt = 0;
@@ -521,6 +507,28 @@ pub async fn run(
         save_cursor(&state_dir, dest, cursor)?;
     }
     Ok(())
+}
+
+/// A delivered batch of `spans`, `rejected` of them by the destination.
+fn count_delivered(forwarder: &Forwarder, spans: u64, rejected: u64) {
+    let stats = &forwarder.stats;
+    let rejected = rejected.min(spans);
+    if rejected > 0 {
+        tracing::warn!(destination = %forwarder.dest.name, rejected, "destination rejected some spans");
+    }
+    stats
+        .sent_spans
+        .fetch_add(spans - rejected, Ordering::Relaxed);
+    stats.rejected_spans.fetch_add(rejected, Ordering::Relaxed);
+    stats.sent_requests.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The oldest undelivered exports, dropped to keep the backlog under its cap.
+fn count_dropped(forwarder: &Forwarder, spans: u64, bytes: u64) {
+    tracing::warn!(destination = %forwarder.dest.name, spans, bytes, "backlog over its cap: dropped the oldest undelivered exports");
+    let stats = &forwarder.stats;
+    stats.dropped_spans.fetch_add(spans, Ordering::Relaxed);
+    stats.dropped_bytes.fetch_add(bytes, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{duration, number, InspectError, Paint};
 use crate::agl::span::Span;
-use crate::agl::summary::{is_model_call, preview, span_rewards, summarize, tool_name};
+use crate::agl::summary::{is_model_call, preview, span_rewards, summarize, tool_name, Summary};
 use crate::agl::trace_file::{datetime, file_stem, parse_file_name, TraceFile};
 use crate::conversation::attrs::{first_count, first_str};
 use crate::conversation::{Convention, Role};
@@ -82,10 +82,14 @@ pub fn run(args: &ShowArgs) -> Result<(), InspectError> {
     Ok(())
 }
 
-/// Writes the tree of `trace` (its file named `file`).
-pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint) -> io::Result<()> {
-    let summary = summarize(trace, file);
-    let (t0, t1) = (summary.start.unwrap_or(0.0), summary.end.unwrap_or(0.0));
+/// The rollout's lines above its span tree.
+fn write_header(
+    out: &mut impl Write,
+    trace: &TraceFile,
+    summary: &Summary,
+    file: &str,
+    paint: Paint,
+) -> io::Result<()> {
     writeln!(
         out,
         "{} {}  attempt {}  {}  started {}  took {}",
@@ -118,8 +122,13 @@ pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint)
         summary.spans, summary.model_calls, summary.tool_calls
     )?;
 
-    // Children by parent span id, in start order; spans whose parent is not
-    // in the file are roots.
+    Ok(())
+}
+
+/// Span indexes by id, and children by parent index in start order; spans
+/// whose parent is not in the file are under `None`, the roots.
+#[allow(clippy::type_complexity)]
+fn span_tree(trace: &TraceFile) -> (HashMap<&str, usize>, HashMap<Option<usize>, Vec<usize>>) {
     let ids: HashMap<&str, usize> = trace
         .spans
         .iter()
@@ -140,6 +149,15 @@ pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint)
             start(*a).total_cmp(&start(*b))
         });
     }
+    (ids, children)
+}
+
+/// Writes the tree of `trace` (its file named `file`).
+pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint) -> io::Result<()> {
+    let summary = summarize(trace, file);
+    let (t0, t1) = (summary.start.unwrap_or(0.0), summary.end.unwrap_or(0.0));
+    write_header(out, trace, &summary, file, paint)?;
+    let (ids, children) = span_tree(trace);
     let timeline = Timeline { t0, t1 };
     let mut stack: Vec<(usize, String, bool)> = children
         .get(&None)

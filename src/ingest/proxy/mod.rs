@@ -251,24 +251,28 @@ fn upstream_uri(
     })
 }
 
+/// What a request path asks for: the part after `/v1`, and the API the
+/// proxy records (`None` for calls it only passes on, such as `/v1/models`);
+/// `None` for a path outside `/v1`.
+fn endpoint<'p>(method: &Method, path: &'p str) -> Option<(&'p str, Option<Api>)> {
+    let rest = path
+        .strip_prefix("/v1")
+        .filter(|r| r.is_empty() || r.starts_with('/'))?;
+    let api = match (method, rest) {
+        (&Method::POST, "/chat/completions") => Some(Api::Chat),
+        (&Method::POST, "/responses") => Some(Api::Responses),
+        _ => None,
+    };
+    Some((rest, api))
+}
+
 async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> {
     let start = now_unix_nanos();
     let (mut parts, mut body) = request.into_parts();
     let path = parts.uri.path().to_string();
-    let Some(rest) = path
-        .strip_prefix("/v1")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("the LLM proxy serves /v1/…, not {path}"),
-        );
-    };
-    let api = match (&parts.method, rest) {
-        (&Method::POST, "/chat/completions") => Some(Api::Chat),
-        (&Method::POST, "/responses") => Some(Api::Responses),
-        _ => None,
+    let Some((rest, api)) = endpoint(&parts.method, &path) else {
+        let message = format!("the LLM proxy serves /v1/…, not {path}");
+        return error(StatusCode::NOT_FOUND, "not_found", message);
     };
     let limit = proxy.record_max;
     // Room for the request as long as it says it is (a lie costs at most
@@ -347,11 +351,8 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
             if let Some(rec) = &mut recording {
                 rec.ended(End::Upstream(why.clone()));
             }
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                format!("the LLM proxy cannot reach {}: {why}", target.base),
-            );
+            let message = format!("the LLM proxy cannot reach {}: {why}", target.base);
+            return error(StatusCode::BAD_GATEWAY, "upstream_unreachable", message);
         }
     };
     let (mut head, upstream) = answer.into_parts();
