@@ -12,19 +12,20 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic_types::StatusExt;
+
+#[path = "../../tests/support/otlp.rs"]
+mod otlp;
+use otlp::{attr, request, s};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// Placeholder for the per-request number in trace ids (binary) and rollout
@@ -99,18 +100,6 @@ pub fn env_list<T>(
 }
 
 // ---------------------------------------------------------------- payload
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> Value {
-    Value::StringValue(v.into())
-}
 
 /// Filler text of exactly `len` bytes, varied by `seed`.
 fn text(len: usize, seed: usize) -> String {
@@ -188,16 +177,16 @@ pub fn build_template(spans: usize, per_trace: usize) -> Template {
                 "openclaw.agent.run".to_string(),
                 SpanKind::Server,
                 vec![
-                    kv("gen_ai.operation.name", s("invoke_agent")),
-                    kv("gen_ai.agent.name", s("openclaw-coder")),
-                    kv(
+                    attr("gen_ai.operation.name", s("invoke_agent")),
+                    attr("gen_ai.agent.name", s("openclaw-coder")),
+                    attr(
                         "oclagl.task_input",
                         s(&format!("{{\"task\":\"{}\"}}", text(200, i))),
                     ),
-                    kv("session.id", s("sess-4f2a9c")),
-                    kv("user.id", s("u-1029")),
-                    kv("openclaw.turns", Value::IntValue(per_trace as i64)),
-                    kv(
+                    attr("session.id", s("sess-4f2a9c")),
+                    attr("user.id", s("u-1029")),
+                    attr("openclaw.turns", Value::IntValue(per_trace as i64)),
+                    attr(
                         "agentlightning.attempt_id",
                         s(&format!("at-{:016x}-{trace:04}", MAGIC)),
                     ),
@@ -208,19 +197,19 @@ pub fn build_template(spans: usize, per_trace: usize) -> Template {
                 "chat gpt-4o-mini".to_string(),
                 SpanKind::Client,
                 vec![
-                    kv("gen_ai.operation.name", s("chat")),
-                    kv("gen_ai.system", s("openai")),
-                    kv("gen_ai.request.model", s("gpt-4o-mini-2024-07-18")),
-                    kv(
+                    attr("gen_ai.operation.name", s("chat")),
+                    attr("gen_ai.system", s("openai")),
+                    attr("gen_ai.request.model", s("gpt-4o-mini-2024-07-18")),
+                    attr(
                         "gen_ai.usage.input_tokens",
                         Value::IntValue(812 + pos as i64),
                     ),
-                    kv(
+                    attr(
                         "gen_ai.usage.output_tokens",
                         Value::IntValue(97 + pos as i64),
                     ),
-                    kv("gen_ai.prompt.0.content", s(&text(200, i))),
-                    kv("gen_ai.completion.0.content", s(&text(200, i + 1))),
+                    attr("gen_ai.prompt.0.content", s(&text(200, i))),
+                    attr("gen_ai.completion.0.content", s(&text(200, i + 1))),
                 ],
             )
         } else {
@@ -228,20 +217,20 @@ pub fn build_template(spans: usize, per_trace: usize) -> Template {
                 "execute_tool web_search".to_string(),
                 SpanKind::Internal,
                 vec![
-                    kv("gen_ai.operation.name", s("execute_tool")),
-                    kv("gen_ai.tool.name", s("web_search")),
-                    kv("gen_ai.tool.call.id", s(&format!("call_{i:020}"))),
-                    kv("tool.arguments", s(&text(200, i + 2))),
-                    kv("tool.result", s(&text(200, i + 3))),
-                    kv("tool.duration_ms", Value::DoubleValue(12.5 + pos as f64)),
-                    kv("http.response.status_code", Value::IntValue(200)),
+                    attr("gen_ai.operation.name", s("execute_tool")),
+                    attr("gen_ai.tool.name", s("web_search")),
+                    attr("gen_ai.tool.call.id", s(&format!("call_{i:020}"))),
+                    attr("tool.arguments", s(&text(200, i + 2))),
+                    attr("tool.result", s(&text(200, i + 3))),
+                    attr("tool.duration_ms", Value::DoubleValue(12.5 + pos as f64)),
+                    attr("http.response.status_code", Value::IntValue(200)),
                 ],
             )
         };
         // The rollout id on a subset of spans: the root and every LLM call;
         // tool spans join their trace's rollout.
         if pos == 0 || pos % 2 == 1 {
-            attributes.push(kv(
+            attributes.push(attr(
                 "agentlightning.rollout_id",
                 s(&format!("ro-{:016x}-{trace:04}", MAGIC)),
             ));
@@ -262,31 +251,22 @@ pub fn build_template(spans: usize, per_trace: usize) -> Template {
             ..Default::default()
         });
     }
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", s("openclaw-agent")),
-                    kv("service.version", s("1.4.2")),
-                    kv("host.name", s("bench-host")),
-                    kv("process.pid", Value::IntValue(4242)),
-                    kv("telemetry.sdk.name", s("opentelemetry")),
-                    kv("telemetry.sdk.language", s("nodejs")),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "openclaw.tracing".into(),
-                    version: "0.9.0".into(),
-                    ..Default::default()
-                }),
-                spans: out,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let mut request = request(
+        vec![
+            attr("service.name", s("openclaw-agent")),
+            attr("service.version", s("1.4.2")),
+            attr("host.name", s("bench-host")),
+            attr("process.pid", Value::IntValue(4242)),
+            attr("telemetry.sdk.name", s("opentelemetry")),
+            attr("telemetry.sdk.language", s("nodejs")),
+        ],
+        out,
+    );
+    request.resource_spans[0].scope_spans[0].scope = Some(InstrumentationScope {
+        name: "openclaw.tracing".into(),
+        version: "0.9.0".into(),
+        ..Default::default()
+    });
     let bytes = request.encode_to_vec();
     let find = |needle: &[u8]| -> Vec<usize> {
         bytes

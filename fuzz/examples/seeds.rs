@@ -10,6 +10,8 @@
 mod grpc_frame;
 #[path = "../common/http_answer.rs"]
 mod http_answer;
+#[path = "../../tests/support/otlp.rs"]
+mod otlp;
 
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use grpc_frame::frame;
 use http_answer::join;
+use otlp::{attr, request, s, span_between};
 use oclagl::agl::index::{summarize, Change, Index};
 use oclagl::agl::view::build_trace_file;
 use oclagl::store::Pos;
@@ -31,52 +34,17 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prost::Message;
 use serde_json::json;
 use tonic_types::StatusExt;
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> Value {
-    Value::StringValue(v.into())
-}
-
 fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, attributes: Vec<KeyValue>) -> Span {
-    Span {
-        trace_id: vec![trace; 16],
-        span_id: vec![id; 8],
-        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
-        name: name.into(),
-        start_time_unix_nano: 1_771_000_000_000_000_000 + id as u64 * 1_000_000,
-        end_time_unix_nano: 1_771_000_000_500_000_000 + id as u64 * 1_000_000,
-        attributes,
-        ..Default::default()
-    }
-}
-
-fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let start = 1_771_000_000_000_000_000 + id as u64 * 1_000_000;
+    let (trace, parent) = ([trace; 16], parent.map(|p| [p; 8]));
+    let times = (start, start + 500_000_000);
+    span_between(trace, [id; 8], parent, name, attributes, times)
 }
 
 /// A collected rollout: AGL/OpenLLMetry messages, a tool call, a reward.
@@ -87,10 +55,10 @@ fn agl_rollout() -> ExportTraceServiceRequest {
         None,
         "oclagl.rollout",
         vec![
-            kv("agentlightning.rollout_id", s("ro-3f2a9c1b7d4e")),
-            kv("agentlightning.attempt_id", s("at-9c1b7d4e")),
-            kv("oclagl.task_input", s(r#"{"prompt":"What is 2+2?"}"#)),
-            kv("oclagl.session_key", s("agent:main:main")),
+            attr("agentlightning.rollout_id", s("ro-3f2a9c1b7d4e")),
+            attr("agentlightning.attempt_id", s("at-9c1b7d4e")),
+            attr("oclagl.task_input", s(r#"{"prompt":"What is 2+2?"}"#)),
+            attr("oclagl.session_key", s("agent:main:main")),
         ],
     );
     root.status = Some(Status {
@@ -103,26 +71,26 @@ fn agl_rollout() -> ExportTraceServiceRequest {
         Some(1),
         "gen_ai",
         vec![
-            kv("gen_ai.request.model", s("gpt-4o-mini")),
-            kv("gen_ai.prompt.0.role", s("system")),
-            kv("gen_ai.prompt.0.content", s("You are terse.")),
-            kv("gen_ai.prompt.1.role", s("user")),
-            kv("gen_ai.prompt.1.content", s("What is 2+2?")),
-            kv("gen_ai.completion.0.role", s("assistant")),
-            kv("gen_ai.completion.0.content", s("")),
-            kv("gen_ai.completion.0.tool_calls.0.id", s("call_1")),
-            kv("gen_ai.completion.0.tool_calls.0.name", s("calc")),
-            kv(
+            attr("gen_ai.request.model", s("gpt-4o-mini")),
+            attr("gen_ai.prompt.0.role", s("system")),
+            attr("gen_ai.prompt.0.content", s("You are terse.")),
+            attr("gen_ai.prompt.1.role", s("user")),
+            attr("gen_ai.prompt.1.content", s("What is 2+2?")),
+            attr("gen_ai.completion.0.role", s("assistant")),
+            attr("gen_ai.completion.0.content", s("")),
+            attr("gen_ai.completion.0.tool_calls.0.id", s("call_1")),
+            attr("gen_ai.completion.0.tool_calls.0.name", s("calc")),
+            attr(
                 "gen_ai.completion.0.tool_calls.0.arguments",
                 s(r#"{"expr":"2+2"}"#),
             ),
-            kv("gen_ai.request.functions.0.name", s("calc")),
-            kv(
+            attr("gen_ai.request.functions.0.name", s("calc")),
+            attr(
                 "gen_ai.request.functions.0.parameters",
                 s(r#"{"type":"object"}"#),
             ),
-            kv("gen_ai.usage.prompt_tokens", Value::IntValue(12)),
-            kv("gen_ai.usage.completion_tokens", Value::IntValue(3)),
+            attr("gen_ai.usage.prompt_tokens", Value::IntValue(12)),
+            attr("gen_ai.usage.completion_tokens", Value::IntValue(3)),
         ],
     );
     let tool = span(
@@ -131,9 +99,9 @@ fn agl_rollout() -> ExportTraceServiceRequest {
         Some(2),
         "tool",
         vec![
-            kv("tool.name", s("calc")),
-            kv("tool.parameters", s(r#"{"expr":"2+2"}"#)),
-            kv("tool.call.id", s("call_1")),
+            attr("tool.name", s("calc")),
+            attr("tool.parameters", s(r#"{"expr":"2+2"}"#)),
+            attr("tool.call.id", s("call_1")),
         ],
     );
     let reward = span(
@@ -142,12 +110,12 @@ fn agl_rollout() -> ExportTraceServiceRequest {
         Some(1),
         "agentlightning.annotation",
         vec![
-            kv("agentlightning.reward.0.name", s("primary")),
-            kv("agentlightning.reward.0.value", Value::DoubleValue(1.0)),
+            attr("agentlightning.reward.0.name", s("primary")),
+            attr("agentlightning.reward.0.value", Value::DoubleValue(1.0)),
         ],
     );
     request(
-        vec![kv("service.name", s("oclagl"))],
+        vec![attr("service.name", s("oclagl"))],
         vec![root, llm, tool, reward],
     )
 }
@@ -159,13 +127,13 @@ fn genai_trace() -> ExportTraceServiceRequest {
         values: vec![AnyValue {
             value: Some(Value::KvlistValue(KeyValueList {
                 values: vec![
-                    kv("role", s("user")),
-                    kv(
+                    attr("role", s("user")),
+                    attr(
                         "parts",
                         Value::ArrayValue(ArrayValue {
                             values: vec![AnyValue {
                                 value: Some(Value::KvlistValue(KeyValueList {
-                                    values: vec![kv("type", s("text")), kv("content", s("hi ✓"))],
+                                    values: vec![attr("type", s("text")), attr("content", s("hi ✓"))],
                                 })),
                             }],
                         }),
@@ -174,7 +142,7 @@ fn genai_trace() -> ExportTraceServiceRequest {
             })),
         }],
     });
-    let mut root = span(2, 1, None, "invoke_agent", vec![kv("session.id", s("s-1"))]);
+    let mut root = span(2, 1, None, "invoke_agent", vec![attr("session.id", s("s-1"))]);
     root.status = Some(Status {
         code: 2,
         message: "boom".into(),
@@ -182,7 +150,7 @@ fn genai_trace() -> ExportTraceServiceRequest {
     root.events = vec![Event {
         time_unix_nano: 1_771_000_000_100_000_000,
         name: "exception".into(),
-        attributes: vec![kv("exception.message", s("boom"))],
+        attributes: vec![attr("exception.message", s("boom"))],
         ..Default::default()
     }];
     root.trace_state = "vendor=a,other=b".into();
@@ -192,21 +160,21 @@ fn genai_trace() -> ExportTraceServiceRequest {
         Some(1),
         "chat",
         vec![
-            kv("gen_ai.input.messages", messages),
-            kv(
+            attr("gen_ai.input.messages", messages),
+            attr(
                 "gen_ai.output.messages",
                 s(
                     r#"[{"role":"assistant","parts":[{"type":"text","content":"hello"}],"finish_reason":"stop"}]"#,
                 ),
             ),
-            kv(
+            attr(
                 "gen_ai.system_instructions",
                 s(r#"[{"type":"text","content":"be kind"}]"#),
             ),
-            kv("gen_ai.response.model", s("m-1")),
-            kv("bytes", Value::BytesValue(vec![0, 255])),
-            kv("nan", Value::DoubleValue(f64::NAN)),
-            kv(
+            attr("gen_ai.response.model", s("m-1")),
+            attr("bytes", Value::BytesValue(vec![0, 255])),
+            attr("nan", Value::DoubleValue(f64::NAN)),
+            attr(
                 "mixed",
                 Value::ArrayValue(ArrayValue {
                     values: vec![
@@ -226,10 +194,10 @@ fn genai_trace() -> ExportTraceServiceRequest {
         trace_id: vec![9; 16],
         span_id: vec![9; 8],
         trace_state: "k=v".into(),
-        attributes: vec![kv("link.kind", s("follows"))],
+        attributes: vec![attr("link.kind", s("follows"))],
         ..Default::default()
     }];
-    request(vec![kv("service.name", s("openclaw"))], vec![root, chat])
+    request(vec![attr("service.name", s("openclaw"))], vec![root, chat])
 }
 
 /// OpenInference messages under a resource-level rollout id, plus spans with
@@ -241,27 +209,27 @@ fn openinference_rollout() -> ExportTraceServiceRequest {
         None,
         "llm",
         vec![
-            kv("llm.model_name", s("claude")),
-            kv("llm.input_messages.0.message.role", s("user")),
-            kv("llm.input_messages.0.message.content", s("list files")),
-            kv("llm.output_messages.0.message.role", s("assistant")),
-            kv(
+            attr("llm.model_name", s("claude")),
+            attr("llm.input_messages.0.message.role", s("user")),
+            attr("llm.input_messages.0.message.content", s("list files")),
+            attr("llm.output_messages.0.message.role", s("assistant")),
+            attr(
                 "llm.output_messages.0.message.tool_calls.0.tool_call.id",
                 s("c1"),
             ),
-            kv(
+            attr(
                 "llm.output_messages.0.message.tool_calls.0.tool_call.function.name",
                 s("ls"),
             ),
-            kv(
+            attr(
                 "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments",
                 s("{}"),
             ),
-            kv(
+            attr(
                 "llm.tools.0.tool.json_schema",
                 s(r#"{"type":"function","function":{"name":"ls","parameters":{}}}"#),
             ),
-            kv("agentlightning.span_sequence_id", Value::IntValue(7)),
+            attr("agentlightning.span_sequence_id", Value::IntValue(7)),
         ],
     );
     let mut bad_trace = span(4, 2, None, "bad", vec![]);
@@ -269,7 +237,7 @@ fn openinference_rollout() -> ExportTraceServiceRequest {
     let mut bad_parent = span(3, 3, Some(1), "bad parent", vec![]);
     bad_parent.parent_span_id = vec![1, 2, 3];
     request(
-        vec![kv("agentlightning.rollout_id", s("../../etc/passwd"))],
+        vec![attr("agentlightning.rollout_id", s("../../etc/passwd"))],
         vec![chat, bad_trace, bad_parent],
     )
 }

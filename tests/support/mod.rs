@@ -9,16 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use serde_json::Value;
 
 pub mod bridge;
 pub mod fake_fork;
 pub mod gateway;
+pub mod otlp;
 pub mod rollouts;
+
+pub use otlp::{kv, request, span};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
 
@@ -187,58 +186,6 @@ pub fn terminate(child: &mut Child, what: &str) -> std::process::ExitStatus {
     }
 }
 
-pub fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-/// A finished span with the given ids (parent `None` for a root).
-pub fn span(
-    trace: [u8; 16],
-    id: u64,
-    parent: Option<u64>,
-    name: &str,
-    attrs: Vec<KeyValue>,
-) -> Span {
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
-        name: name.into(),
-        kind: 1,
-        start_time_unix_nano: 1_770_000_000_000_000_000 + id,
-        end_time_unix_nano: 1_770_000_001_000_000_000 + id,
-        attributes: attrs,
-        status: Some(Status {
-            message: String::new(),
-            code: 1,
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-/// Trace files in `dir`, parsed, by file name.
 pub fn trace_files(dir: &Path) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
