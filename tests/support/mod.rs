@@ -211,7 +211,9 @@ pub fn wait_for_files(
     what: &str,
     check: impl Fn(&[(String, Value)]) -> bool,
 ) -> Vec<(String, Value)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: only a failing test waits it out, and a loaded machine (CI
+    // beside other work) can take tens of seconds to write big files.
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let files = trace_files(dir);
         if check(&files) {
