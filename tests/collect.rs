@@ -112,7 +112,11 @@ async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
             .iter()
             .find(|s| s["name"] == "oclagl.rollout")
             .unwrap();
-        assert_eq!(root["attributes"]["oclagl.session_key"], "agent:dev:main");
+        // Each rollout in a session of its own, named after the configured one.
+        assert_eq!(
+            root["attributes"]["oclagl.session_key"],
+            format!("agent:dev:main:{rollout}")
+        );
         assert_eq!(root["attributes"]["oclagl.mode"], "internal");
         assert_eq!(
             doc["task_input"]["prompt"],
@@ -122,8 +126,12 @@ async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
     // The fork got the seed's request, idempotency key in header and body.
     let seen = fork.requests();
     assert_eq!(seen.len(), 3);
+    let sessions: std::collections::HashSet<_> =
+        seen.iter().map(|(_, b)| b["sessionKey"].clone()).collect();
+    assert_eq!(sessions.len(), 3, "one session per rollout: {sessions:?}");
     for (key, body) in &seen {
-        assert_eq!(body["sessionKey"], "agent:dev:main");
+        let session = body["sessionKey"].as_str().unwrap();
+        assert!(session.starts_with("agent:dev:main:ro-"), "{session}");
         assert_eq!(body["mode"], "cli");
         assert_eq!(key.as_deref(), body["idempotencyKey"].as_str());
     }
@@ -156,6 +164,57 @@ async fn collect_records_one_agl_rollout_per_prompt_without_secrets() {
         "secret written to disk"
     );
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_session_and_a_prompt_naming_its_own_session() {
+    let fork = FakeFork::start(SECRET, Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.jsonl"),
+        "{\"prompt\":\"one\"}\n{\"prompt\":\"two\",\"session\":\"agent:main:mine\"}\n{\"prompt\":\"three\"}\n",
+    )
+    .unwrap();
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    let out = run_oclagl(
+        tmp.path(),
+        &env,
+        &["collect", "p.jsonl", "--shared-session"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let mut sessions: Vec<(String, String)> = fork
+        .requests()
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["message"].as_str().unwrap().into(),
+                b["sessionKey"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    sessions.sort();
+    let want = [
+        ("one", "agent:main:main"),
+        ("three", "agent:main:main"),
+        ("two", "agent:main:mine"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(sessions, want);
+    // The session the prompt named is part of its recorded task.
+    let files = trace_files(&tmp.path().join("traces"));
+    let two = files
+        .iter()
+        .find(|(_, d)| d["task_input"]["prompt"] == "two")
+        .unwrap();
+    assert_eq!(two.1["task_input"]["session"], "agent:main:mine");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

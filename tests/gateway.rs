@@ -39,7 +39,7 @@ async fn ws_openai_and_cli_modes_against_the_real_gateway() {
     let ws = tempfile::tempdir().unwrap();
     std::fs::write(
         ws.path().join("prompts.txt"),
-        "Say hello\nPlease use the ls tool to list the files\n",
+        "Say hello\nPlease use the ls tool to list the files\nTell me a joke\n",
     )
     .unwrap();
     oclagl_async(
@@ -49,9 +49,23 @@ async fn ws_openai_and_cli_modes_against_the_real_gateway() {
     )
     .await;
     let files = trace_files(&ws.path().join("traces"));
-    assert_eq!(files.len(), 2, "gateway log:\n{}", gateway.log());
+    assert_eq!(files.len(), 3, "gateway log:\n{}", gateway.log());
     let calls = provider.calls.lock().unwrap().clone();
-    let prompts = ["Say hello", "Please use the ls tool to list the files"];
+    let prompts = [
+        "Say hello",
+        "Please use the ls tool to list the files",
+        "Tell me a joke",
+    ];
+    // One prompt, one independent example: each rollout runs in a session
+    // of its own, so no model call carries another prompt's messages.
+    for call in &calls {
+        let users = support::gateway::user_texts(&call.body);
+        let of_prompts: Vec<_> = prompts
+            .iter()
+            .filter(|p| users.iter().any(|u| u.contains(**p)))
+            .collect();
+        assert_eq!(of_prompts.len(), 1, "one prompt per model call: {users:#?}");
+    }
     for (_, doc) in &files {
         assert_eq!(doc["status"], "succeeded");
         let trace = trace_id_of(doc);
@@ -82,6 +96,41 @@ async fn ws_openai_and_cli_modes_against_the_real_gateway() {
             );
         }
     }
+    // So `--split` has a session per row to spread (a seed that leaves a
+    // side empty is possible with three sessions, not with all of 20).
+    let spread = (0..20).any(|seed| {
+        let out = support::gateway::oclagl(
+            ws.path(),
+            &[],
+            &[
+                "export-sft",
+                "--split",
+                "0.5",
+                "--seed",
+                &seed.to_string(),
+                "--out",
+                "split",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = |f: &str| {
+            std::fs::read_to_string(ws.path().join("split").join(f))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let (train, val) = (rows("train.jsonl"), rows("val.jsonl"));
+        assert_eq!(train + val, 3, "three prompts, three rows");
+        train > 0 && val > 0
+    });
+    assert!(
+        spread,
+        "--split put all three rows on one side for every seed"
+    );
     let tool_round = calls
         .iter()
         .find(|c| {

@@ -292,9 +292,12 @@ impl Bridge {
                 json!({"source": "bridge", "sessionKey": req.session_key, "attachments": attachments}),
             ),
             expected: None,
+            session: None,
         };
+        // The caller's chat is the user's conversation: its turns stay in it.
         let options = RunOptions {
             session_key: req.session_key.clone(),
+            fresh_session: false,
             timeout: self.args.gateway.timeout,
             retries: self.args.gateway.retries,
             idempotency_key: req.idempotency_key.clone(),

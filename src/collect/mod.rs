@@ -42,9 +42,14 @@ pub struct GatewayArgs {
     /// The upstream gateway.auth.token (ws, openai and cli modes).
     #[arg(long, env = "OCLAGL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Session to run in.
+    /// Session each rollout's own session is named after: a rollout runs in
+    /// `<session-key>:<rollout id>`, so no task sees another's messages.
     #[arg(long, env = "OCLAGL_SESSION_KEY", default_value = "agent:main:main")]
     pub session_key: String,
+    /// Run every rollout in --session-key itself, as the seed did (each
+    /// prompt then sees the earlier ones' messages).
+    #[arg(long, env = "OCLAGL_SHARED_SESSION")]
+    pub shared_session: bool,
     /// Agent id (ws/openai/cli modes), when not the default agent.
     #[arg(long, env = "OCLAGL_AGENT")]
     pub agent: Option<String>,
@@ -63,7 +68,8 @@ pub struct GatewayArgs {
 /// gateway and the local store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollectArgs {
-    /// Prompts: one per line, or JSONL {"prompt", "id"?, "metadata"?}.
+    /// Prompts: one per line, or JSONL {"prompt", "id"?, "metadata"?,
+    /// "expected"?, "session"?} (a prompt naming a session runs in it).
     #[arg(default_value = "prompts.txt")]
     pub file: PathBuf,
     /// Rollouts run at once.
@@ -196,6 +202,7 @@ impl GatewayArgs {
     fn options(&self) -> RunOptions {
         RunOptions {
             session_key: self.session_key.clone(),
+            fresh_session: !self.shared_session,
             timeout: self.timeout,
             retries: self.retries,
             idempotency_key: None,

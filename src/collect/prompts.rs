@@ -1,5 +1,5 @@
 //! Prompt files: plain text (one prompt per line) or JSONL
-//! (`{"prompt", "id"?, "metadata"?, "expected"?}` per line).
+//! (`{"prompt", "id"?, "metadata"?, "expected"?, "session"?}` per line).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -53,6 +53,8 @@ struct JsonPrompt {
     metadata: Option<Value>,
     #[serde(default)]
     expected: Option<Value>,
+    #[serde(default)]
+    session: Option<String>,
 }
 
 /// Reads a prompts file.
@@ -96,7 +98,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
             path: path.to_string(),
             line: n + 1,
             reason: format!(
-                "expected {{\"prompt\": \"…\", \"id\"?, \"metadata\"?, \"expected\"?}}: {e}"
+                "expected {{\"prompt\": \"…\", \"id\"?, \"metadata\"?, \"expected\"?, \"session\"?}}: {e}"
             ),
         })?;
         if p.prompt.trim().is_empty() {
@@ -111,6 +113,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
             id: p.id.map(json_text),
             metadata: p.metadata,
             expected: p.expected.filter(|v| !v.is_null()).map(json_text),
+            session: p.session.filter(|s| !s.trim().is_empty()),
         });
     }
     if tasks.is_empty() {

@@ -25,6 +25,12 @@ pub struct Filter {
         value_name = "STATUS"
     )]
     pub status: Vec<String>,
+    /// Also export rollouts whose root span never arrived (status
+    /// `running`: their spans were not all exported, or they are still
+    /// going); by default they are dropped, as `--stats` counts. Naming
+    /// `running` in --status keeps them too.
+    #[arg(long, env = "OCLAGL_EXPORT_INCLUDE_INCOMPLETE")]
+    pub include_incomplete: bool,
     /// Keep rollouts that started at or after this time (2026-02-12,
     /// 2026-02-12T16:07:13Z or Unix seconds).
     #[arg(long, env = "OCLAGL_EXPORT_SINCE", value_name = "TIME", value_parser = parse_time)]
@@ -32,7 +38,9 @@ pub struct Filter {
     /// Keep rollouts that started before this time.
     #[arg(long, env = "OCLAGL_EXPORT_UNTIL", value_name = "TIME", value_parser = parse_time)]
     pub until: Option<f64>,
-    /// Keep rollouts of these sessions (session key; repeatable).
+    /// Keep rollouts of these sessions (session key; repeatable). A key
+    /// also selects the sessions named after it, one per rollout
+    /// (`<key>:ro-…`, what collect and run give each rollout).
     #[arg(long = "session", env = "OCLAGL_EXPORT_SESSION", value_name = "KEY")]
     pub sessions: Vec<String>,
     /// Keep rollouts whose exported call used one of these models.
@@ -48,6 +56,15 @@ impl Filter {
     /// Why `r` does not pass, if it does not. Rollouts lacking what a filter
     /// looks at (no reward, no time, no model…) do not pass it.
     pub fn reject(&self, r: &Rollout) -> Option<Dropped> {
+        if !self.include_incomplete
+            && r.incomplete()
+            && !self
+                .status
+                .iter()
+                .any(|s| Some(s.as_str()) == r.status.as_deref())
+        {
+            return Some(Dropped::Incomplete);
+        }
         if !listed(&self.status, r.status.as_deref()) {
             return Some(Dropped::Status);
         }
@@ -59,7 +76,13 @@ impl Filter {
                 return Some(Dropped::Time);
             }
         }
-        if !listed(&self.sessions, r.session.as_deref()) {
+        let of_session = |key: &String| {
+            r.session.as_deref().is_some_and(|s| {
+                s.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(":ro-"))
+            })
+        };
+        if !self.sessions.is_empty() && !self.sessions.iter().any(of_session) {
             return Some(Dropped::Session);
         }
         if !listed(&self.models, r.model.as_deref()) {
@@ -197,6 +220,34 @@ mod tests {
     }
 
     #[test]
+    fn incomplete_rollouts_are_dropped_unless_asked_for() {
+        let running = Rollout {
+            status: Some("running".into()),
+            ..rollout()
+        };
+        assert_eq!(
+            Filter::default().reject(&running),
+            Some(Dropped::Incomplete)
+        );
+        let asked = Filter {
+            include_incomplete: true,
+            ..Default::default()
+        };
+        assert_eq!(asked.reject(&running), None);
+        let named = Filter {
+            status: vec!["running".into()],
+            ..Default::default()
+        };
+        assert_eq!(named.reject(&running), None);
+        // A file that says no status is not taken for an incomplete one.
+        let unsaid = Rollout {
+            status: None,
+            ..rollout()
+        };
+        assert_eq!(Filter::default().reject(&unsaid), None);
+    }
+
+    #[test]
     fn each_filter_rejects_with_its_reason() {
         let r = rollout();
         assert_eq!(Filter::default().reject(&r), None);
@@ -254,8 +305,22 @@ mod tests {
             until: Some(1_770_912_434.0),
             sessions: vec!["agent:main:main".into()],
             models: vec!["m-1".into()],
+            include_incomplete: false,
         };
         assert_eq!(passing.reject(&r), None);
+        // A session key selects the per-rollout sessions named after it,
+        // not other sessions that merely start the same way.
+        for (session, kept) in [
+            ("agent:main:main:ro-0123456789ab", true),
+            ("agent:main:mainline", false),
+            ("agent:main:main:other", false),
+        ] {
+            let r = Rollout {
+                session: Some(session.into()),
+                ..rollout()
+            };
+            assert_eq!(passing.reject(&r).is_none(), kept, "{session}");
+        }
         let unrewarded = Rollout {
             reward: None,
             ..rollout()

@@ -42,13 +42,23 @@ pub struct Task {
     /// The expected answer, for `collect --score`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected: Option<String>,
+    /// The gateway session to run in, when the task names its own (a JSONL
+    /// prompt's `session`); it then shares that session with every task
+    /// naming the same one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// How a rollout is run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The gateway session the turn runs in.
+    /// The gateway session the turn runs in, or (with `fresh_session`) the
+    /// one each rollout's own session is named after.
     pub session_key: String,
+    /// Each rollout runs in a session of its own, `<session_key>:<rollout
+    /// id>`, so no task sees another's messages; `false` runs every rollout
+    /// in `session_key` itself (the seed's behaviour).
+    pub fresh_session: bool,
     /// How long one try may take.
     pub timeout: Duration,
     /// Tries after the first on retryable errors.
@@ -96,6 +106,17 @@ pub struct Outcome {
     /// Rewards given when it ended (`collect --score`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewards: Vec<Reward>,
+}
+
+impl RunOptions {
+    /// The session rollout `rollout_id` of `task` runs in.
+    pub fn session_of(&self, task: &Task, rollout_id: &str) -> String {
+        match &task.session {
+            Some(named) => named.clone(),
+            None if self.fresh_session => format!("{}:{rollout_id}", self.session_key),
+            None => self.session_key.clone(),
+        }
+    }
 }
 
 /// `ro-` + 12 hex and `at-` + 8 hex, like AGL's store.
@@ -203,17 +224,22 @@ impl Emitter {
     ) -> Outcome {
         let started = Instant::now();
         let (rollout_id, attempt_id) = new_ids();
-        let root_cx = self.start_root(task, opts, &rollout_id, &attempt_id);
-        let idempotency_key = opts
-            .idempotency_key
-            .clone()
-            .unwrap_or_else(|| format!("oclagl-{}", random_hex::<8>()));
+        let session = opts.session_of(task, &rollout_id);
+        let root_cx = self.start_root(task, &session, &rollout_id, &attempt_id);
+        let turn = Turn {
+            message: task.prompt.clone(),
+            session_key: session,
+            idempotency_key: opts
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| format!("oclagl-{}", random_hex::<8>())),
+            traceparent: None,
+            timeout: opts.timeout,
+        };
         let mut tries = 0;
         let result = loop {
             tries += 1;
-            let result = self
-                .try_turn(task, opts, &root_cx, &idempotency_key, tries, &mut cancel)
-                .await;
+            let result = self.try_turn(&turn, &root_cx, tries, &mut cancel).await;
             match result {
                 Err(e) if e.retryable() && tries <= opts.retries && !*cancel.borrow() => {
                     let wait = backoff(tries, e.retry_after());
@@ -274,7 +300,7 @@ impl Emitter {
     fn start_root(
         &self,
         task: &Task,
-        opts: &RunOptions,
+        session: &str,
         rollout_id: &str,
         attempt_id: &str,
     ) -> Context {
@@ -289,7 +315,7 @@ impl Emitter {
                 KeyValue::new(TASK_INPUT, task_input),
                 KeyValue::new("oclagl.prompt", task.prompt.clone()),
                 KeyValue::new("oclagl.mode", self.gateway.config().mode.as_str()),
-                KeyValue::new("oclagl.session_key", opts.session_key.clone()),
+                KeyValue::new("oclagl.session_key", session.to_string()),
             ])
             .start_with_context(&self.tracer, &Context::new());
         Context::new().with_span(root)
@@ -299,10 +325,8 @@ impl Emitter {
     /// span under the root; a cancel ends it as interrupted.
     async fn try_turn(
         &self,
-        task: &Task,
-        opts: &RunOptions,
+        turn: &Turn,
         root_cx: &Context,
-        idempotency_key: &str,
         tries: u32,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<Reply, GatewayError> {
@@ -313,17 +337,14 @@ impl Emitter {
             .with_attributes([
                 KeyValue::new("oclagl.mode", self.gateway.config().mode.as_str()),
                 KeyValue::new("oclagl.try", i64::from(tries)),
-                KeyValue::new("oclagl.idempotency_key", idempotency_key.to_string()),
+                KeyValue::new("oclagl.idempotency_key", turn.idempotency_key.clone()),
                 KeyValue::new("server.address", self.gateway.config().base_url.clone()),
             ])
             .start_with_context(&self.tracer, root_cx);
         let call_cx = root_cx.with_span_context_of(&call);
         let turn = Turn {
-            message: task.prompt.clone(),
-            session_key: opts.session_key.clone(),
-            idempotency_key: idempotency_key.to_string(),
             traceparent: Some(traceparent(&call_cx)),
-            timeout: opts.timeout,
+            ..turn.clone()
         };
         let result = tokio::select! {
             r = self.gateway.run(&turn) => r,
