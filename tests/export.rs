@@ -458,12 +458,27 @@ fn filters_drop_rollouts_and_stats_say_why() {
         ],
     );
 
+    // A rollout whose root span never arrived (the proxy recorded its call,
+    // the command's own spans were lost): not training data by default.
+    write_rollout(
+        &traces,
+        "ro-g",
+        "running",
+        "s5",
+        feb1 + 6.0 * day,
+        vec![("gen_ai", qa("g", "m-1"))],
+    );
+
     let cases: &[(&[&str], &[&str])] = &[
         (&[], &["a", "b", "c", "d", "e", "f"]),
+        (
+            &["--include-incomplete"],
+            &["a", "b", "c", "d", "e", "f", "g"],
+        ),
         (&["--min-reward", "0.5"], &["a", "c", "e", "f"]),
         (&["--min-reward", "0.65"], &["a", "c", "e"]),
         (&["--status", "succeeded"], &["a", "b", "d", "e", "f"]),
-        (&["--status", "failed,running"], &["c"]),
+        (&["--status", "failed,running"], &["c", "g"]),
         (
             &["--since", "2026-02-02", "--until", "2026-02-04"],
             &["b", "c"],
@@ -501,14 +516,20 @@ fn filters_drop_rollouts_and_stats_say_why() {
     assert_ok(&out);
     let stats = stdout(&out);
     for line in [
-        "rollouts read      6",
+        "rollouts read      7",
         "rows               4",
         "turns (assistant)  4",
         "  m-1  4 40 12",
-        "dropped            2",
+        "dropped            3",
     ] {
         assert!(stats.contains(line), "{line:?} not in\n{stats}");
     }
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.contains("--include-incomplete") && l.ends_with(" 1")),
+        "{stats}"
+    );
     assert!(
         stats
             .lines()

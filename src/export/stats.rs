@@ -23,6 +23,8 @@ pub enum Dropped {
     Empty,
     /// The format cannot express the conversation.
     Unrepresentable,
+    /// Its root span never arrived (`--include-incomplete` keeps it).
+    Incomplete,
     /// Its status was not selected (`--status`).
     Status,
     /// It started outside `--since`/`--until`, or has no start time.
@@ -48,6 +50,7 @@ impl Dropped {
             Dropped::NoConversation => "no conversation span",
             Dropped::Empty => "empty conversation",
             Dropped::Unrepresentable => "not expressible in the format",
+            Dropped::Incomplete => "incomplete: its root span never arrived (--include-incomplete)",
             Dropped::Status => "status not selected (--status)",
             Dropped::Time => "outside --since/--until",
             Dropped::Session => "session not selected (--session)",

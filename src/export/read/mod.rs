@@ -74,6 +74,18 @@ pub struct Rollout {
     pub chosen: Option<Chosen>,
 }
 
+impl Rollout {
+    /// Whether the rollout has not ended as far as its file says: its root
+    /// span never arrived (AGL's `running`, or another status before a
+    /// rollout runs). A file that says no status is taken as it is.
+    pub fn incomplete(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("running" | "queuing" | "preparing" | "requeuing")
+        )
+    }
+}
+
 fn attributes(span: &SpanDoc, n: usize) -> Result<Map<String, Value>, Malformed> {
     match span.attributes {
         None => Ok(Map::new()),
