@@ -195,11 +195,27 @@ async fn run(command: Command) -> anyhow::Result<i32> {
             .map(|()| 0),
         Command::Run(args) => {
             let json = args.json;
-            let outcome = oclagl::collect::run(args, shutdown_signal()).await?;
+            let (outcome, unrecorded) = match oclagl::collect::run(args, shutdown_signal()).await {
+                Ok(outcome) => (outcome, None),
+                Err(e @ oclagl::collect::CollectError::Unrecorded { .. }) => {
+                    let line = e.to_string();
+                    match e {
+                        oclagl::collect::CollectError::Unrecorded { outcome, .. } => {
+                            (*outcome, Some(line))
+                        }
+                        other => return Err(other.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else if let Some(reply) = &outcome.reply {
                 println!("{reply}");
+            }
+            if let Some(line) = unrecorded {
+                eprintln!("oclagl: {line}");
+                return Ok(2);
             }
             match &outcome.error {
                 None => {

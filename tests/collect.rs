@@ -428,6 +428,51 @@ async fn flaky_collector() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_the_reply_when_no_sidecar_takes_its_spans() {
+    let fork = FakeFork::start(SECRET, Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = fork.url();
+    // A port where nothing listens.
+    let nowhere = format!("http://127.0.0.1:{}", support::free_port());
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", nowhere.as_str()),
+    ];
+    let out = run_oclagl(tmp.path(), &env, &["run", "What is 2+2?"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The gateway ran the task: its reply is printed all the same.
+    assert_eq!(stdout.trim(), "echo: What is 2+2?", "{stderr}");
+    // One line says what was lost and what to do.
+    assert!(stderr.contains("is not recorded"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "nothing listens at {nowhere}: start `oclagl serve` there"
+        )),
+        "{stderr}"
+    );
+
+    // A sidecar's gRPC port with the HTTP protocol (the default).
+    let (server, _data) = Server::start(&[]);
+    let grpc = format!("http://{}", server.grpc);
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
+    ];
+    let out = run_oclagl(tmp.path(), &env, &["run", "What is 2+2?"]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stdout.trim(), "echo: What is 2+2?", "{stderr}");
+    assert!(
+        stderr.contains("did not take OTLP over http/protobuf")
+            && stderr.contains("gRPC port (4317)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_an_endpoint_refused_fail_the_command() {
     let fork = FakeFork::start(SECRET, Duration::from_millis(100)).await;
     let (endpoint, calls) = flaky_collector().await;

@@ -136,6 +136,15 @@ pub enum CollectError {
     /// `--concurrency 0`.
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    /// `run`'s turn ran, but its spans could not be recorded: the outcome
+    /// (the agent's reply) is still the caller's.
+    #[error("rollout {} is not recorded: {cause}", outcome.rollout_id)]
+    Unrecorded {
+        /// What the turn gave.
+        outcome: Box<Outcome>,
+        /// Why its spans are lost.
+        cause: TelemetryError,
+    },
 }
 
 /// What a collection did.
@@ -529,7 +538,14 @@ pub async fn run(
             }
         }
     };
-    telemetry.shutdown().await?;
+    if let Err(cause) = telemetry.shutdown().await {
+        // The turn ran: its reply is the caller's even though the rollout's
+        // spans are lost.
+        return Err(CollectError::Unrecorded {
+            outcome: Box::new(outcome),
+            cause,
+        });
+    }
     if let Some(e) = outcome.gateway_error.as_ref().filter(|e| fatal(e)) {
         return Err(CollectError::Gateway(e.clone()));
     }

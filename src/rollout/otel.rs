@@ -44,7 +44,7 @@ pub enum TelemetryError {
     #[error("cannot start the in-process sidecar: {0}")]
     Sidecar(#[source] SidecarError),
     /// Spans were lost at shutdown.
-    #[error("{spans} span(s) could not be exported to {destination} and are lost: {error}")]
+    #[error("{spans} span(s) could not be exported to {destination} and are lost: {error}; {fix}")]
     Undelivered {
         /// How many.
         spans: u64,
@@ -52,6 +52,8 @@ pub enum TelemetryError {
         destination: String,
         /// Why they could not be delivered.
         error: String,
+        /// What to do about it, as far as the error tells.
+        fix: String,
     },
 }
 
@@ -77,6 +79,8 @@ pub struct Sidecar {
 /// The SDK provider, and the in-process sidecar when there is one.
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// The protocol spans are sent with; `None` to the in-process sidecar.
+    protocol: Option<Protocol>,
     stop_sidecar: Option<StopSidecar>,
     undelivered: Arc<Undelivered>,
     /// Where spans are sent, for messages to the user.
@@ -108,9 +112,11 @@ impl Telemetry {
         let configured = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
         let undelivered = Arc::new(Undelivered::default());
+        let mut sent_with = None;
         let (processor, stop_sidecar, destination) = match configured {
             Some(endpoint) => {
                 let protocol = protocol()?;
+                sent_with = Some(protocol);
                 let builder = opentelemetry_otlp::SpanExporter::builder();
                 let exporter = match protocol {
                     Protocol::Grpc => builder.with_tonic().with_protocol(protocol).build(),
@@ -142,6 +148,7 @@ impl Telemetry {
             .build();
         Ok(Telemetry {
             provider,
+            protocol: sent_with,
             stop_sidecar,
             undelivered,
             destination,
@@ -170,10 +177,12 @@ impl Telemetry {
         };
         let losses = std::mem::take(&mut *self.undelivered.lock());
         if losses.spans > 0 {
+            let error = losses.first_error.unwrap_or_default();
             result = Err(TelemetryError::Undelivered {
                 spans: losses.spans,
+                fix: likely_fix(&self.destination, self.protocol),
                 destination: self.destination.clone(),
-                error: losses.first_error.unwrap_or_default(),
+                error,
             });
         }
         if let Some(stop) = self.stop_sidecar {
@@ -182,6 +191,46 @@ impl Telemetry {
             }
         }
         result
+    }
+}
+
+/// What to do about spans `endpoint` did not take: the usual causes are no
+/// receiver there, and the port of one OTLP protocol used with the other.
+/// Whether anything listens is tried once, now.
+fn likely_fix(endpoint: &str, protocol: Option<Protocol>) -> String {
+    let Some(protocol) = protocol else {
+        return "the rollouts' spans are not stored; see the error above".into();
+    };
+    let authority = endpoint
+        .split("://")
+        .last()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    let port = authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok());
+    let (grpc, wrong_port, right_port) = match protocol {
+        Protocol::Grpc => (true, 4318, 4317),
+        _ => (false, 4317, 4318),
+    };
+    let named = if grpc { "grpc" } else { "http/protobuf" };
+    if port == Some(wrong_port) {
+        return format!(
+            "port {wrong_port} is the other OTLP protocol's while OTEL_EXPORTER_OTLP_PROTOCOL is {named}: use port {right_port}, or change the protocol"
+        );
+    }
+    let listening = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
+    match listening {
+        Some(false) => format!(
+            "nothing listens at {endpoint}: start `oclagl serve` there, or unset OTEL_EXPORTER_OTLP_ENDPOINT to store rollouts in ./oclagl-data"
+        ),
+        _ => format!(
+            "something at {endpoint} did not take OTLP over {named}: `oclagl serve` takes http/protobuf on its HTTP port (4318) and grpc on its gRPC port (4317); set OTEL_EXPORTER_OTLP_PROTOCOL to match"
+        ),
     }
 }
 
