@@ -31,6 +31,7 @@ use super::trace_file::TraceFile;
 use crate::conversation::attrs::first_str;
 use crate::conversation::Convention;
 use crate::reward::{rewards_of, Reward};
+use crate::semconv::llm_proxy::UPSTREAM;
 use crate::semconv::{MODEL_ATTRS, REWARD_SPANS, SESSION_ATTRS};
 use crate::store::Pos;
 
@@ -144,21 +145,33 @@ pub fn summarize(trace: &TraceFile, file: &str) -> Summary {
         prompt: trace.task_input["prompt"].as_str().map(str::to_string),
         file: file.to_string(),
     };
+    // The LLM proxy records every model call exactly; where it saw the
+    // rollout's calls, other spans of them (the gateway's transcript turns)
+    // are not counted again.
+    let proxied = trace
+        .spans
+        .iter()
+        .any(|span| span.attributes.contains_key(UPSTREAM));
     for span in &trace.spans {
-        if let Some(t) = span.start_time {
-            s.start = Some(s.start.map_or(t, |x: f64| x.min(t)));
-        }
-        if let Some(t) = span.end_time {
-            s.end = Some(s.end.map_or(t, |x: f64| x.max(t)));
+        let rewards = span_rewards(span);
+        // A reward annotates the rollout, often much later: it does not
+        // stretch the rollout's time.
+        if rewards.is_empty() {
+            if let Some(t) = span.start_time {
+                s.start = Some(s.start.map_or(t, |x: f64| x.min(t)));
+            }
+            if let Some(t) = span.end_time {
+                s.end = Some(s.end.map_or(t, |x: f64| x.max(t)));
+            }
+        } else {
+            s.rewards = rewards;
         }
         if tool_name(&span.attributes).is_some() {
             s.tool_calls += 1;
-        } else if is_model_call(&span.attributes) {
+        } else if is_model_call(&span.attributes)
+            && (!proxied || span.attributes.contains_key(UPSTREAM))
+        {
             s.model_calls += 1;
-        }
-        let rewards = span_rewards(span);
-        if !rewards.is_empty() {
-            s.rewards = rewards;
         }
         if span.parent_id.is_none() {
             if s.session.is_none() {
@@ -512,6 +525,53 @@ mod tests {
         assert_eq!(s.rewards.len(), 2);
         assert_eq!(s.session.as_deref(), Some("s1"));
         assert_eq!(s.prompt.as_deref(), Some("What is 2+2?"));
+    }
+
+    #[test]
+    fn proxied_calls_count_once_and_a_late_reward_does_not_stretch_the_rollout() {
+        let proxied = |name: &str, start: f64| {
+            span(
+                name,
+                Some("run"),
+                start,
+                start + 1.0,
+                json!({"gen_ai.request.model": "m", "oclagl.llm_proxy.upstream": "http://p/v1"}),
+            )
+        };
+        let trace = TraceFile {
+            rollout_id: "ro-1".into(),
+            attempt_id: "at-1".into(),
+            status: "succeeded".into(),
+            task_input: json!({}),
+            span_count: 6,
+            spans: vec![
+                span("oclagl.rollout", None, 10.0, 18.0, json!({})),
+                span("run", Some("oclagl.rollout"), 10.5, 17.5, json!({})),
+                proxied("chat-1", 11.0),
+                proxied("chat-2", 13.0),
+                proxied("chat-3", 15.0),
+                // The gateway's transcript turn of the same calls.
+                span(
+                    "gen_ai",
+                    Some("oclagl.rollout"),
+                    17.5,
+                    17.5,
+                    json!({"gen_ai.prompt.0.role": "user", "gen_ai.completion.0.content": "x"}),
+                ),
+                // A reward given a minute later.
+                span(
+                    "agentlightning.annotation",
+                    Some("oclagl.rollout"),
+                    78.0,
+                    78.0,
+                    json!({"agentlightning.reward.0.name": "r", "agentlightning.reward.0.value": 1.0}),
+                ),
+            ],
+        };
+        let s = summarize(&trace, "f.json");
+        assert_eq!(s.model_calls, 3, "what the provider received");
+        assert_eq!((s.start, s.end), (Some(10.0), Some(18.0)));
+        assert_eq!(s.reward(), Some(1.0));
     }
 
     #[test]

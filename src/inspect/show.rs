@@ -125,19 +125,46 @@ fn write_header(
     Ok(())
 }
 
-/// Span indexes by id, and children by parent index in start order; spans
-/// whose parent is not in the file are under `None`, the roots.
-#[allow(clippy::type_complexity)]
-fn span_tree(trace: &TraceFile) -> (HashMap<&str, usize>, HashMap<Option<usize>, Vec<usize>>) {
+/// Children by parent index, in start order; the roots under `None`.
+fn span_tree(trace: &TraceFile) -> HashMap<Option<usize>, Vec<usize>> {
     let ids: HashMap<&str, usize> = trace
         .spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id.as_str(), i))
         .collect();
+    let parent_of = |s: &Span| s.parent_id.as_deref().and_then(|p| ids.get(p).copied());
+    // A span whose parent is not in the file (the proxy's call under a
+    // span the gateway did not export) goes under the innermost span of its
+    // trace whose time encloses it, among the spans placed by their ids.
+    let placed: Vec<usize> = (0..trace.spans.len())
+        .filter(|i| {
+            let s = &trace.spans[*i];
+            s.parent_id.is_none() || parent_of(s).is_some()
+        })
+        .collect();
+    let enclosing = |s: &Span| -> Option<usize> {
+        let (start, end) = (s.start_time?, s.end_time?);
+        placed
+            .iter()
+            .copied()
+            .filter(|p| {
+                let o = &trace.spans[*p];
+                o.trace_id == s.trace_id
+                    && o.start_time.is_some_and(|t| t <= start)
+                    && o.end_time.is_some_and(|t| t >= end)
+            })
+            .max_by(|a, b| {
+                let t = |i: usize| trace.spans[i].start_time.unwrap_or(f64::NEG_INFINITY);
+                t(*a).total_cmp(&t(*b))
+            })
+    };
     let mut children: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
     for (i, s) in trace.spans.iter().enumerate() {
-        let parent = s.parent_id.as_deref().and_then(|p| ids.get(p).copied());
+        let parent = match (s.parent_id.is_some(), parent_of(s)) {
+            (true, None) => enclosing(s),
+            (_, found) => found,
+        };
         children
             .entry(parent.filter(|p| *p != i))
             .or_default()
@@ -149,7 +176,7 @@ fn span_tree(trace: &TraceFile) -> (HashMap<&str, usize>, HashMap<Option<usize>,
             start(*a).total_cmp(&start(*b))
         });
     }
-    (ids, children)
+    children
 }
 
 /// Writes the tree of `trace` (its file named `file`).
@@ -157,7 +184,7 @@ pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint)
     let summary = summarize(trace, file);
     let (t0, t1) = (summary.start.unwrap_or(0.0), summary.end.unwrap_or(0.0));
     write_header(out, trace, &summary, file, paint)?;
-    let (ids, children) = span_tree(trace);
+    let children = span_tree(trace);
     let timeline = Timeline { t0, t1 };
     let mut stack: Vec<(usize, String, bool)> = children
         .get(&None)
@@ -177,10 +204,7 @@ pub fn render(out: &mut impl Write, trace: &TraceFile, file: &str, paint: Paint)
             break; // a cycle of parent ids: each span once is enough
         }
         let span = &trace.spans[i];
-        let is_root = span
-            .parent_id
-            .as_deref()
-            .is_none_or(|p| !ids.contains_key(p));
+        let is_root = children.get(&None).is_some_and(|roots| roots.contains(&i));
         let branch = if is_root {
             ""
         } else if last {
@@ -458,5 +482,38 @@ mod tests {
         ));
         std::fs::write(dir.path().join("rollout_ro-1_20260212T160713Z.json"), "{}").unwrap();
         assert!(find(dir.path(), "ro-1").is_ok());
+    }
+
+    #[test]
+    fn a_span_whose_parent_was_not_exported_sits_in_the_span_enclosing_it() {
+        // The proxy's calls name the gateway's own span as parent, which the
+        // gateway did not export: they go under `run`, in time order.
+        let trace: TraceFile = serde_json::from_value(json!({
+            "rollout_id": "ro-1", "attempt_id": "at-1", "status": "succeeded",
+            "task_input": {}, "span_count": 5,
+            "spans": [
+                span("c2", Some("gw"), "chat two", 105.0, 106.0, json!({})),
+                span("r", None, "oclagl.rollout", 100.0, 110.0, json!({})),
+                span("w", Some("r"), "run", 101.0, 109.0, json!({})),
+                span("c1", Some("gw"), "chat one", 102.0, 103.0, json!({})),
+                span("m", Some("r"), "message", 109.5, 109.5, json!({})),
+            ]
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        render(&mut out, &trace, "f.json", Paint { on: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let tree: Vec<&str> = text.lines().filter_map(|l| l.split("]  ").nth(1)).collect();
+        assert_eq!(
+            tree,
+            [
+                "oclagl.rollout",
+                "├─ run",
+                "│  ├─ chat one",
+                "│  └─ chat two",
+                "└─ message",
+            ],
+            "{text}"
+        );
     }
 }
