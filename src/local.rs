@@ -11,15 +11,18 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::ingest::Ingest;
-use crate::rollout::otel::{Sidecar, Telemetry, TelemetryError};
-use crate::serve::{serve, ServeArgs, ServeError};
+use crate::rollout::otel::{Local, Sidecar, Telemetry, TelemetryError};
+use crate::serve::{running_http, serve, ServeArgs, ServeError};
+use crate::store::StoreError;
 
 /// Where rollouts are stored when no OTLP endpoint is configured (the
 /// in-process sidecar); flattened into the commands that emit rollouts.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Local store")]
 pub struct LocalStore {
-    /// Store used in-process when no OTLP endpoint is configured.
+    /// Store used in-process when no OTLP endpoint is configured
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4318); when an
+    /// `oclagl serve` holds it, rollouts go to that sidecar instead.
     #[arg(long, env = "OCLAGL_DATA_DIR", default_value = "./oclagl-data")]
     pub data_dir: PathBuf,
     /// Trace files folder (also what `collect --resume` reads).
@@ -97,8 +100,17 @@ impl LocalSidecar {
 /// `local` (stopped by [`Telemetry::shutdown`]).
 pub async fn telemetry(local: &LocalStore) -> Result<Telemetry, TelemetryError> {
     Telemetry::start(|| async {
-        let sidecar = LocalSidecar::start(local).await?;
-        Ok(Sidecar {
+        let sidecar = match LocalSidecar::start(local).await {
+            Ok(sidecar) => sidecar,
+            // `oclagl serve` holds the store: its spans go there.
+            Err(ServeError::Store(StoreError::Locked { .. })) => {
+                let running = running_sidecar(local)?;
+                tracing::info!(endpoint = %running, "sending to the sidecar that holds {}", local.data_dir.display());
+                return Ok(Local::Running(running));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Local::InProcess(Sidecar {
             ingest: sidecar.ingest.clone(),
             destination: format!(
                 "{} (in-process store {})",
@@ -106,7 +118,21 @@ pub async fn telemetry(local: &LocalStore) -> Result<Telemetry, TelemetryError> 
                 local.data_dir.display()
             ),
             stop: Box::pin(async move { Ok(sidecar.stop().await?) }),
-        })
+        }))
     })
     .await
+}
+
+/// Where the sidecar holding `local`'s store takes OTLP/HTTP, as its
+/// address file says; an error naming the variables to set when it says
+/// nothing (a sidecar of an older version, or a file that cannot be read).
+pub fn running_sidecar(local: &LocalStore) -> Result<String, String> {
+    running_http(&local.data_dir)
+        .map(|addr| format!("http://{addr}"))
+        .ok_or_else(|| {
+            format!(
+                "another process holds the store {} and does not say where it listens: set OTEL_EXPORTER_OTLP_ENDPOINT to its OTLP/HTTP address (http://127.0.0.1:4318 by default), or use another --data-dir",
+                local.data_dir.display()
+            )
+        })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::local::{LocalSidecar, LocalStore};
 use crate::reward::{validate, InvalidReward, Reward, RewardBody, Rewarded, PRIMARY};
-use crate::serve::ServeError;
+use crate::serve::{running_http, ServeError};
 use crate::store::StoreError;
 use crate::util::percent::percent_encode;
 
@@ -130,7 +130,9 @@ pub async fn send(args: &RewardArgs) -> Result<Rewarded, RewardError> {
             Ok(rewarded)
         }
         Err(ServeError::Store(StoreError::Locked { .. })) => {
-            post(DEFAULT_ENDPOINT, &args.rollout_id, &body, DEFAULT_ENDPOINT).await
+            let running = running_http(&args.local.data_dir)
+                .map_or_else(|| DEFAULT_ENDPOINT.to_string(), |a| format!("http://{a}"));
+            post(&running, &args.rollout_id, &body, &running).await
         }
         Err(e) => Err(e.into()),
     }

@@ -25,6 +25,24 @@ use crate::ingest::auth::{self, AuthError, Tls, Tokens};
 use crate::ingest::proxy::{parse_upstream, LlmProxy, ProxyConfig, Upstream};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Pos, Store, StoreError};
+use crate::util::fs::write_atomic;
+
+/// The file in the data folder that says where a running sidecar listens
+/// (`{"http": "…", "grpc": "…"}`), so commands that find the folder's
+/// store locked can send to it instead; removed when the sidecar stops.
+pub const ADDRESS_FILE: &str = "listening.json";
+
+/// Where the sidecar holding `data_dir` takes OTLP/HTTP, as its address
+/// file says: an unspecified address (`0.0.0.0`) is reached on loopback.
+pub fn running_http(data_dir: &std::path::Path) -> Option<SocketAddr> {
+    let text = std::fs::read(data_dir.join(ADDRESS_FILE)).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let mut addr: SocketAddr = value["http"].as_str()?.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Some(addr)
+}
 
 /// Options of `oclagl serve`, in the sections of its `--help`; every flag
 /// can also be set from the environment.
@@ -291,6 +309,15 @@ pub async fn serve(
     let (listeners, bound) = bind(&args, ingest.clone()).await?;
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.store.data_dir.display(), traces = %args.traces.traces_dir.display(), "oclagl serve ready");
+    let address =
+        serde_json::json!({"http": bound.http.to_string(), "grpc": bound.grpc.to_string()});
+    if let Err(e) = write_atomic(
+        &args.store.data_dir,
+        ADDRESS_FILE,
+        address.to_string().as_bytes(),
+    ) {
+        tracing::warn!(error = %e, "cannot write {ADDRESS_FILE}: other commands will not find this sidecar by its data folder");
+    }
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -334,7 +361,9 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: finishing requests, flushing the store and trace files");
     let _ = stop_tx.send(true);
-    finish(servers, forwarding, store_writer, view_thread).await
+    let finished = finish(servers, forwarding, store_writer, view_thread).await;
+    let _ = std::fs::remove_file(args.store.data_dir.join(ADDRESS_FILE));
+    finished
 }
 
 /// The LLM proxy of `--llm-proxy`, recording into `ingest`.

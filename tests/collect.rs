@@ -473,6 +473,42 @@ async fn run_prints_the_reply_when_no_sidecar_takes_its_spans() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_finds_the_sidecar_that_holds_its_store() {
+    let fork = FakeFork::start(SECRET, Duration::ZERO).await;
+    // A sidecar on ephemeral ports holds <tmp>/data; run is given only the
+    // folder, no OTEL_EXPORTER_OTLP_ENDPOINT.
+    let (server, tmp) = Server::start(&[]);
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    let out = run_oclagl(
+        tmp.path(),
+        &env,
+        &[
+            "run",
+            "--data-dir",
+            "data",
+            "--traces-dir",
+            "elsewhere",
+            "What is 2+2?",
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "echo: What is 2+2?");
+    // The sidecar wrote the rollout, into its own traces folder.
+    support::wait_for_files(&server.traces_dir(), "the run's rollout", |f| {
+        f.iter()
+            .any(|(_, d)| d["task_input"]["prompt"] == "What is 2+2?")
+    });
+    let mut server = server;
+    server.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_an_endpoint_refused_fail_the_command() {
     let fork = FakeFork::start(SECRET, Duration::from_millis(100)).await;
     let (endpoint, calls) = flaky_collector().await;

@@ -76,6 +76,15 @@ pub struct Sidecar {
     pub destination: String,
 }
 
+/// Where a command's spans go when no OTLP endpoint is configured.
+pub enum Local {
+    /// A sidecar started in this process.
+    InProcess(Sidecar),
+    /// The sidecar already running over the command's store, at this
+    /// OTLP/HTTP base URL.
+    Running(String),
+}
+
 /// The SDK provider, and the in-process sidecar when there is one.
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -107,7 +116,7 @@ impl Telemetry {
     /// else to the sidecar that `start_sidecar` starts in this process.
     pub async fn start<F>(start_sidecar: impl FnOnce() -> F) -> Result<Telemetry, TelemetryError>
     where
-        F: Future<Output = Result<Sidecar, SidecarError>>,
+        F: Future<Output = Result<Local, SidecarError>>,
     {
         let configured = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
@@ -125,18 +134,30 @@ impl Telemetry {
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
                 (batch(exporter, undelivered.clone()), None, endpoint)
             }
-            None => {
-                let sidecar = start_sidecar().await.map_err(TelemetryError::Sidecar)?;
-                let exporter = InProcess {
-                    ingest: Mutex::new(Some(sidecar.ingest)),
-                    resource: ResourceAttributesWithSchema::default(),
-                };
-                (
-                    batch(exporter, undelivered.clone()),
-                    Some(sidecar.stop),
-                    sidecar.destination,
-                )
-            }
+            None => match start_sidecar().await.map_err(TelemetryError::Sidecar)? {
+                Local::Running(endpoint) => {
+                    let protocol = Protocol::HttpBinary;
+                    sent_with = Some(protocol);
+                    let exporter = opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(protocol)
+                        .with_endpoint(format!("{endpoint}/v1/traces"))
+                        .build()
+                        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+                    (batch(exporter, undelivered.clone()), None, endpoint)
+                }
+                Local::InProcess(sidecar) => {
+                    let exporter = InProcess {
+                        ingest: Mutex::new(Some(sidecar.ingest)),
+                        resource: ResourceAttributesWithSchema::default(),
+                    };
+                    (
+                        batch(exporter, undelivered.clone()),
+                        Some(sidecar.stop),
+                        sidecar.destination,
+                    )
+                }
+            },
         };
         let mut resource = Resource::builder();
         if env("OTEL_SERVICE_NAME").is_none() {
