@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// Who may send, and over what.
     #[command(flatten)]
     pub security: SecurityArgs,
+    /// How often to log a line of what was stored since start (spans,
+    /// model calls recorded, trace files written), when anything was;
+    /// 0 never.
+    #[arg(long, env = "OCLAGL_SUMMARY_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub summary_every: Duration,
 }
 
 /// Where `oclagl serve`'s OTLP receivers listen.
@@ -323,6 +328,15 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = registry(&counters, &destinations.forwarders, rollouts.clone());
     let forwarding = destinations.spawn(&args, wal_dir, committed_end, &stop_rx);
+    if !args.summary_every.is_zero() {
+        let (counters, rollouts) = (counters.clone(), rollouts.clone());
+        tokio::spawn(log_summaries(
+            args.summary_every,
+            counters,
+            rollouts,
+            stop_rx.clone(),
+        ));
+    }
     let router = ingest::http::router(ingest.clone())
         .merge(ingest::http::reward_router(ingest.clone(), rollouts))
         .merge(
@@ -364,6 +378,52 @@ pub async fn serve(
     let finished = finish(servers, forwarding, store_writer, view_thread).await;
     let _ = std::fs::remove_file(args.store.data_dir.join(ADDRESS_FILE));
     finished
+}
+
+/// Every `every`, until `stop`: one line of what was stored since start,
+/// when something new was.
+async fn log_summaries(
+    every: Duration,
+    counters: Arc<Counters>,
+    rollouts: Rollouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = (
+            counters.accepted_spans.get(),
+            counters.recorded_llm_calls.get(),
+            rollouts.files_written(),
+        );
+        if last != Some(now) && now != (0, 0, 0) {
+            let (spans, calls, files) = now;
+            tracing::info!(
+                spans,
+                model_calls = calls,
+                trace_files = files,
+                "since start: {spans} span{} stored, {calls} model call{} recorded, {files} trace file{} written",
+                plural(spans),
+                plural(calls),
+                plural(files)
+            );
+        }
+        last = Some(now);
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// The LLM proxy of `--llm-proxy`, recording into `ingest`.

@@ -882,11 +882,12 @@ async fn a_hostile_model_provider_cannot_take_the_sidecar_down() {
     assert_eq!(span["attributes"]["error.type"], "cancelled");
     assert_eq!(span["attributes"]["oclagl.llm_proxy.truncated"], true);
     let page = client.get(server.url("/metrics")).send().await.unwrap();
-    let unrecorded = metric(
-        &page.text().await.unwrap(),
-        "oclagl_llm_proxy_unrecorded_calls_total",
-    );
+    let page = page.text().await.unwrap();
+    let unrecorded = metric(&page, "oclagl_llm_proxy_unrecorded_calls_total");
     assert!(unrecorded >= Some(3.0), "{unrecorded:?}");
+    // Every call made a span (six so far), conversation or not.
+    let recorded = metric(&page, "oclagl_llm_proxy_recorded_calls_total");
+    assert_eq!(recorded, Some(6.0), "{page}");
 
     // The next call is recorded normally.
     let normal = chat("normal", 7)

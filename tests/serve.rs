@@ -369,7 +369,7 @@ async fn a_full_budget_throttles_with_retry_after_on_both_protocols() {
 
 #[tokio::test]
 async fn late_spans_rewrite_the_file_under_the_same_name() {
-    let (server, _tmp) = Server::start(&[]);
+    let (server, _tmp) = Server::start(&["--summary-every", "100ms"]);
     let first = rollout_request("ro-eeeeeeeeeeee", 6, 0..4);
     assert_eq!(
         post(&server, "/v1/traces", PROTOBUF, first.encode_to_vec())
@@ -404,6 +404,23 @@ async fn late_spans_rewrite_the_file_under_the_same_name() {
         .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
+    // Now and then one line says what was stored since start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let want = "since start: 8 spans stored, 0 model calls recorded, 2 trace files written";
+    while !server.log().contains(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want:?} not in:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server.log().matches(want).count(),
+        1,
+        "said once while nothing changes"
+    );
 }
 
 /// The view's gauges: rollouts held in memory and evicted ones.

@@ -82,6 +82,8 @@ pub struct Counters {
     pub metrics_requests: Counter,
     /// OTLP logs requests, counted and not stored.
     pub logs_requests: Counter,
+    /// Model calls the LLM proxy recorded (with their conversation or not).
+    pub recorded_llm_calls: Counter,
     /// Model calls the LLM proxy recorded without their conversation.
     pub unrecorded_llm_calls: Counter,
 }
@@ -121,6 +123,11 @@ impl Counters {
                 "oclagl_receiver_logs_requests",
                 "OTLP logs requests (counted, not stored)",
                 &self.logs_requests,
+            ),
+            (
+                "oclagl_llm_proxy_recorded_calls",
+                "Model calls the LLM proxy recorded as spans",
+                &self.recorded_llm_calls,
             ),
             (
                 "oclagl_llm_proxy_unrecorded_calls",

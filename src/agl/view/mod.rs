@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prost::Message;
@@ -98,6 +99,7 @@ const SAVE_SHARE: u32 = 20;
 pub struct Rollouts {
     index: Arc<Mutex<Index>>,
     wal_dir: PathBuf,
+    files_written: Counter,
 }
 
 fn locked(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
@@ -107,6 +109,11 @@ fn locked(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
 }
 
 impl Rollouts {
+    /// Trace files the view has written since the sidecar started.
+    pub fn files_written(&self) -> u64 {
+        self.files_written.get()
+    }
+
     /// The rollout's trace file as the view would write it now, from the
     /// store; `None` for a rollout the sidecar does not know.
     pub fn trace_file(&self, id: &str) -> Option<TraceFile> {
@@ -150,6 +157,12 @@ impl Collector for Rollouts {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
+        self.files_written.encode(encoder.encode_descriptor(
+            "oclagl_view_trace_files_written",
+            "Trace files written (a rollout's file is rewritten when late spans arrive).",
+            None,
+            MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }
@@ -167,6 +180,8 @@ struct Dirty {
 pub struct View {
     cfg: ViewConfig,
     index: Arc<Mutex<Index>>,
+    /// Trace files written since start.
+    files_written: Counter,
     /// The summaries' file (what `oclagl ls` shows, and the checkpoint).
     log: summary::Log,
     /// Rollouts to evict once their summary line (at this offset) is on disk.
@@ -233,6 +248,7 @@ impl View {
         Ok(View {
             cfg,
             index: Arc::new(Mutex::new(index)),
+            files_written: Counter::default(),
             log,
             evict: HashMap::new(),
             save_pending: false,
@@ -255,6 +271,7 @@ impl View {
         Rollouts {
             index: self.index.clone(),
             wal_dir: self.cfg.wal_dir.clone(),
+            files_written: self.files_written.clone(),
         }
     }
 
@@ -502,6 +519,7 @@ impl View {
                     }
                 }
                 None => {
+                    self.files_written.inc();
                     for listener in &self.cfg.written {
                         let _ = listener.send(d.name.clone());
                     }

@@ -89,6 +89,7 @@ pub(super) fn record(
     budget: usize,
 ) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
     let (export, unreadable) = call.record(budget);
+    ingest.counters.recorded_llm_calls.inc();
     if let Some(why) = unreadable {
         ingest.counters.unrecorded_llm_calls.inc();
         tracing::warn!(
