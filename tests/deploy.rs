@@ -21,6 +21,75 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A compose value with `${VAR:?…}` / `${VAR}` references filled from `vars`.
+fn substituted(value: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = value.to_string();
+    while let Some(start) = out.find("${") {
+        let end = start + out[start..].find('}').expect("a closed ${…}");
+        let name = out[start + 2..end].split([':', '-']).next().unwrap_or("");
+        let (_, v) = vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .unwrap_or_else(|| panic!("no test value for {name}"));
+        out.replace_range(start..=end, v);
+    }
+    out
+}
+
+#[test]
+fn the_compose_sidecar_starts_with_its_settings_and_the_gateway_has_its_token() {
+    let compose = &load("deploy/docker-compose.yml")[0];
+    let vars = [("OCLAGL_AUTH_TOKEN", "compose-test-token")];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_oclagl"));
+    cmd.arg("serve").current_dir(tmp.path());
+    for (k, v) in compose["services"]["oclagl"]["environment"]
+        .as_mapping()
+        .unwrap()
+    {
+        let (k, v) = (s(k), substituted(&s(v), &vars));
+        // Same addresses, on ports free here; folders in a temporary one.
+        let v = match k.as_str() {
+            "OCLAGL_GRPC_ADDR" | "OCLAGL_HTTP_ADDR" => {
+                v.replace(":4317", ":0").replace(":4318", ":0")
+            }
+            "OCLAGL_DATA_DIR" | "OCLAGL_TRACES_DIR" => tmp
+                .path()
+                .join(v.trim_start_matches('/'))
+                .display()
+                .to_string(),
+            _ => v,
+        };
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .env("OCLAGL_SUMMARY_EVERY", "0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let ready = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .find(|l| l.contains("oclagl serve ready") || l.contains("refusing"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready = ready.unwrap_or_default();
+    assert!(
+        ready.contains("oclagl serve ready"),
+        "the compose sidecar does not start: {ready}"
+    );
+    // The gateway authenticates with the same token.
+    let gw = &compose["services"]["openclaw"]["environment"];
+    assert_eq!(
+        substituted(&s(&gw["OTEL_EXPORTER_OTLP_HEADERS"]), &vars),
+        "authorization=Bearer%20compose-test-token"
+    );
+}
+
 #[test]
 fn compose_wires_the_gateway_to_the_sidecar() {
     let defaults = ServeArgs::default();
