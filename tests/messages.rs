@@ -5,8 +5,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
+use support::traces::{qa, write_rollout};
 use support::{Server, BIN};
 
 /// Runs `oclagl <args>` in `dir`, with none of the settings a developer's
@@ -123,4 +124,42 @@ fn failing_at_start_leaves_no_folders() {
     let out = oclagl(dir.path(), &["run", "--gateway", "ws", "hello"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_empty(dir.path(), "run without credentials");
+}
+
+/// Runs `oclagl <args>` with its standard output already closed, as in
+/// `oclagl show … | head` once head has read enough.
+fn with_stdout_closed(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    command(dir, args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run oclagl")
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    write_rollout(
+        &traces,
+        "ro-68a3eef4d456",
+        "succeeded",
+        "s",
+        1.0,
+        vec![("gen_ai", qa("hi", "m"))],
+    );
+    for args in [
+        &["show", "ro-68a3eef4d456"][..],
+        &["export-sft", "--out", "-"],
+    ] {
+        let out = with_stdout_closed(dir.path(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("Broken pipe"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }
