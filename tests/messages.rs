@@ -163,3 +163,16 @@ fn a_closed_stdout_ends_quietly_with_0() {
         );
     }
 }
+
+#[test]
+fn an_unknown_status_is_refused_with_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["ls", "export-sft"] {
+        let out = oclagl(dir.path(), &[command, "--status", "done"]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        for valid in ["succeeded", "failed", "running"] {
+            assert!(err.contains(valid), "{command}: {err}");
+        }
+    }
+}
