@@ -176,3 +176,47 @@ fn an_unknown_status_is_refused_with_the_valid_ones() {
         }
     }
 }
+
+#[test]
+fn show_takes_an_id_without_its_ro_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rollout(
+        &dir.path().join("traces"),
+        "ro-68a3eef4d456",
+        "succeeded",
+        "s",
+        1.0,
+        vec![("gen_ai", qa("hi", "m"))],
+    );
+    let out = oclagl(dir.path(), &["show", "68a3eef4d456"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("ro-68a3eef4d456"), "{shown}");
+    // One message in, one reply: said in the singular.
+    assert!(shown.contains("1 message in"), "{shown}");
+    assert!(shown.contains("1 model call,"), "{shown}");
+    let out = oclagl(dir.path(), &["show", "0123456789ab"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ro-0123456789ab"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("start with ro-"), "{}", stderr(&out));
+}
+
+#[test]
+fn one_row_is_said_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rollout(
+        &dir.path().join("traces"),
+        "ro-1",
+        "succeeded",
+        "s",
+        1.0,
+        vec![("gen_ai", qa("hi", "m"))],
+    );
+    let out = oclagl(dir.path(), &["export-sft"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wrote 1 row to sft_dataset.jsonl from 1 rollout"),
+        "{}",
+        stderr(&out)
+    );
+}
