@@ -220,3 +220,13 @@ fn one_row_is_said_in_the_singular() {
         stderr(&out)
     );
 }
+
+#[test]
+fn ws_without_a_token_names_openclaw_gateway_token_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = oclagl(dir.path(), &["run", "--gateway", "ws", "hello"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let lines = error_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("OPENCLAW_GATEWAY_TOKEN"), "{lines:?}");
+}
