@@ -142,6 +142,18 @@ fn real_main() -> anyhow::Result<i32> {
     }
 }
 
+/// A command whose standard output was closed (`oclagl show … | head`)
+/// ends quietly with 0, as other command-line tools do; other errors get
+/// `context`.
+fn quiet_if_stdout_closed(e: oclagl::inspect::InspectError, context: &str) -> anyhow::Result<i32> {
+    match &e {
+        oclagl::inspect::InspectError::Write(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(0)
+        }
+        _ => Err(anyhow::Error::new(e).context(context.to_string())),
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(args) => oclagl::serve::serve(args, shutdown_signal(), |_| {})
@@ -183,16 +195,18 @@ async fn run(command: Command) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Ls(args) => {
-            let shown = oclagl::inspect::ls::run(&args).context("oclagl ls failed")?;
-            if shown == 0 && !args.output.json {
+        Command::Ls(args) => match oclagl::inspect::ls::run(&args) {
+            Ok(0) if !args.output.json => {
                 eprintln!("no rollouts match");
+                Ok(0)
             }
-            Ok(0)
-        }
-        Command::Show(args) => oclagl::inspect::show::run(&args)
-            .context("oclagl show failed")
-            .map(|()| 0),
+            Ok(_) => Ok(0),
+            Err(e) => quiet_if_stdout_closed(e, "oclagl ls failed"),
+        },
+        Command::Show(args) => match oclagl::inspect::show::run(&args) {
+            Ok(()) => Ok(0),
+            Err(e) => quiet_if_stdout_closed(e, "oclagl show failed"),
+        },
         Command::Run(args) => {
             let json = args.json;
             let (outcome, unrecorded) = match oclagl::collect::run(args, shutdown_signal()).await {

@@ -43,7 +43,7 @@ pub enum RewardError {
         message: String,
     },
     /// The in-process sidecar over the local store could not start.
-    #[error("cannot open the local store: {0}")]
+    #[error("cannot open the local store")]
     Local(#[from] ServeError),
 }
 
@@ -112,6 +112,16 @@ pub async fn send(args: &RewardArgs) -> Result<Rewarded, RewardError> {
     };
     if let Some(endpoint) = args.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
         return post(endpoint, &args.rollout_id, &body, endpoint).await;
+    }
+    if !args.local.data_dir.exists() {
+        // No store, no rollout: say so before the sidecar creates folders.
+        return Err(RewardError::NotFound {
+            id: args.rollout_id.clone(),
+            place: format!(
+                "{}: there is no store there (pass --data-dir, or --endpoint for a running sidecar)",
+                args.local.data_dir.display()
+            ),
+        });
     }
     match LocalSidecar::start(&args.local).await {
         Ok(sidecar) => {

@@ -58,3 +58,6 @@ pub mod llm_proxy {
     /// Why the bodies could not be read as a conversation.
     pub const UNREADABLE: &str = "oclagl.llm_proxy.unreadable";
 }
+
+/// The statuses a trace file gives its rollout (what `--status` filters on).
+pub const ROLLOUT_STATUSES: [&str; 3] = ["succeeded", "failed", "running"];

@@ -224,20 +224,22 @@ pub enum ServeError {
     #[error("invalid settings: {0}")]
     Config(String),
     /// The data folder cannot be created.
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}: {error}")]
     Dir {
         /// The folder.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A listener cannot bind its address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}; pass another {flag}")]
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The flag that sets it, with its variable.
+        flag: &'static str,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The store cannot be opened (locked by another process, unreadable…).
     #[error(transparent)]
@@ -282,9 +284,11 @@ pub async fn serve(
         (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
         _ => None,
     };
+    // Listening first: a port in use leaves no folders behind.
+    let listeners = listen(&args).await?;
     std::fs::create_dir_all(&args.store.data_dir).map_err(|source| ServeError::Dir {
         path: args.store.data_dir.display().to_string(),
-        source,
+        error: source,
     })?;
     let wal_dir = args.store.data_dir.join("wal");
     let (written, written_rx) = trace_file_feeds(&args);
@@ -311,7 +315,7 @@ pub async fn serve(
         Some(_) => Some(llm_proxy(&args, &ingest)?),
         None => None,
     };
-    let (listeners, bound) = bind(&args, ingest.clone()).await?;
+    let bound = listeners.bound(ingest.clone())?;
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.store.data_dir.display(), traces = %args.traces.traces_dir.display(), "oclagl serve ready");
     let address =
@@ -679,34 +683,43 @@ struct Listeners {
     llm_proxy: Option<TcpListener>,
 }
 
-/// Binds every listener, and says where they are.
-async fn bind(args: &ServeArgs, ingest: Arc<Ingest>) -> Result<(Listeners, Bound), ServeError> {
-    let bind = |addr: SocketAddr| async move {
+/// Binds every listener.
+async fn listen(args: &ServeArgs) -> Result<Listeners, ServeError> {
+    let bind = |addr: SocketAddr, flag: &'static str| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| ServeError::Bind { addr, source })
+            .map_err(|source| ServeError::Bind {
+                addr,
+                flag,
+                error: source,
+            })
     };
-    let listeners = Listeners {
-        grpc: bind(args.listen.grpc_addr).await?,
-        http: bind(args.listen.http_addr).await?,
+    Ok(Listeners {
+        grpc: bind(args.listen.grpc_addr, "--grpc-addr (OCLAGL_GRPC_ADDR)").await?,
+        http: bind(args.listen.http_addr, "--http-addr (OCLAGL_HTTP_ADDR)").await?,
         llm_proxy: match args.proxy.llm_proxy {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind(addr, "--llm-proxy (OCLAGL_LLM_PROXY)").await?),
             None => None,
         },
-    };
-    let server = |e: std::io::Error| ServeError::Server(e.to_string());
-    let bound = Bound {
-        grpc: listeners.grpc.local_addr().map_err(server)?,
-        http: listeners.http.local_addr().map_err(server)?,
-        llm_proxy: listeners
-            .llm_proxy
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(server)?,
-        ingest,
-    };
-    Ok((listeners, bound))
+    })
+}
+
+impl Listeners {
+    /// Where they are, with the intake they feed.
+    fn bound(&self, ingest: Arc<Ingest>) -> Result<Bound, ServeError> {
+        let server = |e: std::io::Error| ServeError::Server(e.to_string());
+        Ok(Bound {
+            grpc: self.grpc.local_addr().map_err(server)?,
+            http: self.http.local_addr().map_err(server)?,
+            llm_proxy: self
+                .llm_proxy
+                .as_ref()
+                .map(|l| l.local_addr())
+                .transpose()
+                .map_err(server)?,
+            ingest,
+        })
+    }
 }
 
 /// Resolves once `rx` says stop.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde_json::{json, Value};
+use support::traces::{qa, write_rollout};
 use support::{kv, request, run_py, span, wait_for_files, Server, BIN};
 
 /// Runs `oclagl export-sft` in `dir`.
@@ -48,63 +49,6 @@ fn rows(path: &Path) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad row {l}: {e}")))
         .collect()
-}
-
-/// A span of a trace file (AGL `Span.model_dump()` shape).
-fn agl_span(n: u64, parent: Option<u64>, name: &str, start: f64, attrs: Value) -> Value {
-    let trace = "b8a6b7ce4da026f9dd81d8d248a40d85";
-    let id = format!("{n:016x}");
-    json!({
-        "rollout_id": "", "attempt_id": "", "sequence_id": n, "trace_id": trace, "span_id": id,
-        "parent_id": parent.map(|p| format!("{p:016x}")), "name": name,
-        "status": {"status_code": "OK", "description": null}, "attributes": attrs,
-        "events": [], "links": [], "start_time": start, "end_time": start + 1.0,
-        "context": {"trace_id": trace, "span_id": id, "is_remote": false, "trace_state": {}},
-        "parent": null, "resource": {"attributes": {}, "schema_url": ""}
-    })
-}
-
-/// Writes `traces/rollout_<id>_<ts>.json` with a root span (session key,
-/// start time) followed by `spans` (children of the root).
-fn write_rollout(
-    traces: &Path,
-    id: &str,
-    status: &str,
-    session: &str,
-    start: f64,
-    spans: Vec<(&str, Value)>,
-) {
-    let mut all = vec![agl_span(
-        1,
-        None,
-        "oclagl.rollout",
-        start,
-        json!({"oclagl.session_key": session}),
-    )];
-    for (i, (name, attrs)) in spans.into_iter().enumerate() {
-        all.push(agl_span(
-            i as u64 + 2,
-            Some(1),
-            name,
-            start + 1.0 + i as f64,
-            attrs,
-        ));
-    }
-    let file = json!({"rollout_id": id, "attempt_id": "at-00000001", "status": status,
-                      "task_input": null, "span_count": all.len(), "spans": all});
-    std::fs::create_dir_all(traces).unwrap();
-    std::fs::write(
-        traces.join(format!("rollout_{id}_20260212T160713Z.json")),
-        serde_json::to_vec_pretty(&file).unwrap(),
-    )
-    .unwrap();
-}
-
-/// An AGL-convention LLM span: the user says `text`, the assistant answers.
-fn qa(text: &str, model: &str) -> Value {
-    json!({"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": text,
-           "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": format!("re: {text}"),
-           "gen_ai.request.model": model, "gen_ai.usage.prompt_tokens": 10, "gen_ai.usage.completion_tokens": 3})
 }
 
 fn reward(value: f64) -> (&'static str, Value) {
@@ -889,4 +833,135 @@ async fn store_source_reads_the_running_sidecar_like_its_trace_files() {
     );
     let mut server = server;
     server.assert_alive();
+}
+
+/// Two succeeded rollouts in `dir/traces`, users "a" and "b".
+fn two_rollouts(dir: &Path) {
+    for (id, text) in [("ro-1", "a"), ("ro-2", "b")] {
+        write_rollout(
+            &dir.join("traces"),
+            id,
+            "succeeded",
+            id,
+            1.0,
+            vec![("gen_ai", qa(text, "m"))],
+        );
+    }
+}
+
+#[test]
+fn out_dash_writes_rows_to_stdout_and_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    two_rollouts(dir.path());
+    let out = export(dir.path(), &["--out", "-", "--stats"]);
+    assert_ok(&out);
+    let rows: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a row {l}: {e}")))
+        .collect();
+    assert_eq!(users(&rows), ["a", "b"]);
+    assert!(!dir.path().join("-").exists());
+    // The statistics went to stderr, with the summary.
+    let err = stderr(&out);
+    assert!(err.contains("wrote 2 rows to standard output"), "{err}");
+    assert!(err.contains("rows               2"), "{err}");
+    // --split writes two files: standard output is refused.
+    let out = export(dir.path(), &["--out", "-", "--split", "0.5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not standard output"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn out_through_a_symlink_replaces_the_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    two_rollouts(dir.path());
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("real/data.jsonl"), "old\n").unwrap();
+    std::os::unix::fs::symlink("real/data.jsonl", dir.path().join("link.jsonl")).unwrap();
+    let out = export(dir.path(), &["--out", "link.jsonl"]);
+    assert_ok(&out);
+    let link = std::fs::symlink_metadata(dir.path().join("link.jsonl")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(
+        users(&rows(&dir.path().join("real/data.jsonl"))),
+        ["a", "b"]
+    );
+    // No temporary file left next to the link or the target.
+    let names = |d: &Path| -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(dir.path()), ["link.jsonl", "real", "traces"]);
+    assert_eq!(names(&dir.path().join("real")), ["data.jsonl"]);
+    assert!(
+        stderr(&out).contains("wrote 2 rows to link.jsonl"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn out_fifo_is_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    two_rollouts(dir.path());
+    let fifo = dir.path().join("rows.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read the FIFO"))
+    };
+    // The test holds the FIFO open for writing too, so the reader ends when
+    // the test lets go, also when the export never opened the FIFO.
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO");
+    let out = export(dir.path(), &["--out", "rows.fifo"]);
+    drop(held);
+    let text = reader.join().unwrap();
+    assert_ok(&out);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+/// A character device like `/dev/null` (1:3) at `path`, made with `mknod`
+/// (as root); false when it cannot be made. Tests write to such a copy,
+/// never to `/dev/null` itself: a regression that replaced the device would
+/// break the machine's `/dev/null`.
+fn null_device(path: &Path) -> bool {
+    Command::new("mknod")
+        .arg(path)
+        .args(["c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn out_device_stays_a_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    two_rollouts(dir.path());
+    let device = dir.path().join("null");
+    if !null_device(&device) {
+        eprintln!("skipped: mknod needs root");
+        return;
+    }
+    let out = export(dir.path(), &["--out", "null"]);
+    assert_ok(&out);
+    let kind = std::fs::symlink_metadata(&device).unwrap().file_type();
+    assert!(kind.is_char_device(), "the device was replaced: {kind:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }

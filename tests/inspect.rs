@@ -243,7 +243,7 @@ async fn rewards_reach_trace_files_agl_export_ls_and_show() {
         "{shown}"
     );
     assert!(shown.contains("├─ gen_ai  model model-a"), "{shown}");
-    assert!(shown.contains("1 messages in → \"5\""), "{shown}");
+    assert!(shown.contains("1 message in → \"5\""), "{shown}");
     let json_out = ok(&oclagl(tmp.path(), &[], &["show", &a, "--json"]));
     assert_eq!(&serde_json::from_str::<Value>(&json_out).unwrap(), doc_a);
     let nothing = oclagl(tmp.path(), &[], &["show", "ro-000000000bad"]);

@@ -89,12 +89,12 @@ pub struct BridgeGateway {
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
     /// The listener cannot bind its address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}; pass another --port (OCLAGL_BRIDGE_PORT) or --host (OCLAGL_BRIDGE_HOST)")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The rollouts' spans cannot be recorded or delivered.
     #[error(transparent)]
@@ -346,7 +346,10 @@ pub async fn run(
     let addr = SocketAddr::new(args.listener.host, args.listener.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| BridgeError::Bind { addr, source })?;
+        .map_err(|source| BridgeError::Bind {
+            addr,
+            error: source,
+        })?;
     let bound = listener
         .local_addr()
         .map_err(|e| BridgeError::Server(e.to_string()))?;

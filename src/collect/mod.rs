@@ -19,6 +19,7 @@ use crate::gateway::{Gateway, GatewayConfig, GatewayError, Mode, Secret};
 use crate::local::{self, LocalStore};
 use crate::rollout::otel::TelemetryError;
 use crate::rollout::{Emitter, Outcome, RolloutStatus, RunOptions, Task};
+use crate::util::count;
 
 /// How `collect` and `run` reach the gateway, and how long a turn may take.
 /// The seed's variable names are still read ([`crate::args::FALLBACK_ENV`]).
@@ -191,6 +192,12 @@ impl GatewayArgs {
         if mode == Mode::Internal && secret.is_empty() {
             return Err(CollectError::Config(
                 "--gateway internal needs INTERNAL_SECRET (the fork's gateway.agl.internalAgentRunSecret)".into(),
+            ));
+        }
+        if mode == Mode::Ws && token.is_empty() {
+            return Err(CollectError::Config(
+                "--gateway ws needs OPENCLAW_GATEWAY_TOKEN (the gateway's gateway.auth.token)"
+                    .into(),
             ));
         }
         if self.session_key.trim().is_empty() {
@@ -382,10 +389,16 @@ pub async fn collect(
 impl Summary {
     /// The closing line for people.
     pub fn line(&self) -> String {
-        let rate = (self.succeeded + self.failed) as f64 / self.seconds.max(1e-9);
+        let done = self.succeeded + self.failed;
+        // A rate of one rollout, or of less than a second, says nothing.
+        let rate = if done >= 2 && self.seconds >= 1.0 {
+            format!(" ({:.1}/s)", done as f64 / self.seconds)
+        } else {
+            String::new()
+        };
         let mut s = format!(
-            "collected {} rollouts: {} succeeded, {} failed in {:.1}s ({rate:.1}/s) -> {}",
-            self.succeeded + self.failed,
+            "collected {}: {} succeeded, {} failed in {:.1}s{rate} -> {}",
+            count(done as u64, "rollout", "rollouts"),
             self.succeeded,
             self.failed,
             self.seconds,
@@ -550,4 +563,41 @@ pub async fn run(
         return Err(CollectError::Gateway(e.clone()));
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(succeeded: usize, failed: usize, seconds: f64) -> Summary {
+        Summary {
+            total: succeeded + failed,
+            succeeded,
+            failed,
+            skipped: 0,
+            scored: 0,
+            score_errors: 0,
+            interrupted: false,
+            seconds,
+            destination: "traces".into(),
+            rollouts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_summary_gives_a_rate_only_when_it_means_something() {
+        let one = summary(0, 1, 0.006).line();
+        assert!(
+            one.starts_with("collected 1 rollout: 0 succeeded, 1 failed in 0.0s -> "),
+            "{one}"
+        );
+        assert!(!one.contains("/s"), "{one}");
+        assert!(!summary(0, 0, 3.0).line().contains("/s"));
+        assert!(!summary(5, 0, 0.5).line().contains("/s"));
+        let many = summary(8, 2, 4.0).line();
+        assert!(
+            many.contains("collected 10 rollouts: ") && many.contains("(2.5/s)"),
+            "{many}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::hash::{DefaultHasher, Hasher};
 use super::parse_reward;
 use super::read::Rollout;
 use super::stats::Dropped;
+use crate::semconv::ROLLOUT_STATUSES;
 
 /// The filters of one export (empty lists and `None` let everything pass),
 /// also `export-sft`'s flags.
@@ -22,7 +23,8 @@ pub struct Filter {
         long,
         env = "OCLAGL_EXPORT_STATUS",
         value_delimiter = ',',
-        value_name = "STATUS"
+        value_name = "STATUS",
+        value_parser = clap::builder::PossibleValuesParser::new(ROLLOUT_STATUSES)
     )]
     pub status: Vec<String>,
     /// Also export rollouts whose root span never arrived (status

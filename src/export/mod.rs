@@ -6,7 +6,7 @@
 //!
 //! Rollouts are read one at a time ([`read`]), in trace-file name order, and
 //! their rows streamed into temporary files that replace the outputs only
-//! when the export completes ([`crate::util::fs::AtomicFile`]), so
+//! when the export completes ([`crate::util::fs::ResultFile`]), so
 //! memory does not grow with the input (beyond 16 bytes a row for
 //! `--dedupe`) and an interrupted export leaves the previous dataset intact.
 //! A file that cannot be read, or whose conversation is malformed, is
@@ -41,7 +41,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agl::trace_file::parse_file_name;
-use crate::util::fs::AtomicFile;
+use crate::util::count;
+use crate::util::fs::{ResultFile, STDOUT};
 use filter::{Dedupe, Filter};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};
@@ -146,12 +147,12 @@ pub enum ExportError {
     #[error(transparent)]
     Store(#[from] StoreReadError),
     /// An output file cannot be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file.
         path: String,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The flags contradict each other.
     #[error("{0}")]
@@ -185,23 +186,31 @@ impl Report {
     /// The one line printed when an export completes.
     pub fn summary(&self) -> String {
         let s = &self.stats;
+        let shown = |p: &PathBuf| {
+            if p.as_os_str() == STDOUT {
+                "standard output".to_string()
+            } else {
+                p.display().to_string()
+            }
+        };
         let written = match self.outputs.as_slice() {
             [train, val] => format!(
-                "wrote {} rows to {} and {} to {}",
-                s.train_rows,
-                train.display(),
+                "wrote {} to {} and {} to {}",
+                count(s.train_rows, "row", "rows"),
+                shown(train),
                 s.val_rows,
-                val.display()
+                shown(val)
             ),
             _ => format!(
-                "wrote {} rows to {}",
-                s.rows,
-                self.outputs
-                    .first()
-                    .map_or(String::new(), |p| p.display().to_string())
+                "wrote {} to {}",
+                count(s.rows, "row", "rows"),
+                self.outputs.first().map_or(String::new(), shown)
             ),
         };
-        let mut line = format!("{written} from {} rollouts", s.rollouts);
+        let mut line = format!(
+            "{written} from {}",
+            count(s.rollouts, "rollout", "rollouts")
+        );
         if s.dropped_total() > 0 {
             line.push_str(&format!(
                 " ({} dropped: {})",
@@ -236,13 +245,20 @@ fn resolve(path: &Path) -> Result<Source, ExportError> {
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
     move |source| ExportError::Write {
         path: path.display().to_string(),
-        source,
+        error: source,
     }
 }
 
-/// The output files: one, or train and validation.
-fn create_outputs(args: &ExportArgs) -> Result<Vec<AtomicFile>, ExportError> {
-    let (dir, names): (PathBuf, Vec<String>) = match (&args.output.out, args.split.fraction) {
+/// The output files: one, or train and validation; `--out -` is
+/// standard output (see [`ResultFile`]).
+fn create_outputs(args: &ExportArgs) -> Result<Vec<ResultFile>, ExportError> {
+    let stdout = args.output.out.as_deref() == Some(Path::new(STDOUT));
+    let paths: Vec<PathBuf> = match (&args.output.out, args.split.fraction) {
+        (_, Some(_)) if stdout => {
+            return Err(ExportError::Usage(
+                "with --split, --out names a folder for train.jsonl and val.jsonl, not standard output (-)".into(),
+            ))
+        }
         (out, Some(_)) => {
             let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
             if dir.extension().is_some_and(|e| e == "jsonl") {
@@ -251,28 +267,31 @@ fn create_outputs(args: &ExportArgs) -> Result<Vec<AtomicFile>, ExportError> {
                     dir.display()
                 )));
             }
-            (dir, vec!["train.jsonl".into(), "val.jsonl".into()])
+            vec![dir.join("train.jsonl"), dir.join("val.jsonl")]
         }
         (Some(out), None) if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') => {
-            (out.clone(), vec![DEFAULT_OUT.into()])
+            vec![out.join(DEFAULT_OUT)]
         }
         (out, None) => {
             let path = out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .ok_or_else(|| {
-                    ExportError::Usage(format!("--out {} names no file", path.display()))
-                })?;
-            // An empty folder is the working directory (and names print as given).
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            (dir, vec![name])
+            if !stdout && path.file_name().is_none() {
+                return Err(ExportError::Usage(format!(
+                    "--out {} names no file",
+                    path.display()
+                )));
+            }
+            vec![path]
         }
     };
-    std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
-    names
+    paths
         .iter()
-        .map(|n| AtomicFile::create(&dir, n).map_err(write_err(&dir.join(n))))
+        .map(|path| {
+            // An empty folder is the working directory (and names print as given).
+            if let Some(dir) = path.parent().filter(|_| !stdout) {
+                std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+            }
+            ResultFile::create(path).map_err(write_err(path))
+        })
         .collect()
 }
 
@@ -283,7 +302,7 @@ struct Exporter<'a> {
     filter: Filter,
     splitter: Option<Splitter>,
     dedupe: Option<Dedupe>,
-    outputs: Vec<AtomicFile>,
+    outputs: Vec<ResultFile>,
     line: Vec<u8>,
     stats: Stats,
     warn: &'a mut dyn FnMut(&str),
@@ -363,7 +382,7 @@ impl Exporter<'_> {
             Side::Val => &mut self.outputs[1],
         };
         if let Err(e) = out.write_all(&self.line) {
-            return Err(write_err(out.target())(e));
+            return Err(write_err(out.named())(e));
         }
         if self.splitter.is_some() {
             match side {
@@ -416,14 +435,18 @@ impl Exporter<'_> {
         let origin = data_dir.join("wal").display().to_string();
         if store.undecodable > 0 {
             (self.warn)(&format!(
-                "{origin}: {} records do not decode; skipped",
-                store.undecodable
+                "{origin}: {} not decode; skipped",
+                count(store.undecodable, "record does", "records do")
             ));
         }
         if store.stats.damaged_segments > 0 {
             (self.warn)(&format!(
-                "{origin}: {} segments end in a damaged record; read up to it",
-                store.stats.damaged_segments
+                "{origin}: {} in a damaged record; read up to it",
+                count(
+                    store.stats.damaged_segments as u64,
+                    "segment ends",
+                    "segments end"
+                )
             ));
         }
         let mut result = Ok(());
@@ -512,8 +535,8 @@ pub fn export(
             )
         } else {
             format!(
-                "none of the {} rollouts in {} became a row ({})",
-                stats.rollouts,
+                "none of the {} in {} became a row ({})",
+                count(stats.rollouts, "rollout", "rollouts"),
                 places.join(", "),
                 stats.dropped_summary()
             )
@@ -534,8 +557,8 @@ pub fn export(
     }
     let mut outputs = Vec::new();
     for file in ex.outputs {
-        let target = file.target().to_path_buf();
-        outputs.push(file.commit().map_err(write_err(&target))?);
+        let named = file.named().to_path_buf();
+        outputs.push(file.commit().map_err(write_err(&named))?);
     }
     Ok(Report { outputs, stats })
 }
@@ -553,6 +576,15 @@ pub async fn run_cli(
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let show_stats = args.output.stats;
+    // With the rows on standard output, the statistics go to stderr.
+    let stats_on_stdout = args.output.out.as_deref() != Some(Path::new(STDOUT));
+    let print_stats = move |stats: &Stats| {
+        if stats_on_stdout {
+            print!("{stats}");
+        } else {
+            eprint!("{stats}");
+        }
+    };
     let mut job = tokio::task::spawn_blocking(move || {
         let mut shown = 0usize;
         let result = export(&args, &flag, &mut |line| {
@@ -579,17 +611,23 @@ pub async fn run_cli(
     match joined.map_err(|e| ExportError::Crashed(e.to_string()))? {
         Ok(report) => {
             if show_stats {
-                print!("{}", report.stats);
+                print_stats(&report.stats);
             }
             eprintln!("oclagl export-sft: {}", report.summary());
             Ok(0)
         }
         Err(e @ ExportError::NothingToExport { .. }) => {
             if let (true, ExportError::NothingToExport { stats, .. }) = (show_stats, &e) {
-                print!("{stats}");
+                print_stats(stats);
             }
             eprintln!("oclagl export-sft: {e}");
             Ok(1)
+        }
+        // `--out - | head`: the reader has what it wanted; end quietly.
+        Err(ExportError::Write { path, error })
+            if path == STDOUT && error.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            Ok(0)
         }
         Err(ExportError::Interrupted) => {
             eprintln!("oclagl export-sft: interrupted; no dataset written");

@@ -439,7 +439,7 @@ pub async fn run(
     let io_err = |path: &Path, source: io::Error| ForwardError::Io {
         name: dest.name.clone(),
         path: path.display().to_string(),
-        source,
+        error: source,
     };
     let mapping = Mapping::open(&state_dir, &dest.name).map_err(|e| io_err(&state_dir, e))?;
     let (http, headers) = super::send::http_client(dest)?;

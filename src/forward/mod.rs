@@ -47,14 +47,14 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// Its delivery cursor could not be read or written.
-    #[error("forwarding to {name}: cannot read or write {path}: {source}")]
+    #[error("forwarding to {name}: cannot read or write {path}: {error}")]
     Io {
         /// The destination.
         name: String,
         /// The cursor file.
         path: String,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Its delivery cursor holds something else than a log position.
     #[error("forwarding to {name}: {path} is damaged ({content:?}); delete it to restart delivery at the end of the log")]
@@ -222,7 +222,7 @@ fn load_cursor(dir: &Path, dest: &Destination) -> Result<Option<Pos>, ForwardErr
             return Err(ForwardError::Io {
                 name: dest.name.clone(),
                 path: path.display().to_string(),
-                source,
+                error: source,
             })
         }
     };
@@ -247,7 +247,7 @@ fn save_cursor(dir: &Path, dest: &Destination, pos: Pos) -> Result<(), ForwardEr
     .map_err(|source| ForwardError::Io {
         name: dest.name.clone(),
         path: dir.join(cursor_name(dest)).display().to_string(),
-        source,
+        error: source,
     })
 }
 
@@ -256,7 +256,7 @@ pub fn start_position(dir: &Path, dest: &Destination, end: Pos) -> Result<Pos, F
     std::fs::create_dir_all(dir).map_err(|source| ForwardError::Io {
         name: dest.name.clone(),
         path: dir.display().to_string(),
-        source,
+        error: source,
     })?;
     match load_cursor(dir, dest)? {
         Some(pos) if pos <= end => Ok(pos),
@@ -432,7 +432,7 @@ pub async fn run(
     let io_err = |source: io::Error| ForwardError::Io {
         name: dest.name.clone(),
         path: wal_dir.display().to_string(),
-        source,
+        error: source,
     };
     let mut attempt = 0u32;
     tracing::info!(destination = %dest.name, url = %dest.url, cursor = %cursor, "forwarding");

@@ -36,7 +36,10 @@ fn response_error(frame: &Value, handshake: bool) -> GatewayError {
                 .map(std::time::Duration::from_millis),
         };
     }
-    let auth = code.contains("AUTH") || message.to_lowercase().contains("token");
+    // An upstream gateway answers a connect without a valid token with
+    // NOT_PAIRED ("device identity required").
+    let auth =
+        code.contains("AUTH") || code == "NOT_PAIRED" || message.to_lowercase().contains("token");
     if handshake && auth {
         return GatewayError::Unauthorized {
             hint: "OPENCLAW_GATEWAY_TOKEN (gateway.auth.token)",
@@ -162,5 +165,18 @@ mod tests {
             "ws://127.0.0.1:18789"
         );
         assert_eq!(super::ws_url("https://gw.example"), "wss://gw.example");
+    }
+
+    /// What an upstream gateway answers a `connect` without a token.
+    #[test]
+    fn not_paired_at_connect_names_the_token() {
+        let frame = r#"{"type":"res","id":"connect","ok":false,
+            "error":{"code":"NOT_PAIRED","message":"device identity required"}}"#;
+        let err = super::read_frame(frame, false).unwrap_err();
+        assert!(
+            matches!(err, super::GatewayError::Unauthorized { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("OPENCLAW_GATEWAY_TOKEN"), "{err}");
     }
 }

@@ -26,12 +26,12 @@ use crate::gateway::Secret;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// A certificate or key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A file is not the PEM it should be.
     #[error("{path}: {reason}")]
@@ -132,7 +132,7 @@ impl Tls {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| AuthError::Read {
                 path: p.display().to_string(),
-                source,
+                error: source,
             })
         };
         let pem_err = |p: &Path, reason: String| AuthError::Pem {

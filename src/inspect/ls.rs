@@ -14,6 +14,7 @@ use crate::agl::trace_file::datetime;
 use crate::args::parse_duration;
 use crate::export::filter::parse_time;
 use crate::export::parse_reward;
+use crate::semconv::ROLLOUT_STATUSES;
 
 /// `oclagl ls` options, in the sections of its `--help`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,7 +35,12 @@ pub struct LsArgs {
 #[command(next_help_heading = "Filters")]
 pub struct LsFilter {
     /// Only rollouts with these statuses (succeeded, failed, running).
-    #[arg(long, env = "OCLAGL_LS_STATUS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "OCLAGL_LS_STATUS",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(ROLLOUT_STATUSES)
+    )]
     pub status: Vec<String>,
     /// Only rollouts that started since: a time back from now (30m, 1h, 2d)
     /// or a point in time (2026-02-12, RFC 3339, Unix seconds).

@@ -23,7 +23,7 @@ pub enum InspectError {
         reason: String,
     },
     /// Writing to stdout failed.
-    #[error("cannot write the output: {0}")]
+    #[error("cannot write the output")]
     Write(#[from] std::io::Error),
 }
 

@@ -18,6 +18,7 @@ use crate::conversation::attrs::{first_count, first_str};
 use crate::conversation::{Convention, Role};
 use crate::export::read::Chosen;
 use crate::semconv::{COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS};
+use crate::util::count;
 
 /// `oclagl show` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,23 +38,36 @@ const BAR: usize = 24;
 /// Longest text shown for a reply or tool arguments.
 const TEXT: usize = 100;
 
-/// The trace file of a rollout in `dir`.
+/// The trace file of a rollout in `dir`; an id given without its `ro-`
+/// prefix (`68a3eef4d456`) is also looked for with it.
 pub fn find(dir: &Path, rollout_id: &str) -> Result<PathBuf, InspectError> {
-    let stem = file_stem(rollout_id);
-    let entries = std::fs::read_dir(dir).map_err(|e| InspectError::Read {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_str().and_then(parse_file_name) == Some(stem.as_str()) {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| InspectError::Read {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .flatten()
+        .collect();
+    let prefixed = (!rollout_id.starts_with("ro-")).then(|| format!("ro-{rollout_id}"));
+    for id in std::iter::once(rollout_id).chain(prefixed.as_deref()) {
+        let stem = file_stem(id);
+        if let Some(entry) = entries
+            .iter()
+            .find(|e| e.file_name().to_str().and_then(parse_file_name) == Some(stem.as_str()))
+        {
             return Ok(entry.path());
         }
     }
-    Err(InspectError::NotFound(format!(
-        "no trace file for rollout {rollout_id} in {} (a rollout's file is written once it has been quiet for serve's --quiet; pass --traces-dir)",
-        dir.display()
-    )))
+    Err(InspectError::NotFound(match prefixed {
+        Some(with) => format!(
+            "no trace file for rollout {rollout_id} or {with} in {} (rollout ids start with ro-; `oclagl ls` lists them; pass --traces-dir)",
+            dir.display()
+        ),
+        None => format!(
+            "no trace file for rollout {rollout_id} in {} (a rollout's file is written once it has been quiet for serve's --quiet; pass --traces-dir)",
+            dir.display()
+        ),
+    }))
 }
 
 /// Prints the rollout on stdout.
@@ -118,8 +132,10 @@ fn write_header(
     )?;
     writeln!(
         out,
-        "spans    {} ({} model calls, {} tool calls)  file {file}\n",
-        summary.spans, summary.model_calls, summary.tool_calls
+        "spans    {} ({}, {})  file {file}\n",
+        summary.spans,
+        count(summary.model_calls as u64, "model call", "model calls"),
+        count(summary.tool_calls as u64, "tool call", "tool calls")
     )?;
 
     Ok(())
@@ -392,13 +408,17 @@ fn model_call_details(span: &Span, trace: &TraceFile) -> Vec<String> {
         .filter(|m| m.role == Role::Assistant)
     else {
         return vec![format!(
-            "{} messages in, no reply recorded",
-            conversation.messages.len()
+            "{} in, no reply recorded",
+            count(conversation.messages.len() as u64, "message", "messages")
         )];
     };
     let mut out = vec![format!(
-        "{} messages in → {}",
-        conversation.messages.len() - 1,
+        "{} in → {}",
+        count(
+            conversation.messages.len() as u64 - 1,
+            "message",
+            "messages"
+        ),
         reply
             .content
             .as_deref()
@@ -467,10 +487,10 @@ mod tests {
         has("rollout ro-1  attempt at-1  failed  started 1970-01-01 00:01:40  took 4.000s");
         has("prompt   list files");
         has("rewards  exact=0");
-        has("spans    5 (1 model calls, 1 tool calls)");
+        has("spans    5 (1 model call, 1 tool call)");
         has("+0.000s     4.000s  [████████████████████████]  oclagl.rollout");
         has("+1.000s     1.000s  [      ██████            ]  ├─ gen_ai  model m-1  tokens 12 in / 3 out");
-        has("│  │  1 messages in → \"calling ls\"");
+        has("│  │  1 message in → \"calling ls\"");
         has("calls ls({\"path\": \".\"})");
         has("│  └─ tool  tool ls({\"path\": \".\"})");
         has("├─ boom  ERROR it broke");

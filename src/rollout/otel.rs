@@ -42,7 +42,7 @@ pub enum TelemetryError {
     /// The in-process sidecar could not start (its store is locked, a folder
     /// cannot be created…).
     #[error("cannot start the in-process sidecar: {0}")]
-    Sidecar(#[source] SidecarError),
+    Sidecar(SidecarError),
     /// Spans were lost at shutdown.
     #[error("{spans} span(s) could not be exported to {destination} and are lost: {error}; {fix}")]
     Undelivered {

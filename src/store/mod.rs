@@ -35,15 +35,15 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The log's folder or a segment cannot be opened.
-    #[error("cannot open the store in {path}: {source}")]
+    #[error("cannot open the store in {path}: {error}")]
     Open {
         /// The folder.
         path: String,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Another process holds the store's lock.
-    #[error("the store in {path} is in use by another oclagl process (is `oclagl serve` running? then send to it: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318)")]
+    #[error("the store in {path} is in use by another oclagl process: stop it, pass another --data-dir, or send to it (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 for `oclagl serve` on its default port)")]
     Locked {
         /// The folder.
         path: String,
@@ -121,7 +121,7 @@ impl<M: Send + 'static> Store<M> {
         })
         .map_err(|source| StoreError::Open {
             path: dir.display().to_string(),
-            source,
+            error: source,
         })?;
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let (end_tx, end) = watch::channel(wal.end());
@@ -133,7 +133,7 @@ impl<M: Send + 'static> Store<M> {
             })
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
-                source,
+                error: source,
             })?;
         Ok((Store { tx, end }, writer, stats))
     }
@@ -165,7 +165,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
     let path = dir.display().to_string();
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -174,12 +174,15 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
         .open(dir.join("LOCK"))
         .map_err(|source| StoreError::Open {
             path: path.clone(),
-            source,
+            error: source,
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Open { path, source }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Open {
+            path,
+            error: source,
+        }),
     }
 }
 

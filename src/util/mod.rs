@@ -1,7 +1,22 @@
 //! Small helpers every stage uses: files replaced whole, random ids, the
-//! clock, percent-decoding. They import nothing of the crate.
+//! clock, percent-decoding, counted nouns. They import nothing of the crate.
 
 pub mod clock;
 pub mod fs;
 pub mod ids;
 pub mod percent;
+
+/// `n` and the noun, singular for one: `1 row`, `0 rows`, `2 rows`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_is_singular_and_every_other_count_plural() {
+        assert_eq!(super::count(1, "row", "rows"), "1 row");
+        assert_eq!(super::count(0, "row", "rows"), "0 rows");
+        assert_eq!(super::count(2, "message", "messages"), "2 messages");
+    }
+}

@@ -16,6 +16,7 @@ pub mod fake_fork;
 pub mod gateway;
 pub mod otlp;
 pub mod rollouts;
+pub mod traces;
 
 pub use otlp::{kv, request, span};
 

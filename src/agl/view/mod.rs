@@ -51,20 +51,20 @@ const BATCH: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
     /// The traces folder cannot be created or written.
-    #[error("cannot use the traces folder {path}: {source}")]
+    #[error("cannot use the traces folder {path}: {error}")]
     TracesDir {
         /// The folder.
         path: String,
         /// What the filesystem said.
-        source: io::Error,
+        error: io::Error,
     },
     /// The rollout summaries (the index of evicted rollouts) cannot be opened.
-    #[error("cannot open the rollout summaries in {path}: {source}")]
+    #[error("cannot open the rollout summaries in {path}: {error}")]
     Summaries {
         /// The data folder holding them.
         path: String,
         /// What the filesystem said.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -217,12 +217,12 @@ impl View {
     pub fn new(cfg: ViewConfig) -> Result<View, ViewError> {
         let dir_err = |source| ViewError::TracesDir {
             path: cfg.traces_dir.display().to_string(),
-            source,
+            error: source,
         };
         std::fs::create_dir_all(&cfg.traces_dir).map_err(dir_err)?;
         let summaries_err = |source| ViewError::Summaries {
             path: cfg.data_dir.display().to_string(),
-            source,
+            error: source,
         };
         std::fs::create_dir_all(&cfg.data_dir).map_err(summaries_err)?;
         let mut index = Index::default();

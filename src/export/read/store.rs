@@ -29,12 +29,12 @@ const CACHE: usize = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreReadError {
     /// Its write-ahead log could not be scanned.
-    #[error("cannot read the store in {path}: {source}")]
+    #[error("cannot read the store in {path}: {error}")]
     Scan {
         /// The data folder.
         path: String,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -95,7 +95,7 @@ impl Store {
         })
         .map_err(|source| StoreReadError::Scan {
             path: wal_dir.display().to_string(),
-            source,
+            error: source,
         })?;
         let mut rollouts: Vec<(String, Arc<str>)> = live
             .into_iter()
