@@ -51,10 +51,14 @@ pub mod llm_proxy {
     /// `true` when a body was longer than the recording cap (the recorded body
     /// is then its beginning, and the conversation may be missing).
     pub const TRUNCATED: &str = "oclagl.llm_proxy.truncated";
-    /// The request body as recorded (up to the cap).
+    /// The request body as recorded (up to the cap): the store's one copy
+    /// of what the model received.
     pub const REQUEST_BODY: &str = "oclagl.llm_proxy.request.body";
-    /// The response body as recorded (up to the cap).
+    /// The response body as recorded (up to the cap): the store's one copy
+    /// of what the model answered.
     pub const RESPONSE_BODY: &str = "oclagl.llm_proxy.response.body";
+    /// `true` when the answer was a server-sent event stream.
+    pub const EVENT_STREAM: &str = "oclagl.llm_proxy.response.event_stream";
     /// Why the bodies could not be read as a conversation.
     pub const UNREADABLE: &str = "oclagl.llm_proxy.unreadable";
 }

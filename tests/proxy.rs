@@ -158,7 +158,26 @@ async fn real_gateway_model_calls_join_their_rollouts_and_export_exactly() {
             "{\"path\":\".\"}"
         );
         expected_rows.push(expected_row(&mine[1].body));
+        // The file holds each call's request and answer once: at most 1.2x
+        // the bytes the provider received and sent (pretty-printed JSON,
+        // the rollout span and AGL's span fields included).
+        let file = std::fs::metadata(traces.join(name)).unwrap().len() as f64;
+        let wire: usize = mine.iter().map(|c| c.request_bytes + c.answer_bytes).sum();
+        let ratio = file / wire as f64;
+        eprintln!("{name}: {file} bytes for {wire} bytes of model calls ({ratio:.2}x)");
+        assert!(ratio <= 1.2, "{name}: {ratio:.2}x the calls' bytes");
     }
+    // So does the store.
+    let (stored, wire) = (
+        server.stored_bytes(),
+        calls
+            .iter()
+            .map(|c| c.request_bytes + c.answer_bytes)
+            .sum::<usize>(),
+    );
+    let ratio = stored as f64 / wire as f64;
+    eprintln!("store: {stored} bytes for {wire} bytes of model calls ({ratio:.2}x)");
+    assert!(ratio <= 1.2, "the store holds {ratio:.2}x the calls' bytes");
 
     // The provider's key went upstream and nowhere else.
     assert!(calls
@@ -578,8 +597,13 @@ async fn pass_through_is_transparent_and_every_call_is_recorded() {
     let attrs = &span["attributes"];
     assert_eq!(span["name"], "chat m-1");
     assert_eq!(attrs["gen_ai.prompt.0.content"], "hi");
+    // The trace file holds the request once, as AGL's attributes; the store
+    // holds it once, as the body.
+    assert_eq!(attrs["oclagl.llm_proxy.request.body"], Value::Null);
+    let stored = server.stored_proxy_span(2);
+    assert!(!stored.contains_key("gen_ai.prompt.0.content"));
     let recorded: Value =
-        serde_json::from_str(attrs["oclagl.llm_proxy.request.body"].as_str().unwrap()).unwrap();
+        serde_json::from_str(stored["oclagl.llm_proxy.request.body"].as_str().unwrap()).unwrap();
     assert_eq!(recorded, request);
 
     // Upstream errors: status, headers and body as the upstream sent them.

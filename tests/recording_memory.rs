@@ -10,8 +10,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use oclagl::ingest::proxy::openai::Api;
-use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR};
+use oclagl::conversation::openai::{Api, PARSE_BUDGET_FACTOR};
+use oclagl::ingest::proxy::span::{Call, Captured, End};
 use oclagl::semconv::llm_proxy::UNREADABLE;
 
 struct Counting;

@@ -1,7 +1,9 @@
 //! The LLM proxy's recording of model calls (`ingest::proxy`): a response
 //! body as JSON or as a server-sent event stream reassembled into one answer
 //! (chat completion chunks, Responses API events), a request body, for both
-//! APIs, and the whole call turned into its span (`span::Call::record`).
+//! APIs, the whole call turned into its span (`span::Call::record`), and
+//! that span's bodies read again into AGL's attributes as its trace file
+//! gets them (`agl::call::expand`).
 //!
 //! The first input byte picks the API (bit 0), whether the response is an
 //! event stream (bit 1), and whether the whole call is recorded with the
@@ -12,8 +14,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oclagl::ingest::proxy::openai::{model_of, request, response, Api};
-use oclagl::ingest::proxy::span::{Call, Captured, End, PARSE_BUDGET_FACTOR};
+use oclagl::conversation::openai::{model_of, request, response, Api, PARSE_BUDGET_FACTOR};
+use oclagl::agl::call::expand;
+use oclagl::agl::span::flatten_attributes;
+use oclagl::ingest::proxy::span::{Call, Captured, End};
 use oclagl::semconv::llm_proxy::UNREADABLE;
 
 /// The parse budget of a 256 KiB recording cap.
@@ -45,6 +49,11 @@ fuzz_target!(|data: &[u8]| {
         request: captured.clone(),
         response: captured,
         end: End::Complete,
+        path: match api {
+            Api::Chat => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
+        }
+        .into(),
         ..Call::begin(api, [1; 16], [2; 8], 1)
     };
     let (export, unreadable) = call.record(BUDGET);
@@ -53,4 +62,10 @@ fuzz_target!(|data: &[u8]| {
         span.attributes.iter().any(|kv| kv.key == UNREADABLE),
         unreadable.is_some()
     );
+    // What the proxy could read, the trace file reads again.
+    let mut attrs = flatten_attributes(&span.attributes);
+    expand(&mut attrs);
+    if unreadable.is_none() && request(api, body, BUDGET).is_ok_and(|r| !r.messages.is_empty()) {
+        assert!(attrs.contains_key("gen_ai.prompt.0.role"));
+    }
 });

@@ -2,6 +2,7 @@
 //! JSON, grouped into rollouts the way AGL's store groups them, and written as
 //! the seed integration's trace files.
 
+pub mod call;
 pub mod index;
 pub mod span;
 pub mod summary;

@@ -281,7 +281,9 @@ fn link(l: &OtlpLink) -> Link {
     }
 }
 
-/// Converts one OTLP span; `resource` is its already flattened resource.
+/// Converts one OTLP span; `resource` is its already flattened resource. A
+/// model call the LLM proxy recorded gets AGL's message attributes from its
+/// bodies ([`crate::agl::call`]).
 pub fn to_agl(
     span: &OtlpSpan,
     resource: &Resource,
@@ -310,7 +312,11 @@ pub fn to_agl(
                 .map(|s| s.message.clone())
                 .filter(|m| !m.is_empty()),
         },
-        attributes: flatten_attributes(&span.attributes),
+        attributes: {
+            let mut attributes = flatten_attributes(&span.attributes);
+            crate::agl::call::expand(&mut attributes);
+            attributes
+        },
         events: span
             .events
             .iter()

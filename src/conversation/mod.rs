@@ -1,7 +1,8 @@
 //! The one conversation model every reader produces and every consumer
 //! (export's writers, the LLM proxy, `oclagl show`) uses, and the readers of
 //! each span convention that carries messages ([`agl`], [`genai`],
-//! [`openinference`]).
+//! [`openinference`]), and of the OpenAI-compatible bodies the LLM proxy
+//! records ([`openai`]).
 //!
 //! The model keeps what a training row needs and nothing is flattened to
 //! text: tool calls keep their ids and arguments, tool results the id of the
@@ -10,6 +11,7 @@
 pub mod agl;
 pub mod attrs;
 pub mod genai;
+pub mod openai;
 pub mod openinference;
 
 use serde_json::Value;

@@ -22,6 +22,9 @@ pub const TOKEN: &str = "test-gateway-token-5c1e";
 #[derive(Debug, Clone)]
 pub struct ProviderCall {
     pub body: Value,
+    /// The request's bytes, and the answer's, as on the wire.
+    pub request_bytes: usize,
+    pub answer_bytes: usize,
     pub traceparent: Option<String>,
     pub authorization: Option<String>,
 }
@@ -90,7 +93,7 @@ pub fn decide(body: &Value) -> Value {
     }
 }
 
-fn sse(body: &Value, id: &str) -> Response {
+fn sse(body: &Value, id: &str) -> String {
     let answer = decide(body);
     let model = body["model"].as_str().unwrap_or("mock-1");
     let finish = if answer.get("tool_calls").is_some() {
@@ -118,13 +121,13 @@ fn sse(body: &Value, id: &str) -> Response {
         json!({"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}),
     ));
     out.push_str("data: [DONE]\n\n");
-    ([("content-type", "text/event-stream")], out).into_response()
+    out
 }
 
 async fn completions(
     State(p): State<Arc<Provider>>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    raw: axum::body::Bytes,
 ) -> Response {
     let h = |k: &str| {
         headers
@@ -132,20 +135,27 @@ async fn completions(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let id = {
-        let mut calls = p.calls.lock().unwrap();
-        calls.push(ProviderCall {
-            body: body.clone(),
-            traceparent: h("traceparent"),
-            authorization: h("authorization"),
-        });
-        // Unique per call, as a real provider's are (AGL dedupes by it).
-        format!("chatcmpl-mock-{}", calls.len())
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let mut calls = p.calls.lock().unwrap();
+    // Unique per call, as a real provider's are (AGL dedupes by it).
+    let id = format!("chatcmpl-mock-{}", calls.len() + 1);
+    let (content_type, answer) = if body["stream"] == true {
+        ("text/event-stream", sse(&body, &id))
+    } else {
+        ("application/json", json_answer(&body, &id))
     };
-    if body["stream"] == true {
-        return sse(&body, &id);
-    }
-    let answer = decide(&body);
+    calls.push(ProviderCall {
+        body,
+        request_bytes: raw.len(),
+        answer_bytes: answer.len(),
+        traceparent: h("traceparent"),
+        authorization: h("authorization"),
+    });
+    ([("content-type", content_type)], answer).into_response()
+}
+
+fn json_answer(body: &Value, id: &str) -> String {
+    let answer = decide(body);
     let mut message = answer.clone();
     message["role"] = json!("assistant");
     if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
@@ -153,10 +163,10 @@ async fn completions(
             c.as_object_mut().map(|o| o.remove("index"));
         }
     }
-    Json(json!({"id": id, "object": "chat.completion", "created": 1_770_000_000, "model": body["model"],
+    json!({"id": id, "object": "chat.completion", "created": 1_770_000_000, "model": body["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": if answer.get("tool_calls").is_some() {"tool_calls"} else {"stop"}}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}}))
-    .into_response()
+        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}})
+    .to_string()
 }
 
 async fn models() -> Json<Value> {

@@ -131,6 +131,43 @@ impl Server {
         self.dir.join("traces")
     }
 
+    /// The bytes of the records the store holds.
+    pub fn stored_bytes(&self) -> usize {
+        let mut total = 0;
+        oclagl::store::wal::scan(&self.dir.join("data").join("wal"), |_, payload| {
+            total += payload.len()
+        })
+        .expect("the store scans");
+        total
+    }
+
+    /// The attributes of the LLM proxy's span of trace `[n; 16]` as the
+    /// store holds them (read while the server runs; the span is stored
+    /// before its trace file is written, so wait for that first).
+    pub fn stored_proxy_span(&self, n: u8) -> serde_json::Map<String, Value> {
+        use oclagl::store::Record;
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let mut found = None;
+        oclagl::store::wal::scan(&self.dir.join("data").join("wal"), |_, payload| {
+            let record = Record::decode(payload.as_slice()).expect("a store record");
+            let export = ExportTraceServiceRequest::decode(record.export_trace_request)
+                .expect("an OTLP export");
+            for span in export
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+            {
+                if span.trace_id == [n; 16] && span.name.starts_with("chat") {
+                    found = Some(oclagl::agl::span::flatten_attributes(&span.attributes));
+                }
+            }
+        })
+        .expect("the store scans");
+        found.unwrap_or_else(|| panic!("no stored proxy span of trace {n}"))
+    }
+
     /// `kill -9`.
     pub fn kill(mut self) {
         let _ = self.child.kill();

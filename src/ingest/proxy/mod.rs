@@ -31,14 +31,12 @@
 //!
 //! The rooms: `config` (the upstreams and the one a model picks), `headers`
 //! (what crosses and what does not), `body` (the bodies both ways),
-//! `recorder` (recording on the side, storing when a call ends), [`openai`]
-//! (reading the bodies), [`span`] (a call as a span), `upstream` (the HTTP
+//! `recorder` (recording on the side, storing when a call ends), [`span`] (a call as a span), `upstream` (the HTTP
 //! client); this file serves and forwards.
 
 mod body;
 mod config;
 mod headers;
-pub mod openai;
 mod recorder;
 pub mod span;
 mod upstream;
@@ -61,11 +59,11 @@ use self::body::{error, Answer, Outgoing, Source};
 use self::config::{basic_auth, display_url, pick};
 pub use self::config::{parse_upstream, ProxyConfig, Upstream};
 use self::headers::{strip_hop_by_hop, to_upstream, traceparent};
-use self::openai::Api;
 use self::recorder::{lock, Recorder, Recording, PRESIZE_MAX};
 use self::span::{Call, Captured, End};
 use self::upstream::{Clients, Route};
 use super::Ingest;
+use crate::conversation::openai::{self, Api};
 use crate::util::clock::now_unix_nanos;
 use crate::util::ids::random_id;
 
@@ -258,11 +256,7 @@ fn endpoint<'p>(method: &Method, path: &'p str) -> Option<(&'p str, Option<Api>)
     let rest = path
         .strip_prefix("/v1")
         .filter(|r| r.is_empty() || r.starts_with('/'))?;
-    let api = match (method, rest) {
-        (&Method::POST, "/chat/completions") => Some(Api::Chat),
-        (&Method::POST, "/responses") => Some(Api::Responses),
-        _ => None,
-    };
+    let api = Api::of_path(rest).filter(|_| method == Method::POST);
     Some((rest, api))
 }
 

@@ -4,8 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::span::{self, Call, Captured, End};
+use super::span::{Call, Captured, End};
 use super::ProxyError;
+use crate::conversation::openai;
 use crate::ingest::Ingest;
 use crate::util::clock::now_unix_nanos;
 
@@ -22,7 +23,8 @@ pub(super) struct Recorder {
     pub(super) queue: std::sync::mpsc::SyncSender<Call>,
     pub(super) ingest: Arc<Ingest>,
     pub(super) runtime: tokio::runtime::Handle,
-    /// What reading one body may take (see [`span::PARSE_BUDGET_FACTOR`]).
+    /// The most reading one call's bodies may take (a multiple of the
+    /// recording cap; see [`openai::parse_budget`]).
     pub(super) budget: usize,
 }
 
@@ -31,7 +33,7 @@ impl Recorder {
     pub(super) fn start(ingest: Arc<Ingest>, record_max: usize) -> Result<Recorder, ProxyError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| ProxyError::Recorder(e.to_string()))?;
-        let budget = record_max.saturating_mul(span::PARSE_BUDGET_FACTOR);
+        let budget = record_max.saturating_mul(openai::PARSE_BUDGET_FACTOR);
         let (queue, calls) = std::sync::mpsc::sync_channel::<Call>(RECORDER_QUEUE);
         let (store, handle) = (ingest.clone(), runtime.clone());
         std::thread::Builder::new()

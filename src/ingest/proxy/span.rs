@@ -1,13 +1,12 @@
-//! One model call as an OTLP span, in two conventions at once: the OTel
-//! GenAI semantic conventions (`chat <model>`, kind CLIENT,
-//! `gen_ai.input.messages`, `gen_ai.output.messages`,
-//! `gen_ai.tool.definitions`, `gen_ai.usage.*`, …) and the attributes AGL
-//! 0.3's adapters read (`gen_ai.prompt.<i>.*`, `gen_ai.completion.<i>.*`,
-//! `gen_ai.request.functions.<i>.*`, `prompt_token_ids`,
-//! `response_token_ids`, tool calls of the answer as child spans with
-//! `tool.name`, `tool.parameters`, `tool.call.id`). The raw bodies are kept
-//! too (up to the recording cap), so fields neither convention names, and
-//! bodies that are not JSON at all, are still on record.
+//! One model call as an OTLP span of the OTel GenAI semantic conventions
+//! (`chat <model>`, kind CLIENT, `gen_ai.request.*`, `gen_ai.response.*`,
+//! `gen_ai.usage.*`), holding the call's request and answer once: as the
+//! bodies the proxy forwarded (up to the recording cap), so fields no
+//! convention names, and bodies that are not JSON at all, are on record
+//! too. The messages are not copied into attributes here; the trace-file
+//! builder derives AGL's `gen_ai.prompt.<i>.*` and `gen_ai.completion.<i>.*`
+//! from the bodies ([`crate::agl::call`]). The tool calls of the answer are
+//! AGL's child spans (`tool.name`, `tool.parameters`, `tool.call.id`).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -17,11 +16,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status, ResourceSpans, ScopeSpans, Span, Status,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::openai::{self, Api, Request, Response};
-use crate::conversation::{Message, Role, Tool, ToolCall};
-use crate::semconv::llm_proxy::{REQUEST_BODY, RESPONSE_BODY, TRUNCATED, UNREADABLE, UPSTREAM};
+use crate::conversation::openai::{self, parse_budget, Api, Request, Response};
+use crate::semconv::llm_proxy::{
+    EVENT_STREAM, REQUEST_BODY, RESPONSE_BODY, TRUNCATED, UNREADABLE, UPSTREAM,
+};
 
 /// A recorded body: its first bytes, up to the cap.
 #[derive(Debug, Default, Clone)]
@@ -90,17 +90,6 @@ fn int(v: u64) -> any_value::Value {
     any_value::Value::IntValue(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-fn ints(v: &[i64]) -> any_value::Value {
-    any_value::Value::ArrayValue(ArrayValue {
-        values: v
-            .iter()
-            .map(|i| AnyValue {
-                value: Some(any_value::Value::IntValue(*i)),
-            })
-            .collect(),
-    })
-}
-
 /// A JSON scalar (or list of scalars) as an attribute value.
 fn scalar(v: &Value) -> Option<any_value::Value> {
     Some(match v {
@@ -132,63 +121,6 @@ fn body(c: &Captured) -> any_value::Value {
     }
 }
 
-/// `prefix.*` of one chat message, AGL's way.
-fn agl_message(prefix: &str, m: &Message, out: &mut Vec<KeyValue>) {
-    out.push(kv(format!("{prefix}.role"), text(m.role.as_str())));
-    if let Some(content) = &m.content {
-        out.push(kv(format!("{prefix}.content"), text(content.clone())));
-    }
-    if let Some(name) = &m.name {
-        out.push(kv(format!("{prefix}.name"), text(name.clone())));
-    }
-    if let Some(id) = &m.tool_call_id {
-        out.push(kv(format!("{prefix}.tool_call_id"), text(id.clone())));
-    }
-    for (j, call) in m.tool_calls.iter().enumerate() {
-        let p = format!("{prefix}.tool_calls.{j}");
-        if let Some(id) = &call.id {
-            out.push(kv(format!("{p}.id"), text(id.clone())));
-        }
-        out.push(kv(format!("{p}.name"), text(call.name.clone())));
-        out.push(kv(format!("{p}.arguments"), text(call.arguments_text())));
-    }
-}
-
-/// One message in OTel GenAI's `{role, parts, name?}` shape.
-fn genai_message(m: &Message) -> Value {
-    let mut parts = Vec::new();
-    if m.role == Role::Tool {
-        parts.push(json!({"type": "tool_call_response", "id": m.tool_call_id,
-                          "response": m.content.clone().unwrap_or_default()}));
-    } else if let Some(content) = &m.content {
-        parts.push(json!({"type": "text", "content": content}));
-    }
-    for ToolCall {
-        id,
-        name,
-        arguments,
-    } in &m.tool_calls
-    {
-        parts.push(json!({"type": "tool_call", "id": id, "name": name, "arguments": arguments}));
-    }
-    let mut out = json!({"role": m.role.as_str(), "parts": parts});
-    if let Some(name) = &m.name {
-        out["name"] = json!(name);
-    }
-    out
-}
-
-fn tool_json(t: &Tool) -> Value {
-    let mut out = json!({"type": "function", "name": t.name});
-    if let Some(d) = &t.description {
-        out["description"] = json!(d);
-    }
-    if let Some(p) = &t.parameters {
-        out["parameters"] = p.clone();
-    }
-    out
-}
-
 fn request_attrs(r: &Request, out: &mut Vec<KeyValue>) {
     if let Some(model) = &r.model {
         out.push(kv("gen_ai.request.model", text(model.clone())));
@@ -197,31 +129,6 @@ fn request_attrs(r: &Request, out: &mut Vec<KeyValue>) {
         if let Some(v) = scalar(value) {
             out.push(kv(*key, v));
         }
-    }
-    for (i, m) in r.messages.iter().enumerate() {
-        agl_message(&format!("gen_ai.prompt.{i}"), m, out);
-    }
-    for (i, t) in r.tools.iter().enumerate() {
-        let p = format!("gen_ai.request.functions.{i}");
-        out.push(kv(format!("{p}.name"), text(t.name.clone())));
-        if let Some(d) = &t.description {
-            out.push(kv(format!("{p}.description"), text(d.clone())));
-        }
-        if let Some(params) = &t.parameters {
-            out.push(kv(format!("{p}.parameters"), text(params.to_string())));
-        }
-    }
-    let input: Vec<Value> = r.messages.iter().map(genai_message).collect();
-    out.push(kv(
-        "gen_ai.input.messages",
-        text(Value::Array(input).to_string()),
-    ));
-    if !r.tools.is_empty() {
-        let tools: Vec<Value> = r.tools.iter().map(tool_json).collect();
-        out.push(kv(
-            "gen_ai.tool.definitions",
-            text(Value::Array(tools).to_string()),
-        ));
     }
 }
 
@@ -242,21 +149,6 @@ fn response_attrs(r: &Response, out: &mut Vec<KeyValue>) {
             out.push(kv("gen_ai.response.finish_reasons", v));
         }
     }
-    let mut output = Vec::new();
-    for (i, c) in r.choices.iter().enumerate() {
-        let p = format!("gen_ai.completion.{i}");
-        agl_message(&p, &c.message, out);
-        let mut m = genai_message(&c.message);
-        if let Some(reason) = &c.finish_reason {
-            out.push(kv(format!("{p}.finish_reason"), text(reason.clone())));
-            m["finish_reason"] = json!(reason);
-        }
-        output.push(m);
-    }
-    out.push(kv(
-        "gen_ai.output.messages",
-        text(Value::Array(output).to_string()),
-    ));
     let usage = [
         (
             ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"],
@@ -282,12 +174,6 @@ fn response_attrs(r: &Response, out: &mut Vec<KeyValue>) {
     }
     if let Some(n) = r.cached_tokens {
         out.push(kv("gen_ai.usage.cache_read.input_tokens", int(n)));
-    }
-    if let Some(ids) = &r.prompt_token_ids {
-        out.push(kv("prompt_token_ids", ints(ids)));
-    }
-    if let Some(ids) = &r.response_token_ids {
-        out.push(kv("response_token_ids", ints(ids)));
     }
 }
 
@@ -332,17 +218,13 @@ fn tool_call_spans(call: &Call, response: &Response) -> Vec<Span> {
 #[derive(Default)]
 struct Reading {
     model: Option<String>,
-    /// The conversation's attributes.
+    /// What the bodies say besides the messages: model, parameters, usage.
     attrs: Vec<KeyValue>,
     /// The answer's tool calls, as AGL's child spans.
     children: Vec<Span>,
     /// Why the bodies could not be read, if so.
     unreadable: Option<String>,
 }
-
-/// What a recording may spend reading one body (its parse tree), as a
-/// multiple of the recording cap; a body past it is recorded as unreadable.
-pub const PARSE_BUDGET_FACTOR: usize = 4;
 
 impl Call {
     /// A call that has just begun: no answer yet, and ending as
@@ -367,8 +249,9 @@ impl Call {
 
     /// The export holding this call's span (and its tool-call children), and
     /// why the call's conversation is not in it, if it is not: a body that
-    /// could not be read (within `budget` bytes per parse tree), or a panic
-    /// while reading them. Never panics itself: then the span holds only what
+    /// could not be read (within `budget` bytes per parse tree, and within
+    /// [`parse_budget`] of the bodies' size, so that the trace-file builder
+    /// can always read them again), or a panic while reading them. Never panics itself: then the span holds only what
     /// the proxy saw of the call (timing, status, upstream), marked.
     pub fn record(&self, budget: usize) -> (ExportTraceServiceRequest, Option<String>) {
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(budget)));
@@ -396,6 +279,9 @@ impl Call {
         }
         let answered =
             self.status.is_some_and(|s| (200..300).contains(&s)) && self.end == End::Complete;
+        let budget = budget.min(parse_budget(
+            self.request.bytes.len() + self.response.bytes.len(),
+        ));
         let request = openai::request(self.api, &self.request.bytes, budget)
             .map_err(|e| format!("request: {e}"));
         let response = answered.then(|| {
@@ -443,6 +329,7 @@ impl Call {
             kv("url.path", text(self.path.clone())),
             kv(REQUEST_BODY, body(&self.request)),
             kv(RESPONSE_BODY, body(&self.response)),
+            kv(EVENT_STREAM, any_value::Value::BoolValue(self.event_stream)),
             kv(
                 TRUNCATED,
                 any_value::Value::BoolValue(self.request.truncated || self.response.truncated),
@@ -528,6 +415,7 @@ mod tests {
     use super::*;
     use crate::agl::span::flatten_attributes;
     use crate::conversation::agl;
+    use serde_json::json;
 
     fn call(request: Value, response: &str, event_stream: bool) -> Call {
         Call {
@@ -568,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn span_carries_both_conventions_and_reads_back() {
+    fn span_holds_the_bodies_once_and_the_trace_file_reads_them() {
         let export = sample().record(1 << 26).0;
         let spans = &export.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 2, "the call and its tool-call child");
@@ -590,27 +478,25 @@ mod tests {
         );
         assert_eq!(attrs["gen_ai.usage.input_tokens"], 7);
         assert_eq!(attrs["gen_ai.usage.completion_tokens"], 2);
-        assert_eq!(attrs["prompt_token_ids"], json!([1, 2]));
-        assert_eq!(attrs["response_token_ids"], json!([3]));
         assert_eq!(attrs[TRUNCATED], false);
-        assert!(attrs[REQUEST_BODY].as_str().unwrap().contains("list files"));
+        assert_eq!(attrs[EVENT_STREAM], false);
         assert!(!attrs.contains_key(UNREADABLE));
-        let output: Value =
-            serde_json::from_str(attrs["gen_ai.output.messages"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            output[0]["parts"][0],
-            json!({"type": "tool_call", "id": "call_1", "name": "ls", "arguments": "{}"})
-        );
-        // Both of export's readers get the same conversation back.
-        let from_agl = agl::read(&attrs, &[]).unwrap();
-        let from_genai = crate::conversation::genai::read(&attrs).unwrap();
-        assert_eq!(from_agl, from_genai);
-        assert_eq!(from_agl.messages.len(), 3);
-        assert_eq!(
-            from_agl.messages[2].tool_calls[0].id.as_deref(),
-            Some("call_1")
-        );
-        assert_eq!(from_agl.tools[0].description.as_deref(), Some("list"));
+        // The call's request and answer are held once, as the bodies.
+        assert!(attrs[REQUEST_BODY].as_str().unwrap().contains("list files"));
+        assert!(attrs[RESPONSE_BODY].as_str().unwrap().contains("call_1"));
+        assert!(!attrs.keys().any(|k| k.starts_with("gen_ai.prompt")
+            || k.starts_with("gen_ai.completion")
+            || k.starts_with("gen_ai.input")
+            || k.starts_with("gen_ai.output")
+            || k.ends_with("token_ids")));
+        // The trace file's view reads them back as the call's conversation.
+        let mut expanded = attrs.clone();
+        crate::agl::call::expand(&mut expanded);
+        let read = agl::read(&expanded, &[]).unwrap();
+        assert_eq!(read.messages.len(), 3);
+        assert_eq!(read.messages[2].tool_calls[0].id.as_deref(), Some("call_1"));
+        assert_eq!(read.tools[0].description.as_deref(), Some("list"));
+        assert_eq!(expanded["prompt_token_ids"], json!([1, 2]));
         let child = flatten_attributes(&spans[1].attributes);
         assert_eq!(child["tool.call.id"], "call_1");
         assert_eq!(spans[1].parent_span_id, vec![2; 8]);
@@ -629,8 +515,10 @@ mod tests {
         );
         let attrs = flatten_attributes(&span.attributes);
         assert_eq!(attrs["error.type"], "cancelled");
-        assert!(!attrs.contains_key("gen_ai.output.messages"));
-        assert_eq!(attrs["gen_ai.prompt.1.content"], "list files");
+        let mut expanded = attrs.clone();
+        crate::agl::call::expand(&mut expanded);
+        assert!(!expanded.contains_key("gen_ai.completion.0.role"));
+        assert_eq!(expanded["gen_ai.prompt.1.content"], "list files");
 
         let mut odd = call(json!("x"), "\u{1F600}", false);
         odd.request.bytes = b"\xff\xfe binary".to_vec();

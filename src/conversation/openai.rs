@@ -4,8 +4,11 @@
 //!
 //! Both APIs are read into the conversation model export uses
 //! ([`crate::conversation`]), so a recorded call and an exported row mean
-//! the same thing. Fields that model has no place for stay in the raw bodies
-//! the span also records.
+//! the same thing. The proxy reads a call's bodies when it records the call
+//! (for the model, usage and whether they can be read at all), and the
+//! trace-file builder reads them again to write AGL's message attributes:
+//! the bodies are the one copy of the call's request and answer the store
+//! keeps. Fields the model has no place for stay in those bodies.
 
 use serde_json::{Map, Value};
 
@@ -21,6 +24,34 @@ pub enum Api {
     Chat,
     /// `POST /v1/responses`.
     Responses,
+}
+
+impl Api {
+    /// The API a request path (after `/v1`) names, if it is one of the two.
+    pub fn of_path(rest: &str) -> Option<Api> {
+        match rest {
+            "/chat/completions" => Some(Api::Chat),
+            "/responses" => Some(Api::Responses),
+            _ => None,
+        }
+    }
+}
+
+/// What reading a call's bodies may spend (a parse tree), as a multiple of
+/// their size or of [`PARSE_BUDGET_FLOOR`], whichever is larger.
+pub const PARSE_BUDGET_FACTOR: usize = 4;
+
+/// Bodies smaller than this (the default `--llm-record-max`) may still
+/// spend as much as bodies of this size: token ids and other small values
+/// take many times their text as a tree.
+pub const PARSE_BUDGET_FLOOR: usize = 4 << 20;
+
+/// What reading bodies of `len` bytes together may spend. The proxy spends
+/// at most this (and at most its recording cap's multiple), and whoever
+/// reads the stored bodies again may spend this much, so a call the proxy
+/// could read can always be read again.
+pub fn parse_budget(len: usize) -> usize {
+    PARSE_BUDGET_FACTOR.saturating_mul(len.max(PARSE_BUDGET_FLOOR))
 }
 
 /// The request of a call.
