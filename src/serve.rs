@@ -317,7 +317,6 @@ pub async fn serve(
     };
     let bound = listeners.bound(ingest.clone())?;
     let llm_shown = bound.llm_proxy.map_or("off".to_string(), |a| a.to_string());
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.store.data_dir.display(), traces = %args.traces.traces_dir.display(), "oclagl serve ready");
     let address =
         serde_json::json!({"http": bound.http.to_string(), "grpc": bound.grpc.to_string()});
     if let Err(e) = write_atomic(
@@ -327,6 +326,8 @@ pub async fn serve(
     ) {
         tracing::warn!(error = %e, "cannot write {ADDRESS_FILE}: other commands will not find this sidecar by its data folder");
     }
+    // Ready once other commands can find it.
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, llm_proxy = %llm_shown, data = %args.store.data_dir.display(), traces = %args.traces.traces_dir.display(), "oclagl serve ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -90,8 +90,11 @@ fn serve_on_a_port_in_use_says_so_once_names_the_flag_and_leaves_no_folders() {
 fn a_locked_store_is_one_line_naming_the_fix() {
     let (server, tmp) = Server::start(&[]);
     let data = tmp.path().join("data");
+    // A process that holds the store without serving it (as `collect` does
+    // with its sidecar in-process): `serve` without its address file.
+    std::fs::remove_file(data.join("listening.json")).unwrap();
     // `run` passes its gateway check (the port answers), then finds the
-    // store locked by the sidecar.
+    // store locked.
     let out = oclagl(
         tmp.path(),
         &[
@@ -111,7 +114,11 @@ fn a_locked_store_is_one_line_naming_the_fix() {
     let lines = error_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("--data-dir"), "{lines:?}");
-    assert_said_once(&out, "in use by another oclagl process");
+    assert_said_once(&out, "another process holds the store");
+    assert!(
+        lines[0].contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{lines:?}"
+    );
 }
 
 #[test]
