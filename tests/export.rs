@@ -12,14 +12,21 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde_json::{json, Value};
 use support::traces::{qa, write_rollout};
-use support::{kv, request, run_py, span, wait_for_files, Server, BIN};
+use support::{kv, request, run_py, run_py_with, span, wait_for_files, Server, BIN};
 
 /// Runs `oclagl export-sft` in `dir`.
 fn export(dir: &Path, args: &[&str]) -> Output {
+    export_with(dir, args, &[])
+}
+
+/// [`export`] with these environment variables set.
+fn export_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
         .arg("export-sft")
         .args(args)
         .current_dir(dir)
+        .env_remove("OPENCLAW_SYSTEM_PROMPT_PATH")
+        .envs(env.iter().copied())
         .output()
         .expect("run oclagl export-sft")
 }
@@ -58,12 +65,14 @@ fn reward(value: f64) -> (&'static str, Value) {
     )
 }
 
-/// The user message of each row (tests name rollouts by it).
+/// The first user message of each row (tests name rollouts by it).
 fn users(rows: &[Value]) -> Vec<String> {
     rows.iter()
         .map(|r| {
-            r["messages"][0]["content"]
-                .as_str()
+            r["messages"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+                .and_then(|m| m["content"].as_str())
                 .unwrap_or("?")
                 .to_string()
         })
@@ -138,12 +147,83 @@ fn seed_export_matches_agl_trace_to_messages_line_for_line() {
         "\"tools\"",
         "\"tool_calls\"",
         "\"tool_call_id\":\"call_3\"",
+        "\"tool_call_id\":\"call_placeholder\"",
+        "\"content\":\"You are a personal assistant running inside OpenClaw",
+        "## Rule 259",
         "世界",
         "🎉",
         "The end.",
     ] {
         assert!(text.contains(needle), "{needle} missing from the dataset");
     }
+
+    // With the seed's variable naming a prompt file, both take its text.
+    let file = dir.path().join("system_prompt.txt");
+    std::fs::write(&file, "\n  You are OpenClaw, under test.\t\n").unwrap();
+    let env = [("OPENCLAW_SYSTEM_PROMPT_PATH", file.to_str().unwrap())];
+    let reference = dir.path().join("reference-with-file.jsonl");
+    run_py_with(
+        "export_seed.py",
+        &[
+            "reference",
+            traces.to_str().unwrap(),
+            reference.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_ok(&export_with(
+        dir.path(),
+        &["--out", "with-file.jsonl"],
+        &env,
+    ));
+    let ours = rows(&dir.path().join("with-file.jsonl"));
+    assert_eq!(ours, rows(&reference), "rows with the prompt file");
+    assert!(ours.iter().all(|r| r["messages"][0]["role"] == "system"));
+    assert!(ours
+        .iter()
+        .any(|r| r["messages"][0]["content"] == "You are OpenClaw, under test."));
+}
+
+#[test]
+fn richer_formats_add_a_system_message_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    write_rollout(
+        &traces,
+        "ro-nosystem",
+        "succeeded",
+        "s-1",
+        1_770_000_000.0,
+        vec![("gen_ai", qa("hi", "m-1"))],
+    );
+    let first_role = |args: &[&str]| {
+        let out = export_with(dir.path(), args, &[]);
+        assert_ok(&out);
+        let rows = rows(&dir.path().join("sft_dataset.jsonl"));
+        rows[0]["messages"][0].clone()
+    };
+    assert_eq!(first_role(&["--format", "openai"])["role"], "user");
+    assert_eq!(first_role(&["--format", "trl"])["role"], "user");
+    let added = first_role(&["--format", "openai", "--system-prompt", "default"]);
+    assert_eq!(added["role"], "system");
+    assert!(added["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("You are a personal assistant"));
+    assert_eq!(first_role(&["--system-prompt", "none"])["role"], "user");
+    std::fs::write(dir.path().join("p.txt"), "Mine.").unwrap();
+    assert_eq!(
+        first_role(&["--system-prompt", "p.txt"])["content"],
+        "Mine."
+    );
+    // A prompt file that is not there stops the export with the fix.
+    let out = export_with(dir.path(), &["--system-prompt", "gone.txt"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--system-prompt names gone.txt"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The same conversation, with a tool call and its result, in each span

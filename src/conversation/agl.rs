@@ -6,9 +6,11 @@
 //!
 //! The reading is AGL 0.3's `TraceToMessages` (what the seed's exporter ran):
 //! the same grouping of dotted keys and the same refusals (a message without
-//! a role, an unknown role, non-text content, a tool result without a call
-//! id, a function without parameters…), so a span AGL cannot convert is
-//! reported as malformed rather than half-exported. Where AGL silently drops
+//! a role, an unknown role, non-text content, a `tool` message without a
+//! call id, a function without parameters…), so a span AGL cannot convert is
+//! reported as malformed rather than half-exported; an OpenClaw `toolResult`
+//! without a call id gets [`PLACEHOLDER_CALL_ID`], as the seed's exporter
+//! gave it. Where AGL silently drops
 //! data, the reader keeps it: tool calls of completions, and the text of an
 //! assistant message that also calls tools.
 
@@ -16,6 +18,10 @@ use serde_json::{Map, Value};
 
 use super::attrs::{self, array, object, unflatten};
 use super::{Conversation, Malformed, Message, Role, Tool, ToolCall};
+
+/// The call id of an OpenClaw `toolResult` that names none, as the seed's
+/// exporter wrote it.
+pub const PLACEHOLDER_CALL_ID: &str = "call_placeholder";
 
 /// Reads the conversation of a span; `children` are its child spans'
 /// attributes (AGL records an LLM call's tool calls there).
@@ -99,7 +105,12 @@ fn prompt_message(v: &Value, what: &str) -> Result<Message, Malformed> {
     };
     out.name = m.get("name").and_then(Value::as_str).map(str::to_string);
     if role == Role::Tool {
-        out.tool_call_id = Some(attrs::req_str(m, "tool_call_id", what)?);
+        out.tool_call_id = Some(match (m.get("role"), m.get("tool_call_id")) {
+            // OpenClaw's transcripts may not say which call a `toolResult`
+            // answers; the seed's exporter gave it a placeholder id.
+            (Some(r), None) if r == "toolResult" => PLACEHOLDER_CALL_ID.to_string(),
+            _ => attrs::req_str(m, "tool_call_id", what)?,
+        });
     }
     Ok(out)
 }
@@ -218,6 +229,20 @@ mod tests {
         assert_eq!(c.messages[4].content.as_deref(), Some("18°C in Paris."));
         assert_eq!(c.tools.len(), 1);
         assert_eq!(c.tools[0].parameters, Some(json!({"type": "object"})));
+    }
+
+    #[test]
+    fn an_openclaw_tool_result_without_a_call_id_gets_the_seeds_placeholder() {
+        let c = read_json(json!({
+            "gen_ai.prompt.0.role": "toolResult", "gen_ai.prompt.0.content": "a.txt",
+            "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "ok"
+        }))
+        .unwrap();
+        assert_eq!(c.messages[0].role, Role::Tool);
+        assert_eq!(
+            c.messages[0].tool_call_id.as_deref(),
+            Some(PLACEHOLDER_CALL_ID)
+        );
     }
 
     #[test]

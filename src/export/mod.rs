@@ -31,6 +31,7 @@ pub mod filter;
 pub mod read;
 pub mod split;
 pub mod stats;
+pub mod system;
 pub mod write;
 
 use std::future::Future;
@@ -101,6 +102,16 @@ pub struct OutputArgs {
     /// --format openai only).
     #[arg(long, env = "OCLAGL_EXPORT_TRAIN_ON", value_enum, default_value_t = TrainOn::All)]
     pub train_on: TrainOn,
+    /// The system message of a conversation that has none: `default` (the
+    /// seed's: the file OPENCLAW_SYSTEM_PROMPT_PATH names, else its built-in
+    /// text), a file's text, or `none` [default: `default` with --format
+    /// messages, `none` otherwise].
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_SYSTEM_PROMPT",
+        value_name = "default|none|FILE"
+    )]
+    pub system_prompt: Option<String>,
     /// Write identical rows once.
     #[arg(long, env = "OCLAGL_EXPORT_DEDUPE")]
     pub dedupe: bool,
@@ -157,6 +168,9 @@ pub enum ExportError {
     /// The flags contradict each other.
     #[error("{0}")]
     Usage(String),
+    /// The system message asked for cannot be read.
+    #[error(transparent)]
+    SystemPrompt(#[from] system::SystemPromptError),
     /// No rollout became a row.
     #[error("nothing to export: {why}")]
     NothingToExport {
@@ -299,6 +313,8 @@ fn create_outputs(args: &ExportArgs) -> Result<Vec<ResultFile>, ExportError> {
 struct Exporter<'a> {
     format: Format,
     train_on: TrainOn,
+    /// The system message of conversations that have none.
+    system_prompt: Option<String>,
     filter: Filter,
     splitter: Option<Splitter>,
     dedupe: Option<Dedupe>,
@@ -348,7 +364,7 @@ impl Exporter<'_> {
             self.stats.drop(Dropped::NoConversation);
             return Ok(());
         };
-        let conversation = match chosen.read() {
+        let mut conversation = match chosen.read() {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("malformed {} span: {e}", chosen.convention.name());
@@ -359,6 +375,9 @@ impl Exporter<'_> {
         if conversation.messages.is_empty() {
             self.stats.drop(Dropped::Empty);
             return Ok(());
+        }
+        if let Some(text) = &self.system_prompt {
+            system::prepend(&mut conversation, text);
         }
         self.line.clear();
         if let Err(e) = write_row(self.format, self.train_on, &conversation, &mut self.line) {
@@ -495,9 +514,15 @@ pub fn export(
         .iter()
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let system_prompt = system::resolve(
+        output.system_prompt.as_deref(),
+        output.format == Format::Messages,
+        std::env::var_os(system::PATH_VAR).as_deref().map(Path::new),
+    )?;
     let mut ex = Exporter {
         format: output.format,
         train_on: output.train_on,
+        system_prompt,
         filter: filter.clone(),
         splitter: args.split.fraction.map(|train_fraction| Splitter {
             train_fraction,

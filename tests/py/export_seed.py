@@ -6,10 +6,14 @@ compared on.
 
 The reference is the seed's `export_sft_dataset.py` logic: for every
 `rollout_*.json` (sorted by name), keep the LAST span named `gen_ai`, map the
-OpenClaw transcript role `toolResult` to `tool`, run AGL's own
-`TraceToMessages().adapt([span])`, and write `{"messages": ...}` plus
-`"tools"` when non-empty, one line per result. A file AGL cannot convert (an
-exception anywhere, including JSON encoding) is skipped and named.
+OpenClaw transcript role `toolResult` to `tool` (with the call id
+`call_placeholder` when it names none), run AGL's own
+`TraceToMessages().adapt([span])`, prepend a system message to a
+conversation that has none (the stripped text of the file
+OPENCLAW_SYSTEM_PROMPT_PATH names, an empty file counting as none, else the
+seed's built-in text), and write `{"messages": ...}` plus `"tools"` when
+non-empty, one line per result. A file AGL cannot convert (an exception
+anywhere, including JSON encoding) is skipped and named.
 """
 
 import glob
@@ -18,7 +22,30 @@ import os
 import re
 import sys
 
-ROLE_KEY = re.compile(r"gen_ai\.prompt\.\d+\.role")
+ROLE_KEY = re.compile(r"gen_ai\.prompt\.(\d+)\.role")
+DEFAULT_SYSTEM = ("You are a personal assistant running inside OpenClaw with access to tools. "
+                  "Follow the user's instructions.")
+
+
+def system_text():
+    path = os.environ.get("OPENCLAW_SYSTEM_PROMPT_PATH")
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+        if text:
+            return text
+    return DEFAULT_SYSTEM
+
+
+def seed_attributes(attrs):
+    """toolResult -> tool, with a placeholder call id when there is none."""
+    out = dict(attrs)
+    for k, v in attrs.items():
+        m = ROLE_KEY.fullmatch(k)
+        if m and v == "toolResult":
+            out[k] = "tool"
+            out.setdefault(f"gen_ai.prompt.{m.group(1)}.tool_call_id", "call_placeholder")
+    return out
 
 
 def reference(traces_dir, out_path):
@@ -26,7 +53,7 @@ def reference(traces_dir, out_path):
     from agentlightning.adapter.messages import TraceToMessages
     from agentlightning.types import Span
 
-    rows, skipped = 0, []
+    rows, skipped, system = 0, [], system_text()
     with open(out_path, "w", encoding="utf-8") as out:
         for path in sorted(glob.glob(os.path.join(traces_dir, "rollout_*.json"))):
             try:
@@ -36,13 +63,13 @@ def reference(traces_dir, out_path):
                 if not gen_ai:
                     continue
                 span = dict(gen_ai[-1])
-                span["attributes"] = {
-                    k: ("tool" if ROLE_KEY.fullmatch(k) and v == "toolResult" else v)
-                    for k, v in span["attributes"].items()
-                }
+                span["attributes"] = seed_attributes(span["attributes"])
                 lines = []
                 for result in TraceToMessages().adapt([Span.model_validate(span)]):
-                    row = {"messages": result["messages"]}
+                    messages = result["messages"]
+                    if not any(m.get("role") == "system" for m in messages):
+                        messages = [{"role": "system", "content": system}] + messages
+                    row = {"messages": messages}
                     if result["tools"]:
                         row["tools"] = result["tools"]
                     lines.append(json.dumps(row, ensure_ascii=False))
@@ -105,6 +132,24 @@ def turns(history, answers):
 
 
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}
+
+
+def real_length(with_system):
+    """A session as long as OpenClaw's: a 10-20 kB system prompt, tool results
+    of several kB, up to 20 messages, one span per model call."""
+    system = {"role": "system", "content": "\n".join(
+        f"## Rule {i}: when the user asks about topic {i}, answer with care — «{i}» ✓" for i in range(260))}
+    history = ([system] if with_system else []) + [{"role": "user", "content": "Tidy my notes folder."}]
+    spans = []
+    for turn in range(6):
+        call = {"id": f"call_{turn}", "name": "read_file", "arguments": json.dumps({"path": f"notes/{turn}.md"})}
+        spans.append(prompt(history, {"role": "assistant", "content": "", "finish_reason": "tool_calls"}))
+        listing = "\n".join(f"- [{turn}.{j}] note line with tabs\tand \"quotes\" and ünïcode" for j in range(90))
+        history = history + [{"role": "assistant", "tool_calls": [call]},
+                             {"role": "toolResult", "content": listing, **({"tool_call_id": call["id"]} if turn % 2 else {})},
+                             {"role": "user", "content": f"Next ({turn})."}]
+    spans.append(prompt(history[:20], {"role": "assistant", "content": "All tidy.", "finish_reason": "stop"}))
+    return spans
 UNICODE = "Grüße, 世界! 🎉 مرحبا — naïve café; tab\there \"quoted\" back\\slash\nnew line \u0007 \u2028"
 
 CASES = [
@@ -163,11 +208,16 @@ CASES = [
         "gen_ai.prompt.1.tool_calls.0.arguments.y": "two",
         "gen_ai.prompt.2.role": "tool", "gen_ai.prompt.2.content": "moved", "gen_ai.prompt.2.tool_call_id": "c1",
         "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "ok"})], "row"),
+    ("real_length_with_system", [("gen_ai", a) for a in real_length(with_system=True)], "row"),
+    ("real_length_without_system", [("gen_ai", a) for a in real_length(with_system=False)], "row"),
     ("duplicate_a", [("gen_ai", prompt([{"role": "user", "content": "same"}], {"role": "assistant", "content": "same"}))], "row"),
     ("duplicate_b", [("gen_ai", prompt([{"role": "user", "content": "same"}], {"role": "assistant", "content": "same"}))], "row"),
     ("malformed_no_role", [("gen_ai", {"gen_ai.prompt.0.content": "who am I"})], "skip"),
     ("malformed_unknown_role", [("gen_ai", prompt([{"role": "wizard", "content": "abracadabra"}]))], "skip"),
-    ("malformed_tool_without_id", [("gen_ai", prompt([{"role": "toolResult", "content": "r"}],
+    ("tool_result_without_id", [("gen_ai", prompt([{"role": "user", "content": "ls"},
+                                                   {"role": "toolResult", "content": "r"}],
+                                                  {"role": "assistant", "content": "a"}))], "row"),
+    ("malformed_tool_without_id", [("gen_ai", prompt([{"role": "tool", "content": "r"}],
                                                      {"role": "assistant", "content": "a"}))], "skip"),
     ("malformed_int_content", [("gen_ai", prompt([{"role": "user", "content": 42}]))], "skip"),
     ("malformed_list_content", [("gen_ai", prompt([{"role": "user", "content": ["a", "b"]}]))], "skip"),

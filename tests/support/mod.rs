@@ -331,10 +331,16 @@ pub fn py_script(name: &str) -> PathBuf {
 /// Runs a Python script of `tests/py` and returns its stdout; fails the test
 /// with its output when it exits non-zero.
 pub fn run_py(script: &str, args: &[&str]) -> String {
+    run_py_with(script, args, &[])
+}
+
+/// [`run_py`] with these environment variables set.
+pub fn run_py_with(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(python())
         .arg(py_script(script))
         .args(args)
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .envs(env.iter().copied())
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
