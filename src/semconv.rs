@@ -20,6 +20,14 @@ pub const REWARD_SPANS: [&str; 2] = ["agentlightning.annotation", "agentlightnin
 /// Root-span attribute holding the task input (JSON) of a rollout.
 pub const TASK_INPUT: &str = "oclagl.task_input";
 
+/// Root-span attribute naming the task a rollout attempts: the attempts of
+/// one task (`collect --samples`, or the same prompt collected again) share
+/// it.
+pub const TASK_ID: &str = "oclagl.task_id";
+
+/// Root-span attribute numbering a rollout among its task's attempts (from 0).
+pub const SAMPLE: &str = "oclagl.sample";
+
 /// Root-span attribute naming the session (written by the collector).
 pub const SESSION_KEY: &str = "oclagl.session_key";
 /// Attributes naming a rollout's session, oclagl's own first.

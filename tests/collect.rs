@@ -269,7 +269,7 @@ async fn retries_reuse_the_idempotency_key_and_failures_are_recorded() {
     assert_eq!(failed.len(), 1);
     assert_eq!(
         failed[0].1["task_input"],
-        json!({"prompt": "second", "id": "b"})
+        json!({"prompt": "second", "id": "b", "task_id": "b"})
     );
     let root = failed[0].1["spans"]
         .as_array()
@@ -687,4 +687,131 @@ async fn score_attaches_rewards_that_export_sft_filters_on() {
         "hello (exact 1) and free (score 0.5): {rows}"
     );
     assert!(!rows.contains("echo: bye"), "{rows}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_share_a_task_and_resume_counts_them() {
+    let fork = FakeFork::start(SECRET, Duration::from_millis(5)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("prompts.txt"), "hello\nbye\n").unwrap();
+    // Each attempt gets its own reward: the second sample scores higher.
+    let script = tmp.path().join("score.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nin=$(cat)\ncase \"$in\" in *'\"sample\":1'*) echo 0.8 ;; *) echo 0.2 ;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let url = fork.url();
+    let env = [
+        ("GATEWAY_BASE_URL", url.as_str()),
+        ("INTERNAL_SECRET", SECRET),
+    ];
+    let score = script.to_str().unwrap();
+    let out = run_oclagl(
+        tmp.path(),
+        &env,
+        &["collect", "--samples", "2", "--score-cmd", score, "--json"],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (summary["total"].clone(), summary["succeeded"].clone()),
+        (json!(4), json!(4))
+    );
+
+    // Two tasks, two numbered attempts each, on the root spans too.
+    let attempts = |files: &[(String, Value)]| {
+        let mut seen: Vec<(String, String, u64, f64)> = files
+            .iter()
+            .map(|(_, doc)| {
+                let spans = doc["spans"].as_array().unwrap();
+                let root = spans.iter().find(|s| s["parent_id"].is_null()).unwrap();
+                let input = &doc["task_input"];
+                assert_eq!(root["attributes"]["oclagl.task_id"], input["task_id"]);
+                assert_eq!(root["attributes"]["oclagl.sample"], input["sample"]);
+                let reward = spans
+                    .iter()
+                    .find(|s| s["name"] == "agentlightning.annotation")
+                    .map(|s| {
+                        s["attributes"]["agentlightning.reward.0.value"]
+                            .as_f64()
+                            .unwrap()
+                    })
+                    .unwrap();
+                (
+                    input["prompt"].as_str().unwrap().to_string(),
+                    input["task_id"].as_str().unwrap().to_string(),
+                    input["sample"].as_u64().unwrap(),
+                    reward,
+                )
+            })
+            .collect();
+        seen.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+        seen
+    };
+    let seen = attempts(&trace_files(&tmp.path().join("traces")));
+    let samples: Vec<(&str, u64, f64)> = seen.iter().map(|s| (s.0.as_str(), s.2, s.3)).collect();
+    assert_eq!(
+        samples,
+        [
+            ("bye", 0, 0.2),
+            ("bye", 1, 0.8),
+            ("hello", 0, 0.2),
+            ("hello", 1, 0.8)
+        ]
+    );
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "the attempts of a prompt share its task"
+    );
+    assert_ne!(seen[0].1, seen[2].1);
+
+    // --resume with more samples runs only the missing ones.
+    let out = run_oclagl(
+        tmp.path(),
+        &env,
+        &[
+            "collect",
+            "--samples",
+            "3",
+            "--resume",
+            "--score-cmd",
+            score,
+            "--json",
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            summary["total"].clone(),
+            summary["skipped"].clone(),
+            summary["succeeded"].clone()
+        ),
+        (json!(6), json!(4), json!(2))
+    );
+    let seen = attempts(&trace_files(&tmp.path().join("traces")));
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.iter().filter(|s| s.2 == 2).count(), 2);
+
+    // ls groups them by task.
+    let out = run_oclagl(tmp.path(), &[], &["ls", "--by-task", "--json"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let groups: Value = serde_json::from_str(&stdout).unwrap();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    for g in groups {
+        assert_eq!(g["rollouts"].as_array().unwrap().len(), 3, "{g}");
+        assert_eq!(
+            (g["best"].clone(), g["worst"].clone()),
+            (json!(0.8), json!(0.2)),
+            "{g}"
+        );
+    }
 }

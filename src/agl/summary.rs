@@ -64,6 +64,12 @@ pub struct Summary {
     pub rewards: Vec<Reward>,
     /// The session key the rollout ran in, when a span names it.
     pub session: Option<String>,
+    /// The task the rollout attempts (`oclagl.task_id`), when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Which attempt of its task it is (`oclagl.sample`), when one of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<u32>,
     /// The task's prompt, cut to a preview.
     pub prompt: Option<String>,
     /// The rollout's trace file name.
@@ -142,6 +148,10 @@ pub fn summarize(trace: &TraceFile, file: &str) -> Summary {
         tool_calls: 0,
         rewards: Vec::new(),
         session: None,
+        task: trace.task_input["task_id"].as_str().map(str::to_string),
+        sample: trace.task_input["sample"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok()),
         prompt: trace.task_input["prompt"].as_str().map(str::to_string),
         file: file.to_string(),
     };

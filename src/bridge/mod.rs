@@ -291,8 +291,7 @@ impl Bridge {
             metadata: Some(
                 json!({"source": "bridge", "sessionKey": req.session_key, "attachments": attachments}),
             ),
-            expected: None,
-            session: None,
+            ..Task::default()
         };
         // The caller's chat is the user's conversation: its turns stay in it.
         let options = RunOptions {

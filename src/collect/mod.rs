@@ -81,7 +81,13 @@ pub struct CollectArgs {
         default_value_t = 4
     )]
     pub concurrency: usize,
-    /// Skip prompts that already have a succeeded rollout in the traces folder.
+    /// Run every prompt this many times: rollouts that share the prompt's
+    /// task id (`oclagl.task_id`), numbered by `oclagl.sample`.
+    #[arg(long, env = "OCLAGL_COLLECT_SAMPLES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples: u32,
+    /// Skip the samples of prompts that already have a succeeded rollout in
+    /// the traces folder.
     #[arg(long, env = "OCLAGL_COLLECT_RESUME")]
     pub resume: bool,
     /// Print the summary as JSON on stdout.
@@ -151,13 +157,13 @@ pub enum CollectError {
 /// What a collection did.
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    /// Prompts in the file.
+    /// Rollouts asked for: prompts in the file times `--samples`.
     pub total: usize,
     /// Rollouts that succeeded.
     pub succeeded: usize,
     /// Rollouts that failed.
     pub failed: usize,
-    /// Prompts skipped by `--resume` (a succeeded rollout exists).
+    /// Of those, skipped by `--resume` (a succeeded rollout exists).
     pub skipped: usize,
     /// Rollouts that got rewards from --score / --score-cmd.
     pub scored: usize,
@@ -298,12 +304,13 @@ pub async fn collect(
         return Err(CollectError::Concurrency);
     }
     let cfg = args.gateway.config()?;
-    let mut tasks = prompts::load(&args.file)?;
-    let total = tasks.len();
-    if args.resume {
-        let done = prompts::collected(&args.local.traces_dir);
-        tasks.retain(|t| !done.contains(&prompts::resume_key(t.id.as_deref(), &t.prompt)));
-    }
+    let prompts = prompts::load(&args.file)?;
+    let done = match args.resume {
+        true => prompts::collected(&args.local.traces_dir),
+        false => Default::default(),
+    };
+    let tasks = prompts::attempts(&prompts, args.samples, &done);
+    let total = prompts.len() * args.samples as usize;
     let skipped = total - tasks.len();
     let scorer = Arc::new(score::Scorer::new(
         args.scoring.score,

@@ -1,11 +1,12 @@
 //! Prompt files: plain text (one prompt per line) or JSONL
 //! (`{"prompt", "id"?, "metadata"?, "expected"?, "session"?}` per line).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::rollout::Task;
 
@@ -89,6 +90,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
         }
         if !jsonl {
             tasks.push(Task {
+                task_id: Some(task_id(None, line)),
                 prompt: line.to_string(),
                 ..Default::default()
             });
@@ -108,12 +110,15 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Task>, PromptsError> {
                 reason: "empty prompt".into(),
             });
         }
+        let id = p.id.map(json_text);
         tasks.push(Task {
+            task_id: Some(task_id(id.as_deref(), &p.prompt)),
             prompt: p.prompt,
-            id: p.id.map(json_text),
+            id,
             metadata: p.metadata,
             expected: p.expected.filter(|v| !v.is_null()).map(json_text),
             session: p.session.filter(|s| !s.trim().is_empty()),
+            sample: None,
         });
     }
     if tasks.is_empty() {
@@ -132,6 +137,18 @@ fn json_text(v: Value) -> String {
     }
 }
 
+/// The task a prompt is: its JSONL id, else `p-` and a digest of its text,
+/// so the same prompt collected again is the same task.
+pub fn task_id(id: Option<&str>, prompt: &str) -> String {
+    match id {
+        Some(id) => id.to_string(),
+        None => format!(
+            "p-{}",
+            &hex::encode(Sha256::digest(prompt.as_bytes()))[..16]
+        ),
+    }
+}
+
 /// The key `--resume` matches on: the task id, else the prompt.
 pub fn resume_key(id: Option<&str>, prompt: &str) -> String {
     match id {
@@ -140,9 +157,30 @@ pub fn resume_key(id: Option<&str>, prompt: &str) -> String {
     }
 }
 
-/// Keys of tasks with a succeeded rollout among the trace files in `dir`.
-pub fn collected(dir: &Path) -> HashSet<String> {
-    let mut done = HashSet::new();
+/// Each task `samples` times, numbered from 0, without the samples `done`
+/// (by [`resume_key`]) already holds.
+pub fn attempts(tasks: &[Task], samples: u32, done: &HashMap<String, HashSet<u32>>) -> Vec<Task> {
+    let mut out = Vec::new();
+    for task in tasks {
+        let held = done.get(&resume_key(task.id.as_deref(), &task.prompt));
+        for n in 0..samples {
+            if held.is_some_and(|h| h.contains(&n)) {
+                continue;
+            }
+            out.push(Task {
+                sample: (samples > 1).then_some(n),
+                ..task.clone()
+            });
+        }
+    }
+    out
+}
+
+/// The samples of each task (by [`resume_key`]) that have a succeeded
+/// rollout among the trace files in `dir` (a file from before samples counts
+/// as sample 0).
+pub fn collected(dir: &Path) -> HashMap<String, HashSet<u32>> {
+    let mut done: HashMap<String, HashSet<u32>> = HashMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return done;
     };
@@ -163,7 +201,13 @@ pub fn collected(dir: &Path) -> HashSet<String> {
         }
         let input = &doc["task_input"];
         if let Some(prompt) = input["prompt"].as_str() {
-            done.insert(resume_key(input["id"].as_str(), prompt));
+            let sample = input["sample"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0);
+            done.entry(resume_key(input["id"].as_str(), prompt))
+                .or_default()
+                .insert(sample);
         }
     }
     done
@@ -202,5 +246,28 @@ mod tests {
         assert!(e.to_string().starts_with("p.jsonl:2: "), "{e}");
         let e = load(Path::new("/nonexistent/prompts.txt")).unwrap_err();
         assert!(e.to_string().contains("not found"));
+    }
+
+    #[test]
+    fn tasks_have_stable_ids_and_samples_skip_what_is_done() {
+        let t = parse("same\nother\nsame\n", "p.txt").unwrap();
+        assert_eq!(t[0].task_id, t[2].task_id);
+        assert_ne!(t[0].task_id, t[1].task_id);
+        assert!(t[0].task_id.as_deref().unwrap().starts_with("p-"));
+        let j = parse("{\"prompt\":\"a\",\"id\":\"q1\"}\n", "p.jsonl").unwrap();
+        assert_eq!(j[0].task_id.as_deref(), Some("q1"));
+
+        let tasks = &t[..2];
+        assert_eq!(attempts(tasks, 1, &HashMap::new())[0].sample, None);
+        let all = attempts(tasks, 3, &HashMap::new());
+        assert_eq!(all.len(), 6);
+        assert_eq!(
+            all.iter().map(|t| t.sample).collect::<Vec<_>>(),
+            [0, 1, 2, 0, 1, 2].map(Some)
+        );
+        let done = HashMap::from([(resume_key(None, "same"), HashSet::from([0, 2]))]);
+        let rest = attempts(tasks, 3, &done);
+        assert_eq!(rest.len(), 4);
+        assert_eq!((rest[0].prompt.as_str(), rest[0].sample), ("same", Some(1)));
     }
 }

@@ -4,9 +4,12 @@
 //! while `oclagl serve` runs (the file is replaced atomically).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
 
 use super::{duration, number, InspectError, Paint};
 use crate::agl::summary::{self, Summary};
@@ -70,6 +73,63 @@ pub struct LsOutput {
     /// A JSON array of the rollouts' summaries instead of the table.
     #[arg(long, env = "OCLAGL_LS_JSON")]
     pub json: bool,
+    /// One line per task (the attempts of one prompt, `collect --samples`):
+    /// attempts, succeeded, best, mean and worst primary reward; a rollout
+    /// that names no task is a task of its own. --limit counts tasks.
+    #[arg(long, env = "OCLAGL_LS_BY_TASK")]
+    pub by_task: bool,
+}
+
+/// The attempts of one task, as `ls --by-task` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskGroup {
+    /// The task id (or the rollout id of a rollout that names no task).
+    pub task: String,
+    /// Its rollouts, in listing order.
+    pub rollouts: Vec<String>,
+    /// How many of them succeeded.
+    pub succeeded: usize,
+    /// The highest primary reward among them.
+    pub best: Option<f64>,
+    /// The mean primary reward of those that have one.
+    pub mean: Option<f64>,
+    /// The lowest primary reward.
+    pub worst: Option<f64>,
+    /// The prompt, cut to a preview.
+    pub prompt: Option<String>,
+}
+
+/// Groups rollouts by task, in the order each task first appears.
+pub fn by_task(rows: &[Summary]) -> Vec<TaskGroup> {
+    let mut groups: Vec<TaskGroup> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut rewards: Vec<Vec<f64>> = Vec::new();
+    for s in rows {
+        let key = s.task.as_deref().unwrap_or(&s.rollout_id);
+        let n = *index.entry(key).or_insert_with(|| {
+            groups.push(TaskGroup {
+                task: key.to_string(),
+                rollouts: Vec::new(),
+                succeeded: 0,
+                best: None,
+                mean: None,
+                worst: None,
+                prompt: s.prompt.clone(),
+            });
+            rewards.push(Vec::new());
+            groups.len() - 1
+        });
+        let g = &mut groups[n];
+        g.rollouts.push(s.rollout_id.clone());
+        g.succeeded += usize::from(s.status == "succeeded");
+        rewards[n].extend(s.reward());
+    }
+    for (g, r) in groups.iter_mut().zip(&rewards) {
+        g.best = r.iter().copied().reduce(f64::max);
+        g.worst = r.iter().copied().reduce(f64::min);
+        g.mean = (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64);
+    }
+    groups
 }
 
 /// A column `oclagl ls --sort` orders by; ties go by rollout id.
@@ -152,7 +212,7 @@ pub fn select(args: &LsArgs) -> Result<Vec<Summary>, InspectError> {
     if args.output.reverse {
         kept.reverse();
     }
-    if let Some(n) = args.output.limit {
+    if let Some(n) = args.output.limit.filter(|_| !args.output.by_task) {
         kept.truncate(n);
     }
     Ok(kept)
@@ -162,6 +222,20 @@ pub fn select(args: &LsArgs) -> Result<Vec<Summary>, InspectError> {
 pub fn run(args: &LsArgs) -> Result<usize, InspectError> {
     let rows = select(args)?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    if args.output.by_task {
+        let mut groups = by_task(&rows);
+        if let Some(n) = args.output.limit {
+            groups.truncate(n);
+        }
+        if args.output.json {
+            serde_json::to_writer(&mut out, &groups).map_err(io::Error::from)?;
+            writeln!(out)?;
+        } else {
+            write_task_table(&mut out, &groups, Paint::for_stdout())?;
+        }
+        out.flush()?;
+        return Ok(groups.len());
+    }
     if args.output.json {
         serde_json::to_writer(&mut out, &rows).map_err(io::Error::from)?;
         writeln!(out)?;
@@ -204,6 +278,41 @@ pub fn write_table(out: &mut impl Write, rows: &[Summary], paint: Paint) -> io::
     Ok(())
 }
 
+/// The `--by-task` table: task, attempts, succeeded, best, mean and worst
+/// reward, prompt preview.
+pub fn write_task_table(
+    out: &mut impl Write,
+    groups: &[TaskGroup],
+    paint: Paint,
+) -> io::Result<()> {
+    let width = groups
+        .iter()
+        .map(|g| g.task.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let header = format!(
+        "{:<width$}  {:>8}  {:>9}  {:>6}  {:>6}  {:>6}  PROMPT",
+        "TASK", "ATTEMPTS", "SUCCEEDED", "BEST", "MEAN", "WORST"
+    );
+    writeln!(out, "{}", paint.bold(&header))?;
+    let shown = |r: Option<f64>| r.map_or_else(|| "-".into(), number);
+    for g in groups {
+        writeln!(
+            out,
+            "{:<width$}  {:>8}  {:>9}  {:>6}  {:>6}  {:>6}  {}",
+            g.task,
+            g.rollouts.len(),
+            g.succeeded,
+            shown(g.best),
+            shown(g.mean),
+            shown(g.worst),
+            g.prompt.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +342,8 @@ mod tests {
                 .into_iter()
                 .collect(),
             session: Some(session.into()),
+            task: None,
+            sample: None,
             prompt: Some("What is 2+2?".into()),
             file: format!("rollout_{id}_x.json"),
         }
@@ -283,6 +394,38 @@ mod tests {
         );
         let missing = Cli::parse_from(["ls", "--data-dir", "/nonexistent"]).ls;
         assert!(matches!(select(&missing), Err(InspectError::NotFound(_))));
+    }
+
+    #[test]
+    fn tasks_group_their_attempts() {
+        let mut rows = vec![
+            summary("ro-a", "succeeded", 1.0, Some(1.0), "s"),
+            summary("ro-b", "failed", 2.0, None, "s"),
+            summary("ro-c", "succeeded", 3.0, Some(0.0), "s"),
+            summary("ro-d", "succeeded", 4.0, Some(0.5), "s"),
+        ];
+        for (s, task) in rows
+            .iter_mut()
+            .zip([Some("t1"), Some("t1"), Some("t1"), None])
+        {
+            s.task = task.map(str::to_string);
+        }
+        let groups = by_task(&rows);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].rollouts, ["ro-a", "ro-b", "ro-c"]);
+        assert_eq!(groups[0].succeeded, 2);
+        assert_eq!(
+            (groups[0].best, groups[0].mean, groups[0].worst),
+            (Some(1.0), Some(0.5), Some(0.0))
+        );
+        assert_eq!(groups[1].task, "ro-d");
+        let mut out = Vec::new();
+        write_task_table(&mut out, &groups, Paint { on: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text.lines().nth(1),
+            Some("t1           3          2       1     0.5       0  What is 2+2?")
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::gateway::{Gateway, GatewayError, Message, Reply, Turn};
 use crate::reward::Reward;
-use crate::semconv::TASK_INPUT;
+use crate::semconv::{SAMPLE, TASK_ID, TASK_INPUT};
 use crate::util::ids::random_hex;
 
 /// One task to run.
@@ -47,6 +47,13 @@ pub struct Task {
     /// naming the same one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The task this rollout attempts, shared by all its attempts
+    /// ([`crate::semconv::TASK_ID`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Which attempt of the task this is, from 0 ([`crate::semconv::SAMPLE`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<u32>,
 }
 
 /// How a rollout is run.
@@ -305,18 +312,25 @@ impl Emitter {
         attempt_id: &str,
     ) -> Context {
         let task_input = serde_json::to_string(task).unwrap_or_default();
+        let mut attributes = vec![
+            KeyValue::new("agentlightning.rollout_id", rollout_id.to_string()),
+            KeyValue::new("agentlightning.attempt_id", attempt_id.to_string()),
+            KeyValue::new(TASK_INPUT, task_input),
+            KeyValue::new("oclagl.prompt", task.prompt.clone()),
+            KeyValue::new("oclagl.mode", self.gateway.config().mode.as_str()),
+            KeyValue::new("oclagl.session_key", session.to_string()),
+        ];
+        if let Some(id) = &task.task_id {
+            attributes.push(KeyValue::new(TASK_ID, id.clone()));
+        }
+        if let Some(n) = task.sample {
+            attributes.push(KeyValue::new(SAMPLE, i64::from(n)));
+        }
         let root = self
             .tracer
             .span_builder("oclagl.rollout")
             .with_kind(SpanKind::Internal)
-            .with_attributes([
-                KeyValue::new("agentlightning.rollout_id", rollout_id.to_string()),
-                KeyValue::new("agentlightning.attempt_id", attempt_id.to_string()),
-                KeyValue::new(TASK_INPUT, task_input),
-                KeyValue::new("oclagl.prompt", task.prompt.clone()),
-                KeyValue::new("oclagl.mode", self.gateway.config().mode.as_str()),
-                KeyValue::new("oclagl.session_key", session.to_string()),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&self.tracer, &Context::new());
         Context::new().with_span(root)
     }
