@@ -814,4 +814,30 @@ async fn samples_share_a_task_and_resume_counts_them() {
             "{g}"
         );
     }
+
+    // --best-of writes one row a task, from the store as from the trace files.
+    for source in ["oclagl-data", "traces"] {
+        let out = run_oclagl(
+            tmp.path(),
+            &[],
+            &[
+                "export-sft",
+                "--source",
+                source,
+                "--best-of",
+                "--stats",
+                "--out",
+                "best.jsonl",
+            ],
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{source}: {stderr}");
+        let rows = std::fs::read_to_string(tmp.path().join("best.jsonl")).unwrap();
+        assert_eq!(rows.lines().count(), 2, "{source}: {rows}");
+        assert!(
+            stdout.contains("not its task's best attempt (--best-of) 4"),
+            "{source}: {stdout}"
+        );
+    }
 }

@@ -1045,3 +1045,115 @@ fn out_device_stays_a_device() {
     assert!(kind.is_char_device(), "the device was replaced: {kind:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
+
+/// A trace file of one attempt of `task`: the question, the model's answer
+/// and, when given, its reward.
+fn write_attempt(traces: &Path, id: &str, task: &str, answer: &str, reward: Option<f64>) {
+    use support::traces::agl_span;
+    let root =
+        json!({"oclagl.session_key": format!("agent:main:main:{id}"), "oclagl.task_id": task});
+    let call = json!({"gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "be right",
+        "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": format!("question {task}"),
+        "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": answer});
+    let mut spans = vec![
+        agl_span(1, None, "oclagl.rollout", 1_770_000_000.0, root),
+        agl_span(2, Some(1), "gen_ai", 1_770_000_001.0, call),
+    ];
+    if let Some(r) = reward {
+        spans.push(agl_span(
+            3,
+            Some(1),
+            "agentlightning.annotation",
+            1_770_000_002.0,
+            json!({"agentlightning.reward.0.name": "primary", "agentlightning.reward.0.value": r}),
+        ));
+    }
+    let file = json!({"rollout_id": id, "attempt_id": "at-1", "status": "succeeded",
+                      "task_input": null, "span_count": spans.len(), "spans": spans});
+    std::fs::create_dir_all(traces).unwrap();
+    std::fs::write(
+        traces.join(format!("rollout_{id}_20260212T160713Z.json")),
+        serde_json::to_vec_pretty(&file).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn attempts_of_a_task_become_preference_pairs_or_the_best_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    for (id, task, answer, reward) in [
+        ("ro-a1", "t1", "good", Some(1.0)),
+        ("ro-a2", "t1", "bad", Some(0.0)),
+        ("ro-a3", "t1", "meh", Some(0.5)),
+        ("ro-b1", "t2", "alone", Some(0.7)),
+        ("ro-c1", "t3", "tie one", Some(0.5)),
+        ("ro-c2", "t3", "tie two", Some(0.5)),
+        ("ro-d1", "t4", "unscored", None),
+        ("ro-d2", "t4", "unscored too", None),
+    ] {
+        write_attempt(&traces, id, task, answer, reward);
+    }
+    let answer = |m: &Value| {
+        m.as_array().unwrap()[0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // DPO: t1's best against its worst; one attempt, a tie or no reward make no pair.
+    let out = export(
+        dir.path(),
+        &["--format", "dpo", "--out", "dpo.jsonl", "--stats"],
+    );
+    assert_ok(&out);
+    let pairs = rows(&dir.path().join("dpo.jsonl"));
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    assert_eq!(
+        pairs[0]["prompt"],
+        json!([{"role": "system", "content": "be right"}, {"role": "user", "content": "question t1"}])
+    );
+    assert_eq!(
+        (answer(&pairs[0]["chosen"]), answer(&pairs[0]["rejected"])),
+        ("good".into(), "bad".into())
+    );
+    let stats = stdout(&out);
+    assert!(
+        stats.contains("in no preference pair (--format dpo) 4"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("no reward to rank its task's attempts by 2"),
+        "{stats}"
+    );
+
+    // A margin no pair reaches: nothing to export.
+    let out = export(
+        dir.path(),
+        &["--format", "dpo", "--min-margin", "1.5", "--out", "x.jsonl"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // Best-of: one row a task, its highest reward, the first read on a tie.
+    let out = export(
+        dir.path(),
+        &["--best-of", "--format", "trl", "--out", "best.jsonl"],
+    );
+    assert_ok(&out);
+    let best: Vec<String> = rows(&dir.path().join("best.jsonl"))
+        .iter()
+        .map(|r| r["messages"][2]["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(best, ["good", "alone", "tie one"]);
+
+    // Flags that do not go together are refused with the fix.
+    for (args, says) in [
+        (&["--best-of", "--format", "dpo"][..], "use one of them"),
+        (&["--min-margin", "0.2"][..], "with --format dpo"),
+        (&["--format", "dpo", "--min-margin=-1"][..], "0 or more"),
+    ] {
+        let out = export(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -1,11 +1,15 @@
 //! The trace-file reader of `export-sft`: any bytes as a trace file, through
 //! the rollout reader, the conversation readers of every span convention and
-//! every output format, as `export` runs them on one file.
+//! every output format, as `export` runs them on one file; and, with its
+//! last message changed, the conversation as a preference pair against
+//! itself (`--format dpo`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use oclagl::export::read::{self, trace_file::Doc};
+use oclagl::export::group::shared_prompt;
 use oclagl::export::stats::Stats;
+use oclagl::export::write::dpo::write_pair;
 use oclagl::export::write::{write_row, Format, TrainOn};
 
 const OUTPUTS: [(Format, TrainOn); 4] = [
@@ -37,4 +41,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     Stats::default().row(&conversation, rollout.model.as_deref(), rollout.usage);
+    let mut other = conversation.clone();
+    if let Some(last) = other.messages.last_mut() {
+        last.content = Some(format!("{}.", last.content.as_deref().unwrap_or("")));
+    }
+    if let Some(shared) = shared_prompt(&conversation, &other) {
+        line.clear();
+        if write_pair(&conversation, &other, shared, &mut line).is_ok() {
+            assert!(!line.contains(&b'\n'), "a pair is one line");
+            serde_json::from_slice::<serde_json::Value>(&line).expect("a pair is JSON");
+        }
+    }
 });

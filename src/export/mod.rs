@@ -28,6 +28,7 @@
 //! ```
 
 pub mod filter;
+pub mod group;
 pub mod read;
 pub mod split;
 pub mod stats;
@@ -42,6 +43,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agl::trace_file::parse_file_name;
+use crate::conversation::Conversation;
 use crate::util::count;
 use crate::util::fs::{ResultFile, STDOUT};
 use filter::{Dedupe, Filter};
@@ -69,6 +71,60 @@ pub struct ExportArgs {
     /// The train/validation split.
     #[command(flatten)]
     pub split: SplitArgs,
+    /// How the attempts of one task become rows.
+    #[command(flatten)]
+    pub attempts: AttemptArgs,
+}
+
+/// How `export-sft` makes rows of the attempts of one task (rollouts that
+/// share an `oclagl.task_id`, as `collect --samples` records them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Attempts of one task")]
+pub struct AttemptArgs {
+    /// Keep only each task's highest-reward attempt (first read on a tie);
+    /// attempts without a reward are dropped.
+    #[arg(long, env = "OCLAGL_EXPORT_BEST_OF")]
+    pub best_of: bool,
+    /// With --format dpo: the least reward margin between the chosen and the
+    /// rejected attempt [default: any margin above 0; ties never pair].
+    #[arg(long, env = "OCLAGL_EXPORT_MIN_MARGIN", value_name = "REWARD", value_parser = parse_reward)]
+    pub min_margin: Option<f64>,
+    /// With --format dpo: the most pairs of a task (best against worst, then
+    /// second best against second worst, …) [default: 1].
+    #[arg(long, env = "OCLAGL_EXPORT_PAIRS_PER_TASK", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pairs_per_task: Option<u32>,
+}
+
+impl AttemptArgs {
+    /// The grouping these flags ask for with `format`, if any.
+    fn mode(&self, format: Format) -> Result<Option<group::Mode>, ExportError> {
+        let dpo = format == Format::Dpo;
+        if self.best_of && dpo {
+            return Err(ExportError::Usage(
+                "--best-of keeps one attempt a task, --format dpo pairs two: use one of them"
+                    .into(),
+            ));
+        }
+        if !dpo && (self.min_margin.is_some() || self.pairs_per_task.is_some()) {
+            return Err(ExportError::Usage(
+                "--min-margin and --pairs-per-task shape preference pairs: use them with --format dpo".into(),
+            ));
+        }
+        if self.min_margin.is_some_and(|m| m < 0.0) {
+            return Err(ExportError::Usage(
+                "--min-margin is a difference of rewards: give 0 or more".into(),
+            ));
+        }
+        Ok(if dpo {
+            Some(group::Mode::Pairs {
+                pairs: self.pairs_per_task.unwrap_or(1) as usize,
+                min_margin: self.min_margin.unwrap_or(0.0),
+            })
+        } else {
+            self.best_of.then_some(group::Mode::BestOf)
+        })
+    }
 }
 
 /// Where `export-sft` reads spans.
@@ -315,6 +371,8 @@ struct Exporter<'a> {
     train_on: TrainOn,
     /// The system message of conversations that have none.
     system_prompt: Option<String>,
+    /// The attempts kept for `--best-of` and `--format dpo`, by task.
+    groups: Option<group::Groups>,
     filter: Filter,
     splitter: Option<Splitter>,
     dedupe: Option<Dedupe>,
@@ -379,12 +437,47 @@ impl Exporter<'_> {
         if let Some(text) = &self.system_prompt {
             system::prepend(&mut conversation, text);
         }
+        let split_key = rollout.session.unwrap_or(rollout.id);
+        if let Some(groups) = &mut self.groups {
+            let Some(reward) = rollout.reward else {
+                self.stats.drop(Dropped::Unranked);
+                return Ok(());
+            };
+            let task = rollout.task.unwrap_or_else(|| split_key.clone());
+            let attempt = group::Attempt {
+                reward,
+                seq: 0,
+                split_key,
+                model: rollout.model,
+                usage: rollout.usage,
+                conversation,
+            };
+            groups.add(&task, attempt, &mut self.stats);
+            return Ok(());
+        }
         self.line.clear();
         if let Err(e) = write_row(self.format, self.train_on, &conversation, &mut self.line) {
             let reason = format!("--format {} cannot hold it: {e}", self.format.name());
             self.skip(origin, Dropped::Unrepresentable, &reason);
             return Ok(());
         }
+        self.emit(
+            &split_key,
+            &conversation,
+            rollout.model.as_deref(),
+            rollout.usage,
+        )
+    }
+
+    /// Writes the row in `self.line` (unless `--dedupe` saw it), on the side
+    /// of the split `split_key` falls on, and counts it.
+    fn emit(
+        &mut self,
+        split_key: &str,
+        conversation: &Conversation,
+        model: Option<&str>,
+        usage: read::Usage,
+    ) -> Result<(), ExportError> {
         if let Some(seen) = &mut self.dedupe {
             if !seen.first(&self.line) {
                 self.stats.drop(Dropped::Duplicate);
@@ -394,7 +487,7 @@ impl Exporter<'_> {
         self.line.push(b'\n');
         let side = match self.splitter {
             None => Side::Train,
-            Some(s) => s.side(rollout.session.as_deref().unwrap_or(&rollout.id)),
+            Some(s) => s.side(split_key),
         };
         let out = match side {
             Side::Train => &mut self.outputs[0],
@@ -409,8 +502,50 @@ impl Exporter<'_> {
                 Side::Val => self.stats.val_rows += 1,
             }
         }
-        self.stats
-            .row(&conversation, rollout.model.as_deref(), rollout.usage);
+        self.stats.row(conversation, model, usage);
+        Ok(())
+    }
+
+    /// The rows of the attempts `--best-of` or `--format dpo` kept.
+    fn grouped(&mut self) -> Result<(), ExportError> {
+        let Some(groups) = self.groups.take() else {
+            return Ok(());
+        };
+        for row in groups.rows(&mut self.stats) {
+            self.line.clear();
+            let (written, kept) = match row {
+                group::Row::Best(a) => (
+                    write_row(self.format, self.train_on, &a.conversation, &mut self.line),
+                    a,
+                ),
+                group::Row::Pair { chosen, rejected } => {
+                    let shared = group::shared_prompt(&chosen.conversation, &rejected.conversation)
+                        .unwrap_or(0);
+                    let written = write::dpo::write_pair(
+                        &chosen.conversation,
+                        &rejected.conversation,
+                        shared,
+                        &mut self.line,
+                    );
+                    (written, chosen)
+                }
+            };
+            if let Err(e) = written {
+                let reason = format!("--format {} cannot hold it: {e}", self.format.name());
+                self.skip(
+                    &format!("task attempt {}", kept.split_key),
+                    Dropped::Unrepresentable,
+                    &reason,
+                );
+                continue;
+            }
+            self.emit(
+                &kept.split_key,
+                &kept.conversation,
+                kept.model.as_deref(),
+                kept.usage,
+            )?;
+        }
         Ok(())
     }
 
@@ -519,10 +654,12 @@ pub fn export(
         output.format == Format::Messages,
         std::env::var_os(system::PATH_VAR).as_deref().map(Path::new),
     )?;
+    let groups = args.attempts.mode(output.format)?.map(group::Groups::new);
     let mut ex = Exporter {
         format: output.format,
         train_on: output.train_on,
         system_prompt,
+        groups,
         filter: filter.clone(),
         splitter: args.split.fraction.map(|train_fraction| Splitter {
             train_fraction,
@@ -544,6 +681,7 @@ pub fn export(
     if cancel.load(Ordering::Relaxed) {
         return Err(ExportError::Interrupted);
     }
+    ex.grouped()?;
     let mut stats = ex.stats;
     stats.seconds = started.elapsed().as_secs_f64();
     if stats.rows == 0 {

@@ -39,6 +39,15 @@ pub enum Dropped {
     LowReward,
     /// Its row was written already (`--dedupe`).
     Duplicate,
+    /// It has no reward to rank its task's attempts by (`--best-of`,
+    /// `--format dpo`).
+    Unranked,
+    /// Another attempt of its task has a higher reward (`--best-of`).
+    NotBest,
+    /// It is in no preference pair: its task has one attempt, or ties, or
+    /// margins below `--min-margin`, or attempts that saw different prompts,
+    /// or more attempts than `--pairs-per-task` pairs take (`--format dpo`).
+    Unpaired,
 }
 
 impl Dropped {
@@ -58,6 +67,9 @@ impl Dropped {
             Dropped::NoReward => "no reward (--min-reward)",
             Dropped::LowReward => "reward below --min-reward",
             Dropped::Duplicate => "duplicate (--dedupe)",
+            Dropped::Unranked => "no reward to rank its task's attempts by",
+            Dropped::NotBest => "not its task's best attempt (--best-of)",
+            Dropped::Unpaired => "in no preference pair (--format dpo)",
         }
     }
 }

@@ -19,7 +19,9 @@ use crate::conversation::attrs::{first_count, first_str};
 use crate::conversation::{agl, genai, openinference, Convention, Conversation, Malformed};
 use crate::reward::reward_of;
 use crate::semconv::llm_proxy::UPSTREAM as PROXY_UPSTREAM;
-use crate::semconv::{COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS, REWARD_SPANS, SESSION_ATTRS};
+use crate::semconv::{
+    COMPLETION_TOKENS, MODEL_ATTRS, PROMPT_TOKENS, REWARD_SPANS, SESSION_ATTRS, TASK_ID,
+};
 use trace_file::{for_each_key, Doc, SpanDoc};
 
 /// Token counts of the exported call.
@@ -64,6 +66,8 @@ pub struct Rollout {
     pub start_time: Option<f64>,
     /// The session key, from the root span, else from the chosen span.
     pub session: Option<String>,
+    /// The task it attempts (the root span's `oclagl.task_id`).
+    pub task: Option<String>,
     /// The model of the exported call.
     pub model: Option<String>,
     /// The primary reward of the last reward span.
@@ -152,7 +156,9 @@ pub fn rollout(doc: &Doc, fallback_id: &str) -> Result<Rollout, Malformed> {
         .enumerate()
         .find(|(_, s)| s.parent_id.0.is_none())
     {
-        out.session = first_str(&attributes(root, n)?, &SESSION_ATTRS);
+        let attrs = attributes(root, n)?;
+        out.session = first_str(&attrs, &SESSION_ATTRS);
+        out.task = first_str(&attrs, &[TASK_ID]);
     }
     let keys = doc
         .spans

@@ -4,6 +4,7 @@
 //! tools as `{"type": "function", "function": {...}}`); the row types here
 //! are those shapes, and each writer fills them by its format's rules.
 
+pub mod dpo;
 pub mod messages;
 pub mod openai;
 pub mod trl;
@@ -22,6 +23,9 @@ pub enum Format {
     Openai,
     /// Hugging Face TRL conversational (arguments as objects, tool names).
     Trl,
+    /// TRL conversational preference pairs (`prompt`, `chosen`, `rejected`)
+    /// from the attempts of one task.
+    Dpo,
 }
 
 impl Format {
@@ -31,6 +35,7 @@ impl Format {
             Format::Messages => "messages",
             Format::Openai => "openai",
             Format::Trl => "trl",
+            Format::Dpo => "dpo",
         }
     }
 }
@@ -61,6 +66,11 @@ pub fn write_row(
         Format::Messages => serde_json::to_writer(&mut *out, &messages::row(conversation)),
         Format::Openai => serde_json::to_writer(&mut *out, &openai::row(conversation, train_on)?),
         Format::Trl => serde_json::to_writer(&mut *out, &trl::row(conversation)?),
+        Format::Dpo => {
+            return Err(Unrepresentable(
+                "--format dpo writes pairs of attempts (dpo::write_pair)".into(),
+            ))
+        }
     };
     // Serializing borrowed strings and JSON values into memory cannot fail.
     written.map_err(|e| Unrepresentable(e.to_string()))
