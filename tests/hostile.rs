@@ -758,14 +758,17 @@ mod hostile_provider {
             return;
         }
         let (pieces, dropped) = answer(&scenario);
+        if dropped {
+            // Gone mid-event, without the body's last chunk: the pieces
+            // and the end in one write, so they reach the proxy together.
+            let all: Vec<u8> = pieces.iter().flat_map(|p| chunk(p)).collect();
+            let _ = tcp.write_all(&all).await;
+            return;
+        }
         for piece in pieces {
             if tcp.write_all(&chunk(&piece)).await.is_err() {
                 return;
             }
-        }
-        if dropped {
-            // Gone mid-event, without the body's last chunk.
-            return;
         }
         let _ = tcp.write_all(b"0\r\n\r\n").await;
         let _ = tcp.shutdown().await;

@@ -91,6 +91,8 @@ pub(super) struct Answer {
 pub(super) enum Source {
     Upstream(Incoming),
     Proxy(Option<Bytes>),
+    /// The upstream's answer broke off: the error, held back one poll.
+    Failed(Option<hyper::Error>),
 }
 
 impl Body for Answer {
@@ -103,6 +105,7 @@ impl Body for Answer {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let upstream = match &mut self.from {
             Source::Proxy(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Failed(error) => return Poll::Ready(error.take().map(Err)),
             Source::Upstream(upstream) => upstream,
         };
         let frame = std::task::ready!(Pin::new(upstream).poll_frame(cx));
@@ -121,6 +124,14 @@ impl Body for Answer {
             // Store the span now rather than when the server lets go.
             self.recording = None;
         }
+        if let Some(Err(e)) = frame {
+            // hyper drops a connection on a body's error without flushing
+            // what it buffered: a last piece read together with the break
+            // would never reach the client. Pending lets it flush first.
+            self.from = Source::Failed(Some(e));
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         Poll::Ready(frame)
     }
 
@@ -128,6 +139,7 @@ impl Body for Answer {
         match &self.from {
             Source::Upstream(upstream) => upstream.is_end_stream(),
             Source::Proxy(bytes) => bytes.is_none(),
+            Source::Failed(error) => error.is_none(),
         }
     }
 
@@ -137,6 +149,7 @@ impl Body for Answer {
             Source::Proxy(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            Source::Failed(_) => SizeHint::default(),
         }
     }
 }
