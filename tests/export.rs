@@ -979,7 +979,11 @@ fn out_through_a_symlink_replaces_the_target_and_keeps_the_link() {
         n.sort();
         n
     };
-    assert_eq!(names(dir.path()), ["link.jsonl", "real", "traces"]);
+    // The manifest sits beside the name the user gave.
+    assert_eq!(
+        names(dir.path()),
+        ["link.jsonl", "link.jsonl.manifest.json", "real", "traces"]
+    );
     assert_eq!(names(&dir.path().join("real")), ["data.jsonl"]);
     assert!(
         stderr(&out).contains("wrote 2 rows to link.jsonl"),
@@ -1156,4 +1160,91 @@ fn attempts_of_a_task_become_preference_pairs_or_the_best_row() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn a_manifest_records_the_export_and_verify_re_derives_it() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    for (id, task, answer) in [
+        ("ro-m1", "t1", "one"),
+        ("ro-m2", "t2", "two"),
+        ("ro-m3", "t3", "three"),
+    ] {
+        write_attempt(&traces, id, task, answer, Some(1.0));
+    }
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let manifest = |name: &str| -> Value { serde_json::from_slice(&read(name)).unwrap() };
+
+    assert_ok(&export(dir.path(), &["--format", "openai"]));
+    let first = manifest("sft_dataset.jsonl.manifest.json");
+    let dataset = read("sft_dataset.jsonl");
+    // Each file and row by its digest, each row with its rollout.
+    assert_eq!(
+        first["files"][0]["sha256"],
+        hex::encode(Sha256::digest(&dataset))
+    );
+    let lines: Vec<&[u8]> = dataset
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(first["rows"].as_array().unwrap().len(), 3);
+    for (row, line) in first["rows"].as_array().unwrap().iter().zip(&lines) {
+        assert_eq!(row["sha256"], hex::encode(Sha256::digest(line)));
+    }
+    assert_eq!(first["rows"][1]["rollouts"], json!(["ro-m2"]));
+    assert_eq!(first["counts"]["rows"], 3);
+    assert_eq!(first["settings"]["output"]["format"], "openai");
+    assert_eq!(first["oclagl"], env!("CARGO_PKG_VERSION"));
+    assert!(first["sources"][0]["path"]
+        .as_str()
+        .unwrap()
+        .starts_with('/'));
+
+    // The same export again: the same bytes, the same manifest but its time.
+    assert_ok(&export(dir.path(), &["--format", "openai"]));
+    assert_eq!(read("sft_dataset.jsonl"), dataset);
+    let mut second = manifest("sft_dataset.jsonl.manifest.json");
+    second["created"] = first["created"].clone();
+    assert_eq!(second, first);
+
+    // --verify re-derives it, from anywhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("sft_dataset.jsonl.manifest.json");
+    let out = export(elsewhere.path(), &["--verify", recorded.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("re-derived exactly: the same 3 rows"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A changed rollout is named.
+    write_attempt(&traces, "ro-m2", "t2", "two, changed", Some(1.0));
+    let out = export(elsewhere.path(), &["--verify", recorded.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("changed") && said.contains("row 2 (ro-m2)"),
+        "{said}"
+    );
+    assert_eq!(
+        read("sft_dataset.jsonl"),
+        dataset,
+        "verify leaves the dataset alone"
+    );
+
+    // A split's manifest sits in its folder; standard output gets none.
+    assert_ok(&export(dir.path(), &["--split", "0.5", "--out", "split"]));
+    assert_eq!(
+        manifest("split/manifest.json")["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let out = export(dir.path(), &["--out", "-"]);
+    assert_ok(&out);
+    assert!(!dir.path().join("-.manifest.json").exists());
 }

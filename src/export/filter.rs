@@ -11,7 +11,7 @@ use crate::semconv::ROLLOUT_STATUSES;
 
 /// The filters of one export (empty lists and `None` let everything pass),
 /// also `export-sft`'s flags.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 #[command(next_help_heading = "Filters")]
 pub struct Filter {
     /// Keep rollouts whose primary reward is at least this (AGL reward

@@ -18,6 +18,8 @@ use crate::conversation::{Conversation, Role};
 /// One attempt that may become (part of) a row.
 #[derive(Debug, Clone)]
 pub struct Attempt {
+    /// The rollout.
+    pub rollout: String,
     /// Its primary reward.
     pub reward: f64,
     /// The order it was read in (ties go to the earlier).
@@ -200,6 +202,7 @@ mod tests {
 
     fn attempt(reward: f64, answer: &str) -> Attempt {
         Attempt {
+            rollout: format!("ro-{answer}"),
             reward,
             seq: 0,
             split_key: format!("s-{answer}"),

@@ -29,6 +29,7 @@
 
 pub mod filter;
 pub mod group;
+pub mod manifest;
 pub mod read;
 pub mod split;
 pub mod stats;
@@ -46,6 +47,7 @@ use crate::agl::trace_file::parse_file_name;
 use crate::conversation::Conversation;
 use crate::util::count;
 use crate::util::fs::{ResultFile, STDOUT};
+use crate::util::ids::random_hex;
 use filter::{Dedupe, Filter};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};
@@ -57,7 +59,7 @@ use write::{write_row, Format, TrainOn};
 pub const DEFAULT_OUT: &str = "sft_dataset.jsonl";
 
 /// `oclagl export-sft` options, in the sections of its `--help`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct ExportArgs {
     /// Where spans are read.
     #[command(flatten)]
@@ -74,11 +76,16 @@ pub struct ExportArgs {
     /// How the attempts of one task become rows.
     #[command(flatten)]
     pub attempts: AttemptArgs,
+    /// Run the export a manifest records again, from the same sources and
+    /// settings, and say what differs (exit 0: nothing; 1: something).
+    #[arg(long, env = "OCLAGL_EXPORT_VERIFY", value_name = "MANIFEST")]
+    #[serde(skip)]
+    pub verify: Option<PathBuf>,
 }
 
 /// How `export-sft` makes rows of the attempts of one task (rollouts that
 /// share an `oclagl.task_id`, as `collect --samples` records them).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 #[command(next_help_heading = "Attempts of one task")]
 pub struct AttemptArgs {
     /// Keep only each task's highest-reward attempt (first read on a tie);
@@ -128,7 +135,7 @@ impl AttemptArgs {
 }
 
 /// Where `export-sft` reads spans.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 #[command(next_help_heading = "Sources")]
 pub struct SourceArgs {
     /// Where to read spans: a folder of trace files (`rollout_*.json`), one
@@ -144,7 +151,7 @@ pub struct SourceArgs {
 }
 
 /// What `export-sft` writes.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// The dataset file [default: sft_dataset.jsonl]; with --split, the
@@ -178,7 +185,7 @@ pub struct OutputArgs {
 }
 
 /// How `export-sft` splits rows into train and validation files.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 #[command(next_help_heading = "Split")]
 pub struct SplitArgs {
     /// Split by session into train.jsonl (this fraction of sessions) and
@@ -250,6 +257,8 @@ pub struct Report {
     pub outputs: Vec<PathBuf>,
     /// What was read, written and dropped.
     pub stats: Stats,
+    /// The manifest written beside the dataset, if it is a regular file.
+    pub manifest: Option<PathBuf>,
 }
 
 impl Report {
@@ -287,6 +296,9 @@ impl Report {
                 s.dropped_total(),
                 s.dropped_summary()
             ));
+        }
+        if let Some(m) = &self.manifest {
+            line.push_str(&format!("; manifest {}", m.display()));
         }
         line
     }
@@ -373,6 +385,8 @@ struct Exporter<'a> {
     system_prompt: Option<String>,
     /// The attempts kept for `--best-of` and `--format dpo`, by task.
     groups: Option<group::Groups>,
+    /// The digests of what was read and written.
+    manifest: manifest::Recorder,
     filter: Filter,
     splitter: Option<Splitter>,
     dedupe: Option<Dedupe>,
@@ -397,6 +411,7 @@ impl Exporter<'_> {
     ) -> Result<(), ExportError> {
         self.stats.rollouts += 1;
         self.stats.bytes_read += bytes.len() as u64;
+        self.manifest.read(fallback_id, bytes);
         let rollout = match Doc::parse(bytes) {
             Err(e) => {
                 self.skip(
@@ -437,7 +452,10 @@ impl Exporter<'_> {
         if let Some(text) = &self.system_prompt {
             system::prepend(&mut conversation, text);
         }
-        let split_key = rollout.session.unwrap_or(rollout.id);
+        let split_key = rollout
+            .session
+            .clone()
+            .unwrap_or_else(|| rollout.id.clone());
         if let Some(groups) = &mut self.groups {
             let Some(reward) = rollout.reward else {
                 self.stats.drop(Dropped::Unranked);
@@ -445,6 +463,7 @@ impl Exporter<'_> {
             };
             let task = rollout.task.unwrap_or_else(|| split_key.clone());
             let attempt = group::Attempt {
+                rollout: rollout.id,
                 reward,
                 seq: 0,
                 split_key,
@@ -463,6 +482,7 @@ impl Exporter<'_> {
         }
         self.emit(
             &split_key,
+            vec![rollout.id],
             &conversation,
             rollout.model.as_deref(),
             rollout.usage,
@@ -474,6 +494,7 @@ impl Exporter<'_> {
     fn emit(
         &mut self,
         split_key: &str,
+        rollouts: Vec<String>,
         conversation: &Conversation,
         model: Option<&str>,
         usage: read::Usage,
@@ -489,13 +510,15 @@ impl Exporter<'_> {
             None => Side::Train,
             Some(s) => s.side(split_key),
         };
-        let out = match side {
-            Side::Train => &mut self.outputs[0],
-            Side::Val => &mut self.outputs[1],
+        let file = match side {
+            Side::Train => 0,
+            Side::Val => 1,
         };
+        let out = &mut self.outputs[file];
         if let Err(e) = out.write_all(&self.line) {
             return Err(write_err(out.named())(e));
         }
+        self.manifest.row(file, &self.line, rollouts);
         if self.splitter.is_some() {
             match side {
                 Side::Train => self.stats.train_rows += 1,
@@ -513,9 +536,10 @@ impl Exporter<'_> {
         };
         for row in groups.rows(&mut self.stats) {
             self.line.clear();
-            let (written, kept) = match row {
+            let (written, rollouts, kept) = match row {
                 group::Row::Best(a) => (
                     write_row(self.format, self.train_on, &a.conversation, &mut self.line),
+                    vec![a.rollout.clone()],
                     a,
                 ),
                 group::Row::Pair { chosen, rejected } => {
@@ -527,7 +551,11 @@ impl Exporter<'_> {
                         shared,
                         &mut self.line,
                     );
-                    (written, chosen)
+                    (
+                        written,
+                        vec![chosen.rollout.clone(), rejected.rollout],
+                        chosen,
+                    )
                 }
             };
             if let Err(e) = written {
@@ -541,6 +569,7 @@ impl Exporter<'_> {
             }
             self.emit(
                 &kept.split_key,
+                rollouts,
                 &kept.conversation,
                 kept.model.as_deref(),
                 kept.usage,
@@ -578,6 +607,7 @@ impl Exporter<'_> {
             Ok(()) => self.rollout(&origin, &fallback, buf),
             Err(e) => {
                 self.stats.rollouts += 1;
+                self.manifest.read(&fallback, b"");
                 self.skip(&origin, Dropped::Unreadable, &e.to_string());
                 Ok(())
             }
@@ -614,6 +644,7 @@ impl Exporter<'_> {
                 Ok(bytes) => self.rollout(&origin, &fallback, &bytes),
                 Err(e) => {
                     self.stats.rollouts += 1;
+                    self.manifest.read(&fallback, b"");
                     self.skip(&origin, Dropped::Unreadable, &e);
                     Ok(())
                 }
@@ -666,12 +697,14 @@ pub fn export(
             seed: args.split.seed,
         }),
         dedupe: output.dedupe.then(Dedupe::default),
+        manifest: manifest::Recorder::new(if args.split.fraction.is_some() { 2 } else { 1 }),
         outputs: create_outputs(args)?,
         line: Vec::with_capacity(64 << 10),
         stats: Stats::default(),
         warn,
     };
-    for source in &sources {
+    for (source, path) in sources.iter().zip(&args.input.source) {
+        ex.manifest.source(path);
         match source {
             Source::Folder(dir) => ex.folder(dir, cancel)?,
             Source::File(path) => ex.file(path, &mut Vec::new())?,
@@ -723,7 +756,74 @@ pub fn export(
         let named = file.named().to_path_buf();
         outputs.push(file.commit().map_err(write_err(&named))?);
     }
-    Ok(Report { outputs, stats })
+    let manifest = match manifest::path_for(&outputs) {
+        Some(path) => {
+            let m = ex.manifest.finish(args, &outputs, &stats);
+            Some(manifest::write(&m, &path).map_err(write_err(&path))?)
+        }
+        None => None,
+    };
+    Ok(Report {
+        outputs,
+        stats,
+        manifest,
+    })
+}
+
+/// What `--verify` found.
+#[derive(Debug)]
+pub struct Verified {
+    /// The manifest verified.
+    pub manifest: PathBuf,
+    /// Rows it records.
+    pub rows: u64,
+    /// What differs from it when the export runs again (nothing: the
+    /// dataset is re-derived exactly).
+    pub differences: Vec<String>,
+}
+
+/// Runs the export a manifest records again, from its sources and settings,
+/// into a temporary folder, and compares the outcome with the manifest.
+pub fn verify(
+    recorded_at: &Path,
+    cancel: &AtomicBool,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Verified, ExportError> {
+    let recorded = manifest::read(recorded_at).map_err(ExportError::Usage)?;
+    let tmp = std::env::temp_dir().join(format!("oclagl-verify-{}", random_hex::<8>()));
+    // A fresh folder of its own: create_dir fails on anything already there.
+    std::fs::create_dir(&tmp).map_err(write_err(&tmp))?;
+    let mut settings = recorded.settings.clone();
+    settings.output.stats = false;
+    settings.output.out = Some(match settings.split.fraction {
+        Some(_) => tmp.clone(),
+        None => tmp.join(DEFAULT_OUT),
+    });
+    let differences = match export(&settings, cancel, warn) {
+        Ok(report) => match report.manifest.as_deref().map(manifest::read) {
+            Some(Ok(again)) => Ok(manifest::differences(&recorded, &again)),
+            Some(Err(e)) => Err(ExportError::Usage(e)),
+            None => Err(ExportError::Usage(format!(
+                "the export wrote no manifest in {}",
+                tmp.display()
+            ))),
+        },
+        Err(ExportError::NothingToExport { why, .. }) => {
+            Ok(vec![format!("the export now writes nothing: {why}")])
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(Verified {
+        manifest: recorded_at.to_path_buf(),
+        rows: recorded.counts.rows,
+        differences: differences?,
+    })
+}
+
+enum Ran {
+    Exported(Report),
+    Verified(Verified),
 }
 
 /// Prints at most this many skipped-file lines, then a count.
@@ -750,12 +850,16 @@ pub async fn run_cli(
     };
     let mut job = tokio::task::spawn_blocking(move || {
         let mut shown = 0usize;
-        let result = export(&args, &flag, &mut |line| {
+        let mut warn = |line: &str| {
             shown += 1;
             if shown <= WARNINGS_SHOWN {
                 eprintln!("oclagl export-sft: {line}");
             }
-        });
+        };
+        let result = match &args.verify {
+            Some(recorded) => verify(recorded, &flag, &mut warn).map(Ran::Verified),
+            None => export(&args, &flag, &mut warn).map(Ran::Exported),
+        };
         if shown > WARNINGS_SHOWN {
             eprintln!(
                 "oclagl export-sft: … and {} more skipped (see --stats)",
@@ -772,7 +876,25 @@ pub async fn run_cli(
         }
     };
     match joined.map_err(|e| ExportError::Crashed(e.to_string()))? {
-        Ok(report) => {
+        Ok(Ran::Verified(v)) if v.differences.is_empty() => {
+            eprintln!(
+                "oclagl export-sft: {} re-derived exactly: the same {} from the same sources",
+                v.manifest.display(),
+                count(v.rows, "row", "rows")
+            );
+            Ok(0)
+        }
+        Ok(Ran::Verified(v)) => {
+            eprintln!(
+                "oclagl export-sft: {} is not re-derived as recorded:",
+                v.manifest.display()
+            );
+            for d in &v.differences {
+                eprintln!("  {d}");
+            }
+            Ok(1)
+        }
+        Ok(Ran::Exported(report)) => {
             if show_stats {
                 print_stats(&report.stats);
             }

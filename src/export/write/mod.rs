@@ -15,7 +15,8 @@ use serde_json::Value;
 use crate::conversation::{Conversation, Tool};
 
 /// Dataset formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The seed's rows: AGL `TraceToMessages` output, `{"messages", "tools"?}`.
     Messages,
@@ -41,7 +42,10 @@ impl Format {
 }
 
 /// Which assistant messages a row trains on (OpenAI's per-message `weight`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum TrainOn {
     /// Every assistant message (no `weight` written).
     #[default]
