@@ -29,6 +29,7 @@
 
 pub mod filter;
 pub mod read;
+pub mod redact;
 pub mod split;
 pub mod stats;
 pub mod system;
