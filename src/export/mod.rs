@@ -48,6 +48,7 @@ use crate::util::fs::{ResultFile, STDOUT};
 use filter::{Dedupe, Filter};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};
+use redact::Redactor;
 use split::{parse_fraction, Side, Splitter};
 use stats::{Dropped, Stats};
 use write::{write_row, Format, TrainOn};
@@ -116,8 +117,22 @@ pub struct OutputArgs {
     /// Write identical rows once.
     #[arg(long, env = "OCLAGL_EXPORT_DEDUPE")]
     pub dedupe: bool,
+    /// Replace credentials in messages, tool-call arguments and tool results
+    /// with typed placeholders (`<REDACTED:aws_access_key>`); `pii` also
+    /// e-mail addresses and phone numbers.
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_REDACT",
+        value_enum,
+        default_value_t = redact::Level::Secrets,
+        conflicts_with = "no_redact"
+    )]
+    pub redact: redact::Level,
+    /// Keep rows as they are, credentials included.
+    #[arg(long, env = "OCLAGL_EXPORT_NO_REDACT")]
+    pub no_redact: bool,
     /// Print statistics (rows, turns, tool calls, tokens by model, rows
-    /// dropped and why) on stdout.
+    /// dropped and why, values redacted by kind) on stdout.
     #[arg(long, env = "OCLAGL_EXPORT_STATS")]
     pub stats: bool,
 }
@@ -319,6 +334,8 @@ struct Exporter<'a> {
     filter: Filter,
     splitter: Option<Splitter>,
     dedupe: Option<Dedupe>,
+    /// `None` with `--no-redact`.
+    redactor: Option<Redactor>,
     outputs: Vec<ResultFile>,
     line: Vec<u8>,
     stats: Stats,
@@ -379,6 +396,9 @@ impl Exporter<'_> {
         }
         if let Some(text) = &self.system_prompt {
             system::prepend(&mut conversation, text);
+        }
+        if let Some(redactor) = &self.redactor {
+            redactor.redact(&mut conversation, &mut self.stats.redacted);
         }
         self.line.clear();
         if let Err(e) = write_row(self.format, self.train_on, &conversation, &mut self.line) {
@@ -530,9 +550,13 @@ pub fn export(
             seed: args.split.seed,
         }),
         dedupe: output.dedupe.then(Dedupe::default),
+        redactor: (!output.no_redact).then(|| Redactor::new(output.redact)),
         outputs: create_outputs(args)?,
         line: Vec::with_capacity(64 << 10),
-        stats: Stats::default(),
+        stats: Stats {
+            redaction: (!output.no_redact).then(|| output.redact.name()),
+            ..Stats::default()
+        },
         warn,
     };
     for source in &sources {
@@ -602,6 +626,9 @@ pub async fn run_cli(
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let show_stats = args.output.stats;
+    if args.output.no_redact {
+        eprintln!("oclagl export-sft: --no-redact: rows keep any credentials they hold");
+    }
     // With the rows on standard output, the statistics go to stderr.
     let stats_on_stdout = args.output.out.as_deref() != Some(Path::new(STDOUT));
     let print_stats = move |stats: &Stats| {
