@@ -42,8 +42,11 @@
 //!    and is not a plain word (a letter and then lowercase letters). Every
 //!    secret rule needs such a run, so prose without one is done here; with
 //!    [`Level::Pii`] this step is skipped (an e-mail address can be short).
-//! 2. One Aho-Corasick pass for the rules' keywords (ASCII case folded).
-//! 3. The regular expression of each rule whose keyword was found, and the
+//! 2. One Aho-Corasick pass for the rules' keywords (ASCII case folded). A
+//!    keyword opens its rule only where every match of the rule could start:
+//!    a provider's prefix as written, `key`/`token`/`password`… followed by
+//!    `=` or `:`, `://` followed by `user:password@`, `Bearer` by a blank.
+//! 3. The regular expression of each rule opened, over the text, and the
 //!    checks of its candidates (boundaries, entropy, placeholders).
 
 use std::cmp::Reverse;
@@ -115,9 +118,12 @@ impl Check {
     }
 }
 
-/// One rule: the placeholder's kind, the keywords (ASCII case folded) that
-/// must occur in a text for the pattern to run (none: it always runs), and
-/// the pattern, whose first group, if it has one, is the secret.
+/// One rule: the placeholder's kind, the keywords one of which must occur
+/// in a text for the pattern to run (none: it always runs), and the pattern,
+/// whose first group, if it has one, is the secret. A keyword counts only
+/// where the rule's gate opens (see [`Redactor::opens`]): a provider token's
+/// keyword as written (it is a literal of the pattern), a case-insensitive
+/// rule's keyword where what follows it could start a match.
 struct Spec {
     kind: &'static str,
     keywords: &'static [&'static str],
@@ -133,14 +139,14 @@ const SECRETS: &[Spec] = &[
     // aws-access-token
     Spec {
         kind: "aws_access_key",
-        keywords: &["a3t", "akia", "asia", "abia", "acca"],
+        keywords: &["A3T", "AKIA", "ASIA", "ABIA", "ACCA"],
         pattern: r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
         check: Check::Token,
     },
     // openai-api-key (also without the T3BlbkFJ marker after sk-proj-, …)
     Spec {
         kind: "openai_api_key",
-        keywords: &["t3blbkfj", "sk-proj-", "sk-svcacct-", "sk-admin-"],
+        keywords: &["T3BlbkFJ", "sk-proj-", "sk-svcacct-", "sk-admin-"],
         pattern: r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}",
         check: Check::Token,
     },
@@ -154,7 +160,7 @@ const SECRETS: &[Spec] = &[
     // gcp-api-key
     Spec {
         kind: "google_api_key",
-        keywords: &["aiza"],
+        keywords: &["AIza"],
         pattern: r"AIza[A-Za-z0-9_-]{35}",
         check: Check::Token,
     },
@@ -170,7 +176,7 @@ const SECRETS: &[Spec] = &[
     // gitlab-runner-authentication-token, gitlab-rrt
     Spec {
         kind: "gitlab_token",
-        keywords: &["glpat-", "glptt-", "gldt-", "glrt-", "gr1348941"],
+        keywords: &["glpat-", "glptt-", "gldt-", "glrt-", "GR1348941"],
         pattern: r"glpat-[A-Za-z0-9_-]{20,}(?:\.[0-9a-z]{9})?|glptt-[0-9a-f]{40}|gl(?:dt|rt)-[A-Za-z0-9_-]{20,}|GR1348941[A-Za-z0-9_-]{20,}",
         check: Check::Token,
     },
@@ -201,14 +207,14 @@ const SECRETS: &[Spec] = &[
     // sendgrid-api-token
     Spec {
         kind: "sendgrid_api_key",
-        keywords: &["sg."],
+        keywords: &["SG."],
         pattern: r"SG\.[A-Za-z0-9=_.-]{66}",
         check: Check::Token,
     },
     // twilio-api-key
     Spec {
         kind: "twilio_api_key",
-        keywords: &["sk"],
+        keywords: &["SK"],
         pattern: r"SK[0-9a-fA-F]{32}",
         check: Check::Token,
     },
@@ -229,7 +235,7 @@ const SECRETS: &[Spec] = &[
     // pypi-upload-token
     Spec {
         kind: "pypi_token",
-        keywords: &["pypi-ageichlwas5vcmc"],
+        keywords: &["pypi-AgEIcHlwaS5vcmc"],
         pattern: r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",
         check: Check::Token,
     },
@@ -272,14 +278,14 @@ const SECRETS: &[Spec] = &[
     // age-secret-key
     Spec {
         kind: "age_secret_key",
-        keywords: &["age-secret-key-1"],
+        keywords: &["AGE-SECRET-KEY-1"],
         pattern: r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
         check: Check::Token,
     },
     // postman-api-token
     Spec {
         kind: "postman_api_key",
-        keywords: &["pmak-"],
+        keywords: &["PMAK-"],
         pattern: r"PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}",
         check: Check::Token,
     },
@@ -293,7 +299,7 @@ const SECRETS: &[Spec] = &[
     // grafana-cloud-api-token, grafana-service-account-token, grafana-api-key
     Spec {
         kind: "grafana_token",
-        keywords: &["glc_", "glsa_", "eyjrijoi"],
+        keywords: &["glc_", "glsa_", "eyJrIjoi"],
         pattern: r"glc_[A-Za-z0-9+/]{32,}={0,3}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|eyJrIjoi[A-Za-z0-9]{70,}={0,3}",
         check: Check::Token,
     },
@@ -349,7 +355,7 @@ const SECRETS: &[Spec] = &[
     // heroku-api-key-v2
     Spec {
         kind: "heroku_api_key",
-        keywords: &["hrku-aa"],
+        keywords: &["HRKU-AA"],
         pattern: r"HRKU-AA[A-Za-z0-9_-]{58}",
         check: Check::Token,
     },
@@ -370,21 +376,21 @@ const SECRETS: &[Spec] = &[
     // 1password-service-account-token
     Spec {
         kind: "onepassword_token",
-        keywords: &["ops_eyj"],
+        keywords: &["ops_eyJ"],
         pattern: r"ops_eyJ[A-Za-z0-9+/]{250,}={0,3}",
         check: Check::Token,
     },
     // telegram-bot-api-token (also in a bot API URL, `…/bot<token>/…`)
     Spec {
         kind: "telegram_bot_token",
-        keywords: &[":a"],
+        keywords: &[":A"],
         pattern: r"(?:bot)?([0-9]{5,16}:A[A-Za-z0-9_-]{34})",
         check: Check::Token,
     },
     // jwt
     Spec {
         kind: "jwt",
-        keywords: &["eyj"],
+        keywords: &["eyJ"],
         pattern: r"ey[A-Za-z0-9_-]{17,}\.ey[A-Za-z0-9_/+-]{17,}\.(?:[A-Za-z0-9_/+-]{10,}={0,2})?",
         check: Check::Token,
     },
@@ -392,7 +398,7 @@ const SECRETS: &[Spec] = &[
     // its base64 ends.
     Spec {
         kind: "private_key",
-        keywords: &["-----begin"],
+        keywords: &["-----BEGIN"],
         pattern: r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]{64,}?-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,-]{64,})",
         check: Check::Block,
     },
@@ -422,7 +428,18 @@ const SECRETS: &[Spec] = &[
     // word; `password`, `aws_secret_key` or `generic_secret` by the name.
     Spec {
         kind: GENERIC,
-        keywords: &["passw", "pwd", "secret", "token", "auth", "cred", "key"],
+        keywords: &[
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "token",
+            "auth",
+            "credential",
+            "credentials",
+            "creds",
+            "key",
+        ],
         pattern: r#"(?i:passw(?:or)?d|pwd|secret|token|auth|credentials?|creds|key)\\?["'`]?[ \t]{0,3}(?:=|:=|:|=>)[ \t]{0,3}\\?["'`]?([A-Za-z0-9_.+/=~!#$%*@^-]{12,})"#,
         check: Check::Assignment,
     },
@@ -477,8 +494,8 @@ pub struct Redactor {
     rules: Vec<Rule>,
     /// The keywords of every rule, ASCII case folded.
     keywords: AhoCorasick,
-    /// For each keyword, the rules it lets run (bit `i`: `rules[i]`).
-    keyword_rules: Vec<u64>,
+    /// For each keyword, as written, the rule it lets run.
+    keyword_rule: Vec<(&'static str, usize)>,
     /// The rules without keywords, which always run.
     always: u64,
     name_allowed: Regex,
@@ -544,8 +561,7 @@ impl Redactor {
             Level::Pii => SECRETS.iter().chain(PII).collect(),
         };
         assert!(specs.len() <= 64, "one bit a rule");
-        let mut words: Vec<&str> = Vec::new();
-        let mut keyword_rules: Vec<u64> = Vec::new();
+        let mut keyword_rule: Vec<(&'static str, usize)> = Vec::new();
         let mut always = 0u64;
         let mut rules = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
@@ -553,13 +569,7 @@ impl Redactor {
                 always |= 1 << i;
             }
             for &w in spec.keywords {
-                match words.iter().position(|&x| x == w) {
-                    Some(k) => keyword_rules[k] |= 1 << i,
-                    None => {
-                        words.push(w);
-                        keyword_rules.push(1 << i);
-                    }
-                }
+                keyword_rule.push((w, i));
             }
             rules.push(Rule {
                 kind: spec.kind,
@@ -569,13 +579,13 @@ impl Redactor {
         }
         let keywords = AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .build(&words)
+            .build(keyword_rule.iter().map(|&(w, _)| w))
             .expect("the built-in keywords build an automaton");
         Redactor {
             level,
             rules,
             keywords,
-            keyword_rules,
+            keyword_rule,
             always,
             name_allowed: built_in(NAME_ALLOWED),
             secret_name: built_in(SECRET_NAME),
@@ -737,6 +747,36 @@ impl Redactor {
         }
     }
 
+    /// Whether a keyword of rule `i` found at `start..end` of `text` lets the
+    /// rule run: a condition every match of the rule meets there, so that
+    /// a keyword common in code (`key`, `token`, `://`) costs no pattern run
+    /// where no match can be.
+    fn opens(&self, i: usize, keyword: &str, text: &[u8], start: usize, end: usize) -> bool {
+        let after = &text[end..];
+        match self.rules[i].check {
+            // The keyword is a literal of the pattern, case and all.
+            Check::Token | Check::Block => &text[start..end] == keyword.as_bytes(),
+            // `\?["'`]?[ \t]{0,3}` then `=` or `:`.
+            Check::Assignment => {
+                let mut at = usize::from(after.first() == Some(&b'\\'));
+                at += usize::from(matches!(after.get(at), Some(b'"' | b'\'' | b'`')));
+                let blanks = after[at.min(after.len())..]
+                    .iter()
+                    .take(3)
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+                matches!(after.get(at + blanks), Some(b'=' | b':'))
+            }
+            // `user:password@`: user information bytes, then `@`.
+            Check::UrlPassword => {
+                let n = after.iter().take_while(|&&b| userinfo_byte(b)).count();
+                n >= 3 && after.get(n) == Some(&b'@')
+            }
+            Check::Bearer | Check::Basic => matches!(after.first(), Some(b' ' | b'\t')),
+            Check::Email | Check::Phone => true,
+        }
+    }
+
     /// The credentials in `text`, possibly overlapping; `named` is the kind
     /// of the whole text when it is a secret-named member's value.
     fn find(&self, text: &str, named: Option<&'static str>, out: &mut Vec<Found>) {
@@ -757,7 +797,10 @@ impl Redactor {
         }
         let mut on = self.always;
         for m in self.keywords.find_overlapping_iter(text) {
-            on |= self.keyword_rules[m.pattern().as_usize()];
+            let (keyword, i) = self.keyword_rule[m.pattern().as_usize()];
+            if on & (1 << i) == 0 && self.opens(i, keyword, bytes, m.start(), m.end()) {
+                on |= 1 << i;
+            }
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if on & (1 << i) == 0 {
@@ -847,6 +890,11 @@ fn is_json(text: &str) -> bool {
 
 fn word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// A byte of a URL's `user:password` as the url_password rule reads it.
+fn userinfo_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&*+.:=^_|~-".contains(&b)
 }
 
 /// Nothing of a word right before `start` (a JSON escape such as `\n` is
@@ -1129,10 +1177,9 @@ mod tests {
         for spec in SECRETS.iter().chain(PII) {
             Regex::new(spec.pattern).unwrap_or_else(|e| panic!("{}: {e}", spec.kind));
             for w in spec.keywords {
-                assert_eq!(
-                    *w,
-                    w.to_ascii_lowercase(),
-                    "{}: keywords are folded",
+                assert!(
+                    !w.is_empty() && w.is_ascii(),
+                    "{}: keyword {w:?}",
                     spec.kind
                 );
             }
@@ -1326,6 +1373,11 @@ mod tests {
             (
                 "api_key=8f3kL0qZ7mW2xR9tB4vN",
                 "api_key=<REDACTED:generic_secret>",
+            ),
+            // As far from its name as an assignment may stand.
+            (
+                "client_secret\"   := \"8f3kL0qZ7mW2xR9tB4vN",
+                "client_secret\"   := \"<REDACTED:generic_secret>",
             ),
             (
                 "export DB_PASSWORD='Zq8#vK2$mP9!xL4w'",
