@@ -206,7 +206,7 @@ def main():
         redacted = [l.strip() for l in c_stats.splitlines() if l.startswith("redacted")]
         code_lines = [
             f"code-shaped set: {len(os.listdir(code_traces))} trace files, {code_total / 1e6:.0f} MB "
-            f"(every message holds paths, hashes, URLs, `key =`, `token_count=`)",
+            f"(every message holds paths, hashes, URLs, `key_of(`, `token_count=`)",
             "  " + describe("oclagl export-sft (redaction on)", c_times["on"], c_rss["on"], code_total),
             "  " + describe("oclagl export-sft --no-redact", c_times["off"], c_rss["off"], code_total),
             f"  redaction costs {statistics.median(c_times['on']) / statistics.median(c_times['off']) - 1:+.0%} "
