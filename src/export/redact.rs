@@ -24,11 +24,13 @@
 //!
 //! Why not a library: the Rust crates that embed a rule set were measured
 //! or read and none fits. `leakguard` (MIT/Apache, no dependencies) knows
-//! about 15 kinds and scans the text once per detector, 37 MB/s over
+//! about 20 kinds (a third of them PII) and scans the text once per
+//! detector: its 12 credential detectors read 37 MB/s over
 //! plain prose here; `keyspoor` (Apache-2.0, gitleaks data) needs Rust 1.96
 //! and brings archive and Git scanning along; `keyhog-scanner` pins exact
 //! versions of tokio and regex other than ours and brings GPU and Hyperscan
-//! back-ends; `secretscout` runs the gitleaks binary; `rtb-redact` redacts
+//! back-ends; `secretscout`'s library scans a repository into a report
+//! file, not a string; `rtb-redact` redacts
 //! every 40-character hex string (git hashes) and untyped; `keyhunter` is
 //! GPL-3.0.
 //!
