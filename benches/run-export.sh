@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Export benchmark: `oclagl export-sft` over ~1 GB of generated seed-shaped
-# trace files (time, MB/s, peak RSS, one CPU), and the seed's pipeline (AGL's
-# TraceToMessages in Python) on a ~10 MB slice of the same files in the same
-# run: MB/s of both, the ratio, and a check that both wrote the same rows.
+# trace files (time, MB/s, peak RSS, one CPU) with redaction (the default)
+# and with --no-redact in alternating runs, the same on ~0.3 GB of
+# code-shaped files (the redactor's worst case: every message gets past its
+# prose filter), and the seed's pipeline (AGL's TraceToMessages in Python) on
+# a ~10 MB slice of the same files in the same run: MB/s of both, the ratio,
+# and a check that both wrote the same rows.
 # Keeps a copy of the figures in target/bench-export.txt. Not run by CI.
 #
 #   benches/run-export.sh                              # 1 GB, 10 MB slice, 3 runs
 #   BENCH_EXPORT_GB=0.2 BENCH_SLICE_MB=2 benches/run-export.sh
+#   BENCH_CODE_GB=0 (no code-shaped set), BENCH_RUNS=5, BENCH_CPU=0 (default 1)
 #
 # Needs Rust and Python 3.11 with venv; installs agentlightning==0.3.0 into
 # target/bench-agl-venv unless target/venv (made by tests/run.sh) has it.
@@ -39,6 +43,6 @@ export OCLAGL_BIN="${OCLAGL_BIN:-$target/release/oclagl}"
 export AGL_PYTHON="$agl_python"
 
 out="$target/bench-export.txt"
-echo "command: $0 (BENCH_EXPORT_GB=${BENCH_EXPORT_GB:-1} BENCH_SLICE_MB=${BENCH_SLICE_MB:-10}) on $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs" | tee "$out"
+echo "command: $0 (BENCH_EXPORT_GB=${BENCH_EXPORT_GB:-1} BENCH_CODE_GB=${BENCH_CODE_GB:-0.3} BENCH_SLICE_MB=${BENCH_SLICE_MB:-10} BENCH_RUNS=${BENCH_RUNS:-3} BENCH_CPU=${BENCH_CPU:-1}) on $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs" | tee "$out"
 "$python" benches/export_bench.py 2>&1 | tee -a "$out"
 echo "(saved to $out)"

@@ -1170,7 +1170,7 @@ fn a_manifest_records_the_export_and_verify_re_derives_it() {
     for (id, task, answer) in [
         ("ro-m1", "t1", "one"),
         ("ro-m2", "t2", "two"),
-        ("ro-m3", "t3", "three"),
+        ("ro-m3", "t3", "three: AKIAPGRYGR6KG2JMO37K"),
     ] {
         write_attempt(&traces, id, task, answer, Some(1.0));
     }
@@ -1195,7 +1195,9 @@ fn a_manifest_records_the_export_and_verify_re_derives_it() {
     }
     assert_eq!(first["rows"][1]["rollouts"], json!(["ro-m2"]));
     assert_eq!(first["counts"]["rows"], 3);
+    assert_eq!(first["counts"]["redacted"], json!({"aws_access_key": 1}));
     assert_eq!(first["settings"]["output"]["format"], "openai");
+    assert_eq!(first["settings"]["output"]["redact"], "secrets");
     assert_eq!(first["oclagl"], env!("CARGO_PKG_VERSION"));
     assert!(first["sources"][0]["path"]
         .as_str()

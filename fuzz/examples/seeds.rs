@@ -745,4 +745,60 @@ fn main() {
     }
     forward_seeds(&root.join("forward_answers"));
     gateway_seeds(&root.join("gateway_answers"));
+    credentials_seed(&root.join("export_read"));
+}
+
+/// `export_read`: a trace file whose conversation holds made-up credentials
+/// of several kinds (in a user message, JSON-text tool arguments with
+/// escapes, a tool result), an e-mail address and a phone number, so the
+/// fuzzer starts from inputs that reach every step of redaction.
+fn credentials_seed(dir: &Path) {
+    let arguments = serde_json::json!({
+        "cmd": "gh auth login --with-token ghp_Yww42sgX7YUVZk0VEdFMW4SNsGVyxLEnV6od",
+        "env": {"API_KEY": "8f3kL0qZ7mW2xR9tB4vN", "DATABASE_URL": "postgres://app:mzEGXIleiq6h9jXY9q@db:5432/prod"},
+        "key_file": "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5eJjO6TgGMUbKoAoGCCqGSM49\n-----END EC PRIVATE KEY-----",
+    })
+    .to_string();
+    let attributes = serde_json::json!({
+        "gen_ai.prompt.0.role": "user",
+        "gen_ai.prompt.0.content": "deploy with AKIAPGRYGR6KG2JMO37K, mail ada@example.org or call +44 20 7946 0958",
+        "gen_ai.prompt.1.role": "assistant",
+        "gen_ai.prompt.1.tool_calls.0.id": "call_1",
+        "gen_ai.prompt.1.tool_calls.0.name": "exec",
+        "gen_ai.prompt.1.tool_calls.0.arguments": arguments,
+        "gen_ai.prompt.2.role": "toolResult",
+        "gen_ai.prompt.2.tool_call_id": "call_1",
+        "gen_ai.prompt.2.content": "Authorization: Bearer TzPKV-x1UmbOSvg2zPSRXXhrSJWNyFxPXA_omy2l\nAKIAPGRYGR6KG2JMO37K",
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.content": "Deployed.",
+        "gen_ai.request.model": "m-1",
+    });
+    let span = |n: u64, parent: Option<&str>, name: &str, attributes: serde_json::Value| {
+        let id = format!("{n:016x}");
+        serde_json::json!({
+            "rollout_id": "", "attempt_id": "", "sequence_id": n,
+            "trace_id": "b8a6b7ce4da026f9dd81d8d248a40d85", "span_id": id, "parent_id": parent,
+            "name": name, "status": {"status_code": "OK", "description": null},
+            "attributes": attributes, "events": [], "links": [],
+            "start_time": 1_770_000_000.0 + n as f64, "end_time": 1_770_000_000.5 + n as f64,
+            "context": {"trace_id": "b8a6b7ce4da026f9dd81d8d248a40d85", "span_id": id,
+                        "is_remote": false, "trace_state": {}},
+            "parent": null, "resource": {"attributes": {}, "schema_url": ""},
+        })
+    };
+    let spans = [
+        span(
+            1,
+            None,
+            "oclagl.rollout",
+            serde_json::json!({"oclagl.session_key": "agent:main:s1"}),
+        ),
+        span(2, Some("0000000000000001"), "gen_ai", attributes),
+    ];
+    let file = serde_json::json!({
+        "rollout_id": "ro-credentials", "attempt_id": "at-00000001", "status": "succeeded",
+        "task_input": null, "span_count": spans.len(), "spans": spans,
+    });
+    let json = serde_json::to_vec_pretty(&file).expect("serialises");
+    write(dir, "credentials.json", &json);
 }

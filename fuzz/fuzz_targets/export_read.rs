@@ -1,13 +1,17 @@
 //! The trace-file reader of `export-sft`: any bytes as a trace file, through
-//! the rollout reader, the conversation readers of every span convention and
-//! every output format, as `export` runs them on one file; and, with its
-//! last message changed, the conversation as a preference pair against
-//! itself (`--format dpo`).
+//! the rollout reader, the conversation readers of every span convention,
+//! redaction (every rule: `--redact pii`) and every output format, as
+//! `export` runs them on one file; and, with its last message changed, the
+//! conversation as a preference pair against itself (`--format dpo`).
 #![no_main]
 
+use std::sync::LazyLock;
+
 use libfuzzer_sys::fuzz_target;
+use oclagl::conversation::Conversation;
 use oclagl::export::read::{self, trace_file::Doc};
 use oclagl::export::group::shared_prompt;
+use oclagl::export::redact::{Counts, Level, Redactor};
 use oclagl::export::stats::Stats;
 use oclagl::export::write::dpo::write_pair;
 use oclagl::export::write::{write_row, Format, TrainOn};
@@ -19,6 +23,18 @@ const OUTPUTS: [(Format, TrainOn); 4] = [
     (Format::Trl, TrainOn::All),
 ];
 
+/// Built once: compiling its patterns takes milliseconds.
+static REDACTOR: LazyLock<Redactor> = LazyLock::new(|| Redactor::new(Level::Pii));
+
+/// Whether each tool call's arguments are JSON (a value, or a JSON text).
+fn json_arguments(c: &Conversation) -> Vec<bool> {
+    c.messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|call| call.arguments_value().is_some())
+        .collect()
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(doc) = Doc::parse(data) else {
         return;
@@ -29,9 +45,14 @@ fuzz_target!(|data: &[u8]| {
     let Some(chosen) = &rollout.chosen else {
         return;
     };
-    let Ok(conversation) = chosen.read() else {
+    let Ok(mut conversation) = chosen.read() else {
         return;
     };
+    let before = json_arguments(&conversation);
+    REDACTOR.redact(&mut conversation, &mut Counts::new());
+    for (was, is) in before.iter().zip(json_arguments(&conversation)) {
+        assert!(!was || is, "JSON arguments stay JSON after redaction");
+    }
     let mut line = Vec::new();
     for (format, train_on) in OUTPUTS {
         line.clear();

@@ -70,6 +70,8 @@ pub struct Counts {
     pub val_rows: u64,
     /// Rollouts that made no row, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Values redacted, by kind (empty with `--no-redact`).
+    pub redacted: BTreeMap<String, u64>,
 }
 
 /// The manifest of one export.
@@ -184,6 +186,11 @@ impl Recorder {
                     .dropped
                     .iter()
                     .map(|(why, n)| (why.describe().to_string(), *n))
+                    .collect(),
+                redacted: stats
+                    .redacted
+                    .iter()
+                    .map(|(kind, n)| (kind.to_string(), *n))
                     .collect(),
             },
             files: self

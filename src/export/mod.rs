@@ -31,6 +31,7 @@ pub mod filter;
 pub mod group;
 pub mod manifest;
 pub mod read;
+pub mod redact;
 pub mod split;
 pub mod stats;
 pub mod system;
@@ -51,6 +52,7 @@ use crate::util::ids::random_hex;
 use filter::{Dedupe, Filter};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};
+use redact::Redactor;
 use split::{parse_fraction, Side, Splitter};
 use stats::{Dropped, Stats};
 use write::{write_row, Format, TrainOn};
@@ -178,8 +180,22 @@ pub struct OutputArgs {
     /// Write identical rows once.
     #[arg(long, env = "OCLAGL_EXPORT_DEDUPE")]
     pub dedupe: bool,
+    /// Replace credentials in messages, tool-call arguments and tool results
+    /// with typed placeholders (`<REDACTED:aws_access_key>`); `pii` also
+    /// e-mail addresses and phone numbers.
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_REDACT",
+        value_enum,
+        default_value_t = redact::Level::Secrets,
+        conflicts_with = "no_redact"
+    )]
+    pub redact: redact::Level,
+    /// Keep rows as they are, credentials included.
+    #[arg(long, env = "OCLAGL_EXPORT_NO_REDACT")]
+    pub no_redact: bool,
     /// Print statistics (rows, turns, tool calls, tokens by model, rows
-    /// dropped and why) on stdout.
+    /// dropped and why, values redacted by kind) on stdout.
     #[arg(long, env = "OCLAGL_EXPORT_STATS")]
     pub stats: bool,
 }
@@ -390,6 +406,8 @@ struct Exporter<'a> {
     filter: Filter,
     splitter: Option<Splitter>,
     dedupe: Option<Dedupe>,
+    /// `None` with `--no-redact`.
+    redactor: Option<Redactor>,
     outputs: Vec<ResultFile>,
     line: Vec<u8>,
     stats: Stats,
@@ -451,6 +469,9 @@ impl Exporter<'_> {
         }
         if let Some(text) = &self.system_prompt {
             system::prepend(&mut conversation, text);
+        }
+        if let Some(redactor) = &self.redactor {
+            redactor.redact(&mut conversation, &mut self.stats.redacted);
         }
         let split_key = rollout
             .session
@@ -698,9 +719,13 @@ pub fn export(
         }),
         dedupe: output.dedupe.then(Dedupe::default),
         manifest: manifest::Recorder::new(if args.split.fraction.is_some() { 2 } else { 1 }),
+        redactor: (!output.no_redact).then(|| Redactor::new(output.redact)),
         outputs: create_outputs(args)?,
         line: Vec::with_capacity(64 << 10),
-        stats: Stats::default(),
+        stats: Stats {
+            redaction: (!output.no_redact).then(|| output.redact.name()),
+            ..Stats::default()
+        },
         warn,
     };
     for (source, path) in sources.iter().zip(&args.input.source) {
@@ -839,6 +864,9 @@ pub async fn run_cli(
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let show_stats = args.output.stats;
+    if args.output.no_redact {
+        eprintln!("oclagl export-sft: --no-redact: rows keep any credentials they hold");
+    }
     // With the rows on standard output, the statistics go to stderr.
     let stats_on_stdout = args.output.out.as_deref() != Some(Path::new(STDOUT));
     let print_stats = move |stats: &Stats| {

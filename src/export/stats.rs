@@ -1,5 +1,6 @@
-//! What an export did: rows, turns, tool calls, tokens by model, and the
-//! rollouts that did not become rows, by reason.
+//! What an export did: rows, turns, tool calls, tokens by model, the
+//! rollouts that did not become rows, by reason, and the values redacted,
+//! by kind.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -108,6 +109,10 @@ pub struct Stats {
     pub tokens_by_model: BTreeMap<String, Tokens>,
     /// Rollouts dropped, by reason.
     pub dropped: BTreeMap<Dropped, u64>,
+    /// What was redacted (`secrets`, `pii`), `None` with `--no-redact`.
+    pub redaction: Option<&'static str>,
+    /// Values replaced by placeholders, by kind (every occurrence counts).
+    pub redacted: BTreeMap<&'static str, u64>,
     /// How long the export took.
     pub seconds: f64,
 }
@@ -181,6 +186,16 @@ impl fmt::Display for Stats {
         writeln!(f, "dropped            {}", self.dropped_total())?;
         for (why, n) in &self.dropped {
             writeln!(f, "  {:<32} {n}", why.describe())?;
+        }
+        match self.redaction {
+            None => writeln!(f, "redacted           off (--no-redact)")?,
+            Some(level) => {
+                let total: u64 = self.redacted.values().sum();
+                writeln!(f, "redacted           {total} (--redact {level})")?;
+                for (kind, n) in &self.redacted {
+                    writeln!(f, "  {kind:<32} {n}")?;
+                }
+            }
         }
         Ok(())
     }
