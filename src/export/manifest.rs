@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::redact::{Level, Redactor};
 use super::stats::Stats;
 use super::ExportArgs;
 use crate::util::clock::now_unix_nanos;
@@ -82,7 +83,7 @@ pub struct Manifest {
     /// When the export ran (UTC): the one field two exports of the same
     /// sources do not share.
     pub created: String,
-    /// The command line.
+    /// The command line, credentials in it redacted.
     pub command: Vec<String>,
     /// Every setting of the export (what `--verify` runs again).
     pub settings: ExportArgs,
@@ -167,7 +168,7 @@ impl Recorder {
         Manifest {
             oclagl: env!("CARGO_PKG_VERSION").to_string(),
             created: crate::agl::trace_file::datetime(now_unix_nanos() as f64 / 1e9),
-            command: std::env::args().collect(),
+            command: command_line(std::env::args()),
             settings,
             sources: self
                 .sources
@@ -295,9 +296,32 @@ pub fn differences(recorded: &Manifest, again: &Manifest) -> Vec<String> {
     out
 }
 
+/// `args` with any credential in them replaced by its placeholder, as in
+/// the rows.
+fn command_line(args: impl Iterator<Item = String>) -> Vec<String> {
+    let redactor = Redactor::new(Level::Secrets);
+    args.map(|a| redactor.redact_text(&a, &mut super::redact::Counts::new()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_keeps_no_credential() {
+        let args = ["oclagl", "export-sft", "--session", "AKIAPGRYGR6KG2JMO37K"];
+        let got = command_line(args.iter().map(|a| a.to_string()));
+        assert_eq!(
+            got,
+            [
+                "oclagl",
+                "export-sft",
+                "--session",
+                "<REDACTED:aws_access_key>"
+            ]
+        );
+    }
 
     #[test]
     fn digests_follow_the_bytes() {
