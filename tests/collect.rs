@@ -589,6 +589,15 @@ async fn ctrl_c_flushes_and_records_interrupted_rollouts() {
     }
 }
 
+/// An executable `--score-cmd` in `dir`: a shell script that reads the
+/// rollout's JSON into `$in`, then runs `body`.
+fn score_script(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let script = dir.join("score.sh");
+    std::fs::write(&script, format!("#!/bin/sh\nin=$(cat)\n{body}\n")).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn score_attaches_rewards_that_export_sft_filters_on() {
     let fork = FakeFork::start(SECRET, Duration::from_millis(5)).await;
@@ -603,13 +612,10 @@ async fn score_attaches_rewards_that_export_sft_filters_on() {
         ),
     )
     .unwrap();
-    let script = tmp.path().join("score.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nin=$(cat)\ncase \"$in\" in *'\"reply\":\"echo: bye\"'*) echo 0.25 ;; *) echo 0.5 ;; esac\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = score_script(
+        tmp.path(),
+        "case \"$in\" in *'\"reply\":\"echo: bye\"'*) echo 0.25 ;; *) echo 0.5 ;; esac",
+    );
     let url = fork.url();
     let env = [
         ("GATEWAY_BASE_URL", url.as_str()),
@@ -695,13 +701,10 @@ async fn samples_share_a_task_and_resume_counts_them() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("prompts.txt"), "hello\nbye\n").unwrap();
     // Each attempt gets its own reward: the second sample scores higher.
-    let script = tmp.path().join("score.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nin=$(cat)\ncase \"$in\" in *'\"sample\":1'*) echo 0.8 ;; *) echo 0.2 ;; esac\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = score_script(
+        tmp.path(),
+        "case \"$in\" in *'\"sample\":1'*) echo 0.8 ;; *) echo 0.2 ;; esac",
+    );
     let url = fork.url();
     let env = [
         ("GATEWAY_BASE_URL", url.as_str()),

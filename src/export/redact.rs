@@ -1211,22 +1211,27 @@ mod tests {
         }
     }
 
+    /// An assistant message with one `exec` tool call of these arguments.
+    fn exec_call(arguments: Value) -> Conversation {
+        Conversation {
+            messages: vec![Message {
+                tool_calls: vec![ToolCall {
+                    id: Some("call_1".into()),
+                    name: "exec".into(),
+                    arguments,
+                }],
+                ..Message::new(Role::Assistant, None)
+            }],
+            tools: vec![],
+        }
+    }
+
     #[test]
     fn planted_credentials_in_json_text_arguments_are_caught_and_stay_json() {
         let r = Redactor::new(Level::Secrets);
         for (kind, text, secret) in planted() {
             let args = serde_json::json!({"command": text, "n": 1}).to_string();
-            let mut c = Conversation {
-                messages: vec![Message {
-                    tool_calls: vec![ToolCall {
-                        id: Some("call_1".into()),
-                        name: "exec".into(),
-                        arguments: Value::String(args),
-                    }],
-                    ..Message::new(Role::Assistant, None)
-                }],
-                tools: vec![],
-            };
+            let mut c = exec_call(Value::String(args));
             let mut counts = Counts::new();
             r.redact(&mut c, &mut counts);
             let out = c.messages[0].tool_calls[0].arguments_text();
@@ -1334,17 +1339,7 @@ mod tests {
             "env": {"GITHUB_TOKEN": key, "API_KEY": "8f3kL0qZ7mW2xR9tB4vN"},
         })
         .to_string();
-        let mut c = Conversation {
-            messages: vec![Message {
-                tool_calls: vec![ToolCall {
-                    id: None,
-                    name: "exec".into(),
-                    arguments: Value::String(args),
-                }],
-                ..Message::new(Role::Assistant, None)
-            }],
-            tools: vec![],
-        };
+        let mut c = exec_call(Value::String(args));
         let mut counts = Counts::new();
         r.redact(&mut c, &mut counts);
         let out = c.messages[0].tool_calls[0].arguments_text();
