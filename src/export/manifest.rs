@@ -32,6 +32,10 @@ pub struct SourceDigest {
     pub rollouts: u64,
     /// SHA-256 of every rollout's name and bytes, in the order read.
     pub sha256: String,
+    /// An AGL v1 server's cursor after the last rollout read: `?after=`
+    /// this reads only the rollouts that ended since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
 }
 
 /// One file written.
@@ -127,9 +131,17 @@ impl Recorder {
                 path: path.display().to_string(),
                 rollouts: 0,
                 sha256: String::new(),
+                next_after: None,
             },
             Sha256::new(),
         ));
+    }
+
+    /// The current source is an AGL v1 server, read up to this cursor.
+    pub fn cursor(&mut self, next_after: u64) {
+        if let Some((digest, _)) = self.sources.last_mut() {
+            digest.next_after = Some(next_after);
+        }
     }
 
     /// One rollout read from the current source: its name and bytes (empty

@@ -50,12 +50,16 @@ use crate::util::count;
 use crate::util::fs::{ResultFile, STDOUT};
 use crate::util::ids::random_hex;
 use filter::{Dedupe, Filter};
+use read::agl_v1::{self, AglV1, AglV1Error};
 use read::store::{is_data_dir, Store, StoreReadError};
 use read::trace_file::{self, Doc};
 use redact::Redactor;
 use split::{parse_fraction, Side, Splitter};
 use stats::{Dropped, Stats};
 use write::{write_row, Format, TrainOn};
+
+/// Where AGL v1's own tools keep its server's key; `--agl-key` overrides.
+pub const AGL_KEY_VAR: &str = "AGL_KEY";
 
 /// The seed's output file name.
 pub const DEFAULT_OUT: &str = "sft_dataset.jsonl";
@@ -141,15 +145,21 @@ impl AttemptArgs {
 #[command(next_help_heading = "Sources")]
 pub struct SourceArgs {
     /// Where to read spans: a folder of trace files (`rollout_*.json`), one
-    /// trace file, or an `oclagl serve` data folder (its store is read
-    /// directly, also while the sidecar runs). Repeat for several.
+    /// trace file, an `oclagl serve` data folder (its store is read
+    /// directly, also while the sidecar runs), or an AGL v1 server's URL
+    /// (its terminal rollouts; `?after=N` from that cursor on). Repeat for
+    /// several.
     #[arg(
         long,
         env = "OCLAGL_EXPORT_SOURCE",
-        value_name = "PATH",
+        value_name = "PATH|URL",
         default_value = "traces"
     )]
     pub source: Vec<PathBuf>,
+    /// The key of an AGL v1 server given as --source [default: $AGL_KEY].
+    #[arg(long, env = "OCLAGL_EXPORT_AGL_KEY", value_name = "KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub agl_key: Option<String>,
 }
 
 /// What `export-sft` writes.
@@ -226,7 +236,7 @@ pub fn parse_reward(s: &str) -> Result<f64, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// A `--source` cannot be read.
-    #[error("cannot read {path}: {reason} (pass --source <traces folder | trace file | oclagl data folder>)")]
+    #[error("cannot read {path}: {reason} (pass --source <traces folder | trace file | oclagl data folder | AGL v1 URL>)")]
     Source {
         /// The source.
         path: String,
@@ -236,6 +246,9 @@ pub enum ExportError {
     /// A store given as `--source` cannot be read.
     #[error(transparent)]
     Store(#[from] StoreReadError),
+    /// An AGL v1 server given as `--source` cannot be read.
+    #[error(transparent)]
+    AglV1(#[from] AglV1Error),
     /// An output file cannot be written.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -324,9 +337,16 @@ enum Source {
     Folder(PathBuf),
     File(PathBuf),
     Store(PathBuf),
+    AglV1(AglV1),
 }
 
-fn resolve(path: &Path) -> Result<Source, ExportError> {
+fn resolve(path: &Path, agl_key: Option<&str>) -> Result<Source, ExportError> {
+    if let Some(url) = path.to_str().filter(|s| agl_v1::is_url(s)) {
+        let key = agl_key
+            .map(str::to_string)
+            .or_else(|| std::env::var(AGL_KEY_VAR).ok());
+        return Ok(Source::AglV1(AglV1::open(url, key)?));
+    }
     let meta = std::fs::metadata(path).map_err(|e| ExportError::Source {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -635,6 +655,34 @@ impl Exporter<'_> {
         }
     }
 
+    fn agl_v1(
+        &mut self,
+        server: &AglV1,
+        origin: &str,
+        cancel: &AtomicBool,
+    ) -> Result<(), ExportError> {
+        let mut result = Ok(());
+        let pages = server.for_each(|r| {
+            if cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            let origin = format!("{origin} (rollout {})", r.id);
+            result = match r.json {
+                Ok(bytes) => self.rollout(&origin, &r.id, &bytes),
+                Err(e) => {
+                    self.stats.rollouts += 1;
+                    self.manifest.read(&r.id, b"");
+                    self.skip(&origin, Dropped::Unreadable, &e);
+                    Ok(())
+                }
+            };
+            result.is_ok()
+        })?;
+        result?;
+        self.manifest.cursor(pages.next_after);
+        Ok(())
+    }
+
     fn store(&mut self, data_dir: &Path, cancel: &AtomicBool) -> Result<(), ExportError> {
         let store = Store::open(data_dir)?;
         let origin = data_dir.join("wal").display().to_string();
@@ -699,7 +747,7 @@ pub fn export(
         .input
         .source
         .iter()
-        .map(|p| resolve(p))
+        .map(|p| resolve(p, args.input.agl_key.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let system_prompt = system::resolve(
         output.system_prompt.as_deref(),
@@ -734,6 +782,7 @@ pub fn export(
             Source::Folder(dir) => ex.folder(dir, cancel)?,
             Source::File(path) => ex.file(path, &mut Vec::new())?,
             Source::Store(dir) => ex.store(dir, cancel)?,
+            Source::AglV1(server) => ex.agl_v1(server, &path.display().to_string(), cancel)?,
         }
     }
     if cancel.load(Ordering::Relaxed) {

@@ -156,7 +156,7 @@ impl Sender {
                     Ok(resp) => http_outcome(resp).await,
                     Err(e) => Outcome::Retry {
                         after: None,
-                        reason: error_chain(&e),
+                        reason: crate::util::error_chain(&e),
                     },
                 }
             }
@@ -173,7 +173,7 @@ impl Sender {
                 if let Err(e) = grpc.ready().await {
                     return Outcome::Retry {
                         after: None,
-                        reason: format!("not connected: {}", error_chain(&e)),
+                        reason: format!("not connected: {}", crate::util::error_chain(&e)),
                     };
                 }
                 let mut request = tonic::Request::new(body);
@@ -232,17 +232,6 @@ fn rejected_of(resp: &ExportTraceServiceResponse) -> u64 {
     resp.partial_success
         .as_ref()
         .map_or(0, |p| p.rejected_spans.max(0) as u64)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

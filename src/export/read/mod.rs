@@ -10,6 +10,7 @@
 //! time, session, model, reward, tokens) come from the root, reward and chosen
 //! spans, so a rollout that is filtered out is never converted.
 
+pub mod agl_v1;
 pub mod store;
 pub mod trace_file;
 

@@ -199,19 +199,6 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// The message of an error and of its causes (hyper's never hold the URL,
-/// whose query may hold a key).
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Reads the request body until its model is known (at most `limit`
 /// bytes, recorded), for routing by model; the frames read are held for the
 /// upstream.
@@ -341,7 +328,8 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
     let answer = match target.route.client.request(outgoing).await {
         Ok(answer) => answer,
         Err(e) => {
-            let why = describe(&e);
+            // hyper's errors never hold the URL, whose query may hold a key.
+            let why = crate::util::error_chain(&e);
             if let Some(rec) = &mut recording {
                 rec.ended(End::Upstream(why.clone()));
             }
