@@ -307,7 +307,10 @@ fn the_agl_harness_job_runs_oclagl_run_against_the_gateway_and_sidecar_of_its_se
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for (name, _) in env.iter().filter(|(n, _)| n.starts_with("OCLAGL_")) {
-        assert!(help.contains(&format!("env: {name}")), "oclagl run reads no {name}");
+        assert!(
+            help.contains(&format!("env: {name}")),
+            "oclagl run reads no {name}"
+        );
     }
     // The URLs are the Service's, whose ports are the gateway's and the
     // sidecar's, in the pod of oclagl-sidecar.yaml.
@@ -320,7 +323,10 @@ fn the_agl_harness_job_runs_oclagl_run_against_the_gateway_and_sidecar_of_its_se
         s(&p["port"])
     };
     let sidecar = format!("http://{host}:{}", port("oclagl-http"));
-    assert_eq!(port("oclagl-http"), defaults.listen.http_addr.port().to_string());
+    assert_eq!(
+        port("oclagl-http"),
+        defaults.listen.http_addr.port().to_string()
+    );
     assert_eq!(value("OCLAGL_RUN_SIDECAR"), sidecar);
     assert_eq!(value("OTEL_EXPORTER_OTLP_ENDPOINT"), sidecar);
     assert_eq!(
