@@ -27,6 +27,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::gateway::Secret;
+use crate::ingest::http::json_error;
 use crate::util::fs::write_atomic;
 
 /// The file of the data folder that holds the bindings.
@@ -232,10 +233,6 @@ struct BindRequest {
     key: Option<String>,
 }
 
-fn json_error(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
-}
-
 /// `PUT` and `DELETE /v1/agl/bindings/{trace_id}`, over `bindings` (`None`
 /// when the sidecar runs no LLM proxy: then every call says so).
 pub fn router(bindings: Option<Arc<Bindings>>) -> Router {
@@ -253,15 +250,15 @@ type Shared = State<Option<Arc<Bindings>>>;
 fn target(
     bindings: Option<Arc<Bindings>>,
     trace: &str,
-) -> Result<(Arc<Bindings>, [u8; 16]), Response> {
+) -> Result<(Arc<Bindings>, [u8; 16]), (StatusCode, String)> {
     let bindings = bindings.ok_or_else(|| {
-        json_error(
+        (
             StatusCode::NOT_FOUND,
             "this sidecar runs no LLM proxy, so nothing can be bound: start oclagl serve with --llm-proxy".into(),
         )
     })?;
     let trace = parse_trace_id(trace).ok_or_else(|| {
-        json_error(
+        (
             StatusCode::BAD_REQUEST,
             format!("{trace:?} is not a trace id (32 hex digits, not all zero)"),
         )
@@ -276,7 +273,7 @@ async fn bind_trace(
 ) -> Response {
     let (bindings, trace) = match target(bindings, &trace) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err((status, message)) => return json_error(status, message),
     };
     let request: BindRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -310,7 +307,7 @@ async fn bind_trace(
 async fn unbind_trace(State(bindings): Shared, UrlPath(trace): UrlPath<String>) -> Response {
     let (bindings, trace) = match target(bindings, &trace) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err((status, message)) => return json_error(status, message),
     };
     match tokio::task::spawn_blocking(move || bindings.unbind(trace)).await {
         Ok(Ok(was)) => Json(serde_json::json!({"trace_id": hex::encode(trace), "unbound": was}))

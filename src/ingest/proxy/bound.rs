@@ -49,24 +49,23 @@ pub(super) struct BoundCall<'a> {
     pub(super) start: u64,
 }
 
-/// Reads a request body whole, up to `limit` bytes.
-async fn read_all(mut body: Incoming, limit: usize) -> Result<Bytes, Response<Answer>> {
+/// Reads a request body whole, up to `limit` bytes; else the status and
+/// message of the answer that says why not.
+async fn read_all(mut body: Incoming, limit: usize) -> Result<Bytes, (StatusCode, String)> {
     let expected = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
     let mut bytes = Vec::with_capacity(expected.min(limit).min(PRESIZE_MAX));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            let message = format!("cannot read the request body: {e}");
-            error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+            (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
         })?;
         if let Some(data) = frame.data_ref() {
             if bytes.len() + data.len() > limit {
-                let message = format!(
-                    "the request is larger than --llm-record-max ({limit} bytes): a call of a rollout bound to AGL is read whole; raise --llm-record-max"
-                );
-                return Err(error(
+                return Err((
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    message,
+                    format!("the request is larger than --llm-record-max ({limit} bytes): a call of a rollout bound to AGL is read whole; raise --llm-record-max"),
                 ));
             }
             bytes.extend_from_slice(data);
@@ -105,7 +104,7 @@ pub(super) async fn forward(
     let limit = proxy.record_max;
     let request = match read_all(body, limit).await {
         Ok(bytes) => bytes,
-        Err(answer) => return answer,
+        Err((status, message)) => return error(status, "invalid_request_error", message),
     };
     let destream = match call.api {
         Some(Api::Chat) => openai::without_streaming(&request),
