@@ -22,6 +22,7 @@ use crate::args::{parse_duration, parse_size};
 use crate::forward::{self, Destination, ForwardError, Forwarder, Protocol};
 use crate::gateway::Secret;
 use crate::ingest::auth::{self, AuthError, Tls, Tokens};
+use crate::ingest::proxy::binding::{self, BindingError, Bindings};
 use crate::ingest::proxy::{parse_upstream, LlmProxy, ProxyConfig, Upstream};
 use crate::ingest::{self, Counters, Ingest, Limits};
 use crate::store::{Pos, Store, StoreError};
@@ -164,6 +165,11 @@ pub struct LlmProxyArgs {
     /// past it the span keeps the beginning and says it was truncated.
     #[arg(long, env = "OCLAGL_LLM_RECORD_MAX", default_value = "4MiB", value_parser = parse_size)]
     pub llm_record_max: usize,
+    /// How long a model call of a rollout bound to Agent Lightning v1 waits
+    /// out AGL's pauses (429 with `X-Agl-Paused: true`, during weight
+    /// updates) before the 429 reaches the gateway; 0 never waits.
+    #[arg(long, env = "OCLAGL_LLM_AGL_MAX_PAUSE", default_value = "10m", value_parser = parse_duration)]
+    pub llm_agl_max_pause: Duration,
 }
 
 /// The OTLP receivers and AGL stores `oclagl serve` forwards to.
@@ -253,6 +259,9 @@ pub enum ServeError {
     /// The TLS certificate or key cannot be loaded.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The AGL bindings cannot be read.
+    #[error(transparent)]
+    Bindings(#[from] BindingError),
     /// A listener or a worker thread failed while running.
     #[error("server error: {0}")]
     Server(String),
@@ -311,8 +320,12 @@ pub async fn serve(
         },
         counters.clone(),
     ));
+    let bindings = match args.proxy.llm_proxy {
+        Some(_) => Some(Arc::new(Bindings::open(&args.store.data_dir)?)),
+        None => None,
+    };
     let llm_app = match args.proxy.llm_proxy {
-        Some(_) => Some(llm_proxy(&args, &ingest)?),
+        Some(_) => Some(llm_proxy(&args, &ingest, bindings.clone())?),
         None => None,
     };
     let bound = listeners.bound(ingest.clone())?;
@@ -344,6 +357,7 @@ pub async fn serve(
     }
     let router = ingest::http::router(ingest.clone())
         .merge(ingest::http::reward_router(ingest.clone(), rollouts))
+        .merge(binding::router(bindings))
         .merge(
             axum::Router::new()
                 .route("/metrics", axum::routing::get(metrics))
@@ -432,10 +446,16 @@ fn plural(n: u64) -> &'static str {
 }
 
 /// The LLM proxy of `--llm-proxy`, recording into `ingest`.
-fn llm_proxy(args: &ServeArgs, ingest: &Arc<Ingest>) -> Result<LlmProxy, ServeError> {
+fn llm_proxy(
+    args: &ServeArgs,
+    ingest: &Arc<Ingest>,
+    bindings: Option<Arc<Bindings>>,
+) -> Result<LlmProxy, ServeError> {
     let config = ProxyConfig {
         upstreams: args.proxy.llm_upstream.clone(),
         record_max: args.proxy.llm_record_max,
+        bindings,
+        max_pause: args.proxy.llm_agl_max_pause,
     };
     ingest::proxy::new(ingest.clone(), config).map_err(|e| ServeError::Config(e.to_string()))
 }

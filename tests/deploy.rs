@@ -265,3 +265,90 @@ fn compose_forwards_to_jaeger_and_tempo_which_listen_where_oclagl_sends() {
         }
     }
 }
+
+#[test]
+fn the_agl_harness_job_runs_oclagl_run_against_the_gateway_and_sidecar_of_its_service() {
+    let defaults = ServeArgs::default();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/agl-harness-job.yaml.j2");
+    let template = std::fs::read_to_string(path).unwrap();
+    // Rendered as AGL v1's Kubernetes runner does: the Job's name, and the
+    // rollout's input through its `yaml_escape` filter (a JSON string).
+    let prompt = "list the files: \"a\" & b: {c}";
+    let rendered = template
+        .replace("{{ job_name }}", "agl-rollout-r1")
+        .replace(
+            "{{ input.prompt | yaml_escape }}",
+            &serde_json::to_string(prompt).unwrap(),
+        );
+    assert!(
+        !rendered.contains("{{"),
+        "the template uses what AGL does not set"
+    );
+    let job: Value = serde_yaml::from_str(&rendered).unwrap();
+    assert_eq!(job["kind"], "Job");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"][0], "run");
+    let env: Vec<(String, &Value)> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (s(&e["name"]), e))
+        .collect();
+    let value = |name: &str| {
+        let (_, e) = env.iter().find(|(n, _)| n == name).unwrap();
+        s(&e["value"])
+    };
+    assert_eq!(value("OCLAGL_RUN_PROMPT"), prompt);
+    assert_eq!(value("OCLAGL_GATEWAY"), "ws");
+    // Every OCLAGL_ variable is one `oclagl run` reads.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_oclagl"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (name, _) in env.iter().filter(|(n, _)| n.starts_with("OCLAGL_")) {
+        assert!(
+            help.contains(&format!("env: {name}")),
+            "oclagl run reads no {name}"
+        );
+    }
+    // The URLs are the Service's, whose ports are the gateway's and the
+    // sidecar's, in the pod of oclagl-sidecar.yaml.
+    let service = &load("deploy/k8s/agl-harness-service.yaml")[0];
+    let host = s(&service["metadata"]["name"]);
+    let port = |name: &str| {
+        let ports = service["spec"]["ports"].as_sequence().unwrap();
+        let p = ports.iter().find(|p| p["name"] == *name).unwrap();
+        assert_eq!(s(&p["port"]), s(&p["targetPort"]));
+        s(&p["port"])
+    };
+    let sidecar = format!("http://{host}:{}", port("oclagl-http"));
+    assert_eq!(
+        port("oclagl-http"),
+        defaults.listen.http_addr.port().to_string()
+    );
+    assert_eq!(value("OCLAGL_RUN_SIDECAR"), sidecar);
+    assert_eq!(value("OTEL_EXPORTER_OTLP_ENDPOINT"), sidecar);
+    assert_eq!(
+        value("OCLAGL_GATEWAY_URL"),
+        format!("http://{host}:{}", port("gateway"))
+    );
+    let docs = load("deploy/k8s/oclagl-sidecar.yaml");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"];
+    for (k, v) in service["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(&pod["metadata"]["labels"][k], v);
+    }
+    let gateway = pod["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "openclaw")
+        .unwrap();
+    assert_eq!(s(&gateway["ports"][0]["containerPort"]), port("gateway"));
+    // The sidecar's token reaches the OTLP exporter too.
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_HEADERS"),
+        "authorization=Bearer%20$(OCLAGL_AUTH_TOKEN)"
+    );
+}

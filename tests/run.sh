@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine with only Rust, Python 3.11 and Node.
+# The whole test suite, on a fresh machine with only Rust, Python 3.11 (and
+# 3.12, e.g. from pyenv) and Node.
 # Installs the peers the black-box tests use (the OpenTelemetry SDK as a real
 # OTLP client, agentlightning 0.3.0 as the reference for AGL's span model and
 # its store, rotel as a real OTLP collector between two sidecars,
-# into target/venv; the real OpenClaw gateway from npm into target/openclaw),
+# into target/venv; Agent Lightning v1, agentlightning 1.0.2, into
+# target/venv-agl1; the real OpenClaw gateway from npm into target/openclaw),
 # then runs every Rust test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,9 @@ if ! "$venv/bin/python" -c "import agentlightning, opentelemetry.exporter.otlp.p
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "${peers[@]}"
 fi
+
+# Agent Lightning v1 for tests/aglv1.rs.
+bash tests/install-agl1.sh
 
 # The real OpenClaw gateway for tests/gateway.rs.
 bash tests/install-openclaw.sh

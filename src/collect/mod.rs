@@ -1,6 +1,7 @@
 //! `oclagl collect` (many prompts) and `oclagl run` (one task): drive the
 //! gateway and record each rollout through [`crate::rollout::Emitter`].
 
+pub mod harness;
 pub mod prompts;
 pub mod score;
 
@@ -104,14 +105,26 @@ pub struct CollectArgs {
     pub local: LocalStore,
 }
 
-/// `oclagl run` options: the task, the gateway and the local store.
+/// `oclagl run` options: the task, scoring, Agent Lightning v1, the gateway
+/// and the local store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The task (prompt) to run.
-    pub prompt: String,
+    /// The task (prompt) to run; as AGL's harness, from the environment
+    /// (AGL's `config.local.env_map`: {"OCLAGL_RUN_PROMPT": "input.prompt"}).
+    #[arg(env = "OCLAGL_RUN_PROMPT")]
+    pub prompt: Option<String>,
+    /// The expected answer, for --score.
+    #[arg(long, env = "OCLAGL_RUN_EXPECTED")]
+    pub expected: Option<String>,
     /// Print the outcome as JSON on stdout instead of the reply.
     #[arg(long, env = "OCLAGL_RUN_JSON")]
     pub json: bool,
+    /// How the rollout gets its reward.
+    #[command(flatten)]
+    pub scoring: score::ScoreArgs,
+    /// Running as Agent Lightning v1's harness.
+    #[command(flatten)]
+    pub agl: harness::AglArgs,
     /// The gateway that runs the task.
     #[command(flatten)]
     pub gateway: GatewayArgs,
@@ -143,6 +156,10 @@ pub enum CollectError {
     /// `--concurrency 0`.
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    /// Agent Lightning v1 refused the harness (its key, its rollout) or
+    /// its reward.
+    #[error("{0}")]
+    Agl(String),
     /// `run`'s turn ran, but its spans could not be recorded: the outcome
     /// (the agent's reply) is still the caller's.
     #[error("rollout {} is not recorded: {cause}", outcome.rollout_id)]
@@ -351,7 +368,8 @@ pub async fn collect(
                 let (emitter, options, cancel) = (emitter.clone(), options.clone(), cancel_rx.clone());
                 let scorer = scorer.clone();
                 running.spawn(async move {
-                    run_and_score(&emitter, &scorer, &task, &options, cancel, || drop(permit)).await
+                    let ready = |_| std::future::ready(Ok(()));
+                    run_and_score(&emitter, &scorer, &task, &options, cancel, || drop(permit), ready).await
                 });
             }
             Some(joined) = running.join_next() => {
@@ -436,16 +454,24 @@ impl Summary {
 /// Writes a finished line to stderr in one write (`eprintln!` makes one
 /// per piece of its format, six for a progress line).
 /// Runs one task as a rollout, then scores it and records its rewards;
-/// `answered` runs once the gateway has answered.
-async fn run_and_score(
+/// `answered` runs once the gateway has answered, `prepare` before the turn
+/// is sent (see [`Emitter::run_prepared`]).
+async fn run_and_score<F, P>(
     emitter: &Emitter,
     scorer: &score::Scorer,
     task: &Task,
     options: &RunOptions,
     cancel: watch::Receiver<bool>,
     answered: impl FnOnce(),
-) -> (Outcome, Option<score::ScoreError>) {
-    let mut outcome = emitter.run_then(task, options, cancel, answered).await;
+    prepare: P,
+) -> (Outcome, Option<score::ScoreError>)
+where
+    P: FnOnce([u8; 16]) -> F,
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let mut outcome = emitter
+        .run_prepared(task, options, cancel, answered, prepare)
+        .await;
     let scored = scorer.score(task, &outcome).await;
     if let (Ok(rewards), Some(root)) = (&scored, &outcome.root) {
         if !rewards.is_empty() {
@@ -533,22 +559,40 @@ pub async fn run(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<Outcome, CollectError> {
     let cfg = args.gateway.config()?;
-    if args.prompt.trim().is_empty() {
+    let prompt = args.prompt.clone().unwrap_or_default();
+    if prompt.trim().is_empty() {
         return Err(CollectError::Config(
-            "the task is empty: oclagl run \"your prompt\"".into(),
+            "the task is empty: oclagl run \"your prompt\", or set OCLAGL_RUN_PROMPT (AGL's config.local.env_map)".into(),
         ));
     }
+    let task = Task {
+        prompt,
+        expected: args.expected.clone(),
+        ..Default::default()
+    };
+    let scorer = score::Scorer::new(
+        args.scoring.score,
+        args.scoring.score_cmd.clone(),
+        std::slice::from_ref(&task),
+    )?;
+    let agl = harness::Harness::new(&args.agl, &args.local)?;
     preflight(&cfg).await?;
+    if let Some(agl) = &agl {
+        agl.check().await?;
+    }
     let telemetry = local::telemetry(&args.local).await?;
     let emitter = Emitter::new(telemetry.tracer(), Gateway::new(cfg));
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let task = Task {
-        prompt: args.prompt.clone(),
-        ..Default::default()
-    };
     let options = args.gateway.options();
-    let outcome = {
-        let work = emitter.run(&task, &options, cancel_rx);
+    let agl_ref = agl.as_ref();
+    let bind = |trace| async move {
+        match agl_ref {
+            Some(agl) => agl.bind(trace).await,
+            None => Ok(()),
+        }
+    };
+    let (outcome, score_error) = {
+        let work = run_and_score(&emitter, &scorer, &task, &options, cancel_rx, || {}, bind);
         tokio::pin!(work);
         tokio::select! {
             o = &mut work => o,
@@ -557,6 +601,13 @@ pub async fn run(
                 work.await
             }
         }
+    };
+    let reported = match &agl {
+        Some(agl) => {
+            let trace = outcome.root.as_ref().map(|r| r.trace_id().to_bytes());
+            agl.finish(trace, &outcome.rewards).await
+        }
+        None => Ok(()),
     };
     if let Err(cause) = telemetry.shutdown().await {
         // The turn ran: its reply is the caller's even though the rollout's
@@ -569,6 +620,10 @@ pub async fn run(
     if let Some(e) = outcome.gateway_error.as_ref().filter(|e| fatal(e)) {
         return Err(CollectError::Gateway(e.clone()));
     }
+    if let Some(e) = score_error {
+        return Err(e.into());
+    }
+    reported?;
     Ok(outcome)
 }
 

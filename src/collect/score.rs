@@ -22,17 +22,18 @@ use tokio::io::AsyncWriteExt;
 use crate::reward::Reward;
 use crate::rollout::{Outcome, RolloutStatus, Task};
 
-/// `oclagl collect`'s scoring flags: how each rollout gets its rewards.
+/// The scoring flags of `oclagl collect` and `oclagl run`: how each
+/// rollout gets its rewards.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Scoring")]
 pub struct ScoreArgs {
-    /// Reward each rollout by comparing its reply with the prompt's
-    /// "expected" (JSONL).
-    #[arg(long, env = "OCLAGL_COLLECT_SCORE", value_enum)]
+    /// Reward each rollout by comparing its reply with the expected answer
+    /// (collect: the prompt's "expected" in JSONL; run: --expected).
+    #[arg(long, env = "OCLAGL_SCORE", value_enum)]
     pub score: Option<Compare>,
     /// Reward each rollout with this program's answer: it reads the rollout
     /// as JSON on stdin and prints a number.
-    #[arg(long, env = "OCLAGL_COLLECT_SCORE_CMD", value_name = "PROGRAM")]
+    #[arg(long, env = "OCLAGL_SCORE_CMD", value_name = "PROGRAM")]
     pub score_cmd: Option<PathBuf>,
 }
 

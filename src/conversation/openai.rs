@@ -736,6 +736,90 @@ fn responses_response(v: &Value) -> Result<Response, Malformed> {
     })
 }
 
+/// A chat request that asks for a stream, made into one that does not: its
+/// body with `"stream": false` and without `stream_options`, and whether the
+/// client asked for the usage in the stream (`stream_options.include_usage`).
+/// `None` for a body that is not a JSON object asking for a stream.
+pub fn without_streaming(body: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let mut obj: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    if obj.get("stream") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    obj.insert("stream".into(), Value::Bool(false));
+    let usage = obj
+        .remove("stream_options")
+        .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
+        .unwrap_or(false);
+    serde_json::to_vec(&obj).ok().map(|b| (b, usage))
+}
+
+/// The server-sent events a streaming provider would have sent for a chat
+/// completion answered as JSON: per choice, a chunk with the role, text and
+/// tool calls (ids, names, whole arguments) and logprobs, then one with its
+/// `finish_reason`; with `include_usage`, the usage in a last chunk without
+/// choices; then `[DONE]`. [`response`] reads them back as the same answer.
+pub fn chat_chunks(completion: &Value, include_usage: bool) -> Result<String, Malformed> {
+    let obj = object(completion, "the response")?;
+    let choices = obj.get("choices").cloned().unwrap_or(Value::Array(vec![]));
+    let mut head = Map::new();
+    for key in ["id", "created", "model", "system_fingerprint"] {
+        if let Some(v) = obj.get(key) {
+            head.insert(key.into(), v.clone());
+        }
+    }
+    head.insert("object".into(), "chat.completion.chunk".into());
+    let event = |choices: Value, usage: Option<&Value>| {
+        let mut chunk = head.clone();
+        chunk.insert("choices".into(), choices);
+        if let Some(usage) = usage {
+            chunk.insert("usage".into(), usage.clone());
+        }
+        format!("data: {}\n\n", Value::Object(chunk))
+    };
+    let mut out = String::new();
+    for (n, choice) in array(&choices, "choices")?.iter().enumerate() {
+        let what = format!("choices.{n}");
+        let choice = object(choice, &what)?;
+        let index = choice.get("index").cloned().unwrap_or_else(|| n.into());
+        let empty = Value::Object(Map::new());
+        let message = object(choice.get("message").unwrap_or(&empty), &what)?;
+        let mut delta = Map::new();
+        delta.insert(
+            "role".into(),
+            message.get("role").cloned().unwrap_or("assistant".into()),
+        );
+        for (key, v) in message {
+            if key != "role" && key != "tool_calls" && !v.is_null() {
+                delta.insert(key.clone(), v.clone());
+            }
+        }
+        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+            let calls = calls.iter().enumerate().map(|(i, call)| {
+                let mut call = call.as_object().cloned().unwrap_or_default();
+                call.insert("index".into(), i.into());
+                Value::Object(call)
+            });
+            delta.insert("tool_calls".into(), calls.collect());
+        }
+        let mut first = Map::new();
+        first.insert("index".into(), index.clone());
+        first.insert("delta".into(), Value::Object(delta));
+        if let Some(logprobs) = choice.get("logprobs").filter(|v| !v.is_null()) {
+            first.insert("logprobs".into(), logprobs.clone());
+        }
+        first.insert("finish_reason".into(), Value::Null);
+        out.push_str(&event(Value::Array(vec![Value::Object(first)]), None));
+        let finish = choice.get("finish_reason").cloned().unwrap_or(Value::Null);
+        let last = serde_json::json!([{"index": index, "delta": {}, "finish_reason": finish}]);
+        out.push_str(&event(last, None));
+    }
+    if let Some(usage) = obj.get("usage").filter(|_| include_usage) {
+        out.push_str(&event(Value::Array(vec![]), Some(usage)));
+    }
+    out.push_str("data: [DONE]\n\n");
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -986,5 +1070,47 @@ mod tests {
         let odd = chunk(json!({"choices": [{"index": 0, "token_ids": [1, "x"], "delta": {}}]}));
         let r = response(Api::Chat, odd.as_bytes(), true, B).unwrap();
         assert_eq!(r.response_token_ids, None);
+    }
+
+    #[test]
+    fn a_plain_chat_answer_streams_back_as_the_same_answer() {
+        let answer = json!({"id": "c-3", "object": "chat.completion", "created": 7, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": {"content": []},
+                "message": {"role": "assistant", "content": "let me look", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{\"path\":\".\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "read", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}});
+        let plain = response(Api::Chat, answer.to_string().as_bytes(), false, B).unwrap();
+        let events = chat_chunks(&answer, true).unwrap();
+        assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
+        assert_eq!(
+            response(Api::Chat, events.as_bytes(), true, B).unwrap(),
+            plain
+        );
+        let first: Value = serde_json::from_str(
+            events
+                .lines()
+                .next()
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["object"], "chat.completion.chunk");
+        assert_eq!(first["choices"][0]["delta"]["tool_calls"][1]["index"], 1);
+        assert_eq!(first["choices"][0]["logprobs"], json!({"content": []}));
+        let without_usage = chat_chunks(&answer, false).unwrap();
+        assert!(!without_usage.contains("\"usage\""), "{without_usage}");
+        assert!(chat_chunks(&json!([1]), false).is_err());
+        assert!(chat_chunks(&json!({"choices": [1]}), false).is_err());
+
+        let asked = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+            "messages": []});
+        let (body, usage) = without_streaming(asked.to_string().as_bytes()).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, json!({"model": "m", "stream": false, "messages": []}));
+        assert!(usage);
+        assert_eq!(without_streaming(br#"{"stream": false}"#), None);
+        assert_eq!(without_streaming(b"not json"), None);
     }
 }

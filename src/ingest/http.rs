@@ -386,7 +386,8 @@ pub fn reward_router(ingest: Arc<Ingest>, rollouts: Rollouts) -> Router {
         .with_state(RewardState { ingest, rollouts })
 }
 
-fn json_error(status: StatusCode, message: String) -> Response {
+/// A JSON error answer, `{"error": message}`, of the sidecar's endpoints.
+pub(crate) fn json_error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 

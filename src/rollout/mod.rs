@@ -226,13 +226,34 @@ impl Emitter {
         &self,
         task: &Task,
         opts: &RunOptions,
-        mut cancel: watch::Receiver<bool>,
+        cancel: watch::Receiver<bool>,
         answered: impl FnOnce(),
     ) -> Outcome {
+        let ready = |_| std::future::ready(Ok(()));
+        self.run_prepared(task, opts, cancel, answered, ready).await
+    }
+
+    /// [`Emitter::run_then`], calling `prepare` with the rollout's trace id
+    /// before the turn is sent (`oclagl run` binds the trace to AGL there);
+    /// when it fails, the rollout fails with its reason and is not sent.
+    pub async fn run_prepared<F, P>(
+        &self,
+        task: &Task,
+        opts: &RunOptions,
+        mut cancel: watch::Receiver<bool>,
+        answered: impl FnOnce(),
+        prepare: P,
+    ) -> Outcome
+    where
+        P: FnOnce([u8; 16]) -> F,
+        F: std::future::Future<Output = Result<(), String>>,
+    {
         let started = Instant::now();
         let (rollout_id, attempt_id) = new_ids();
         let session = opts.session_of(task, &rollout_id);
         let root_cx = self.start_root(task, &session, &rollout_id, &attempt_id);
+        let trace_id = root_cx.span().span_context().trace_id().to_bytes();
+        let prepared = prepare(trace_id).await;
         let turn = Turn {
             message: task.prompt.clone(),
             session_key: session,
@@ -245,6 +266,9 @@ impl Emitter {
         };
         let mut tries = 0;
         let result = loop {
+            if let Err(why) = &prepared {
+                break Err(GatewayError::RunFailed(why.clone()));
+            }
             tries += 1;
             let result = self.try_turn(&turn, &root_cx, tries, &mut cancel).await;
             match result {

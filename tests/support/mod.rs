@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agl;
 pub mod bridge;
 pub mod fake_fork;
 pub mod gateway;

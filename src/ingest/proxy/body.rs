@@ -35,7 +35,8 @@ pub(super) fn error(status: StatusCode, kind: &str, message: String) -> Response
 /// first, then the rest as it arrives, recorded on the side.
 pub(super) struct Outgoing {
     pub(super) held: VecDeque<Frame<Bytes>>,
-    pub(super) rest: Incoming,
+    /// `None` when the whole body is held.
+    pub(super) rest: Option<Incoming>,
     /// Where the recorded part goes, and its cap.
     pub(super) record: Option<(Arc<Mutex<Captured>>, usize)>,
 }
@@ -51,7 +52,10 @@ impl Body for Outgoing {
         if let Some(frame) = self.held.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        let frame = std::task::ready!(Pin::new(&mut self.rest).poll_frame(cx));
+        let Some(rest) = &mut self.rest else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(Pin::new(rest).poll_frame(cx));
         if let (Some(Ok(frame)), Some((captured, limit))) = (&frame, &self.record) {
             if let Some(data) = frame.data_ref() {
                 lock(captured).push(data, *limit);
@@ -61,12 +65,15 @@ impl Body for Outgoing {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_empty() && self.rest.is_end_stream()
+        self.held.is_empty() && self.rest.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         // What is held was read off the rest's length already.
-        let rest = self.rest.size_hint();
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
         let held: u64 = self
             .held
             .iter()

@@ -79,6 +79,11 @@ pub struct ProxyConfig {
     pub upstreams: Vec<Upstream>,
     /// Bytes of request and response body recorded per call, together.
     pub record_max: usize,
+    /// The traces bound to AGL v1 (`None`: the proxy binds none).
+    pub bindings: Option<std::sync::Arc<super::binding::Bindings>>,
+    /// How long a bound call waits out AGL's pauses (429 with
+    /// `X-Agl-Paused: true`) before the 429 reaches the client.
+    pub max_pause: std::time::Duration,
 }
 
 /// The upstream for a model: the longest matching prefix, else the default

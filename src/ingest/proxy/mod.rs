@@ -29,12 +29,19 @@
 //! request is held until its model is known (at most the cap), since the
 //! model is in the body.
 //!
+//! A call whose `traceparent` names a trace bound to Agent Lightning v1
+//! ([`binding`]) goes to that rollout's AGL proxy instead (`bound`): read
+//! whole, sent without streaming and answered back as a stream when the
+//! client asked for one, and sent again while AGL is paused.
+//!
 //! The rooms: `config` (the upstreams and the one a model picks), `headers`
 //! (what crosses and what does not), `body` (the bodies both ways),
 //! `recorder` (recording on the side, storing when a call ends), [`span`] (a call as a span), `upstream` (the HTTP
 //! client); this file serves and forwards.
 
+pub mod binding;
 mod body;
+mod bound;
 mod config;
 mod headers;
 mod recorder;
@@ -104,6 +111,13 @@ struct Proxy {
     by_model: bool,
     record_max: usize,
     recorder: Recorder,
+    /// The traces bound to AGL v1, when the sidecar keeps any.
+    bindings: Option<Arc<binding::Bindings>>,
+    /// How long a bound call waits out AGL's pauses at most.
+    max_pause: Duration,
+    clients: Clients,
+    /// The clients of AGL servers, by scheme and authority.
+    agl_routes: Mutex<std::collections::HashMap<String, Arc<Route<Outgoing>>>>,
 }
 
 /// The LLM proxy, ready to serve (see [`LlmProxy::serve`]).
@@ -136,7 +150,35 @@ pub fn new(ingest: Arc<Ingest>, config: ProxyConfig) -> Result<LlmProxy, ProxyEr
         targets,
         record_max: config.record_max,
         recorder: Recorder::start(ingest, config.record_max)?,
+        bindings: config.bindings,
+        max_pause: config.max_pause,
+        clients,
+        agl_routes: Mutex::default(),
     })))
+}
+
+impl Proxy {
+    /// The binding of `trace`, when it is bound to AGL.
+    fn bound(&self, trace: &[u8; 16]) -> Option<Arc<binding::Binding>> {
+        self.bindings.as_ref()?.get(trace)
+    }
+
+    /// The client of the AGL server at `base` (one per scheme and
+    /// authority, so calls share its connections).
+    fn agl_route(&self, base: &Uri) -> Result<Arc<Route<Outgoing>>, String> {
+        let key = format!(
+            "{}://{}",
+            base.scheme_str().unwrap_or("http"),
+            base.authority().map_or("", |a| a.as_str())
+        );
+        let mut routes = self.agl_routes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(route) = routes.get(&key) {
+            return Ok(route.clone());
+        }
+        let route = Arc::new(self.clients.route(base)?);
+        routes.insert(key, route.clone());
+        Ok(route)
+    }
 }
 
 impl LlmProxy {
@@ -255,6 +297,18 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
         let message = format!("the LLM proxy serves /v1/…, not {path}");
         return error(StatusCode::NOT_FOUND, "not_found", message);
     };
+    let parent = traceparent(&parts.headers);
+    if let Some((binding, parent)) = parent.and_then(|p| Some((proxy.bound(&p.0)?, p))) {
+        let call = bound::BoundCall {
+            binding: &binding,
+            parent,
+            rest,
+            api,
+            path: &path,
+            start,
+        };
+        return bound::forward(proxy, call, parts, body).await;
+    }
     let limit = proxy.record_max;
     // Room for the request as long as it says it is (a lie costs at most
     // PRESIZE_MAX).
@@ -295,7 +349,6 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
             )
         }
     };
-    let parent = traceparent(&parts.headers);
     let mut headers = std::mem::take(&mut parts.headers);
     to_upstream(
         &mut headers,
@@ -304,7 +357,7 @@ async fn forward(proxy: &Proxy, request: Request<Incoming>) -> Response<Answer> 
     );
     let mut outgoing = Request::new(Outgoing {
         held,
-        rest: body,
+        rest: Some(body),
         record: captured.clone().map(|c| (c, limit)),
     });
     *outgoing.method_mut() = parts.method;
