@@ -157,7 +157,12 @@ pub struct SourceArgs {
     )]
     pub source: Vec<PathBuf>,
     /// The key of an AGL v1 server given as --source [default: $AGL_KEY].
-    #[arg(long, env = "OCLAGL_EXPORT_AGL_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "OCLAGL_EXPORT_AGL_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     #[serde(skip)]
     pub agl_key: Option<String>,
 }

@@ -133,7 +133,9 @@ impl AglV1 {
     pub fn for_each(&self, mut each: impl FnMut(AglRollout) -> bool) -> Result<Pages, AglV1Error> {
         let mut after = self.after;
         loop {
-            let page = self.get(&format!("/api/rollouts/terminal?after={after}&limit={PAGE}"))?;
+            let page = self.get(&format!(
+                "/api/rollouts/terminal?after={after}&limit={PAGE}"
+            ))?;
             let items = page.get("items").and_then(Value::as_array);
             let next = page.get("next_after").and_then(Value::as_u64);
             let (Some(items), Some(next)) = (items, next) else {
@@ -171,7 +173,9 @@ impl AglV1 {
                 .map_err(|e| e.to_string())?;
             let rollout = detail.get("rollout").unwrap_or(&Value::Null);
             let events = events.as_array().map(Vec::as_slice).unwrap_or_default();
-            Ok(trace_file(rollout, events, &self.base).to_string().into_bytes())
+            Ok(trace_file(rollout, events, &self.base)
+                .to_string()
+                .into_bytes())
         };
         AglRollout {
             id: id.to_string(),
@@ -233,7 +237,10 @@ fn task_of(input: &Value) -> Option<&str> {
 
 /// A rollout and its events as the trace file the sidecar writes.
 fn trace_file(rollout: &Value, events: &[Value], server: &str) -> Value {
-    let id = rollout.get("rollout_id").and_then(Value::as_str).unwrap_or_default();
+    let id = rollout
+        .get("rollout_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let status = &rollout["status"];
     let attempt = status
         .get("last_attempt_id")
@@ -256,9 +263,16 @@ fn trace_file(rollout: &Value, events: &[Value], server: &str) -> Value {
         let at = event.get("timestamp").and_then(Value::as_f64);
         let (name, attrs, start) = match event["event_type"].as_str() {
             Some("model_request") => {
-                let latency = data.get("latency_ms").and_then(Value::as_f64).unwrap_or(0.0);
+                let latency = data
+                    .get("latency_ms")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 let model = data.get("model").and_then(Value::as_str).unwrap_or("");
-                (format!("chat {model}"), model_call(data, server), at.map(|t| t - latency / 1e3))
+                (
+                    format!("chat {model}"),
+                    model_call(data, server),
+                    at.map(|t| t - latency / 1e3),
+                )
             }
             Some("reward") => match data.get("value").and_then(Value::as_f64) {
                 Some(value) => {
@@ -292,12 +306,19 @@ fn model_call(data: &Value, server: &str) -> Map<String, Value> {
     } else {
         "/v1/chat/completions"
     };
-    let status = data.get("http_status").and_then(Value::as_u64).unwrap_or(200);
+    let status = data
+        .get("http_status")
+        .and_then(Value::as_u64)
+        .unwrap_or(200);
     let mut attrs = Map::new();
     attrs.insert(UPSTREAM.into(), server.into());
     attrs.insert("url.path".into(), path.into());
     attrs.insert("http.response.status_code".into(), status.into());
-    if data.get("status").and_then(Value::as_str).is_some_and(|s| s != "ok") {
+    if data
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s != "ok")
+    {
         attrs.insert("error.type".into(), status.to_string().into());
     }
     if let Some(model) = data.get("model").and_then(Value::as_str) {
@@ -352,8 +373,14 @@ mod tests {
         assert_eq!(attrs["gen_ai.prompt.0.content"], "be brief");
         assert_eq!(attrs["gen_ai.completion.0.content"], "Hello");
         assert_eq!(attrs["prompt_token_ids"], json!([1, 2]));
-        assert!(attrs.get(REQUEST_BODY).is_none(), "read bodies are not kept twice");
-        assert_eq!(spans[2]["attributes"]["agentlightning.reward.0.value"], 0.75);
+        assert!(
+            attrs.get(REQUEST_BODY).is_none(),
+            "read bodies are not kept twice"
+        );
+        assert_eq!(
+            spans[2]["attributes"]["agentlightning.reward.0.value"],
+            0.75
+        );
     }
 
     #[test]
@@ -373,7 +400,10 @@ mod tests {
         assert!(is_url("http://127.0.0.1:8080") && is_url("https://agl"));
         assert!(!is_url("traces") && !is_url("/srv/http://x"));
         let s = AglV1::open("http://agl:8080/?after=12", Some(String::new())).unwrap();
-        assert_eq!((s.base.as_str(), s.after, s.key.is_none()), ("http://agl:8080", 12, true));
+        assert_eq!(
+            (s.base.as_str(), s.after, s.key.is_none()),
+            ("http://agl:8080", 12, true)
+        );
         for (bad, says) in [
             ("http://agl?after=x", "a whole number"),
             ("http://agl?limit=3", "only query"),

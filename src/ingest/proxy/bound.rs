@@ -29,8 +29,9 @@ use super::body::{error, Answer, Outgoing, Source};
 use super::headers::{strip_hop_by_hop, to_upstream};
 use super::recorder::{Recording, PRESIZE_MAX};
 use super::span::{Call, Captured, End};
-use super::{describe, upstream_uri, Proxy};
+use super::{upstream_uri, Proxy};
 use crate::conversation::openai::{self, Api};
+use crate::util::error_chain;
 use crate::util::ids::random_id;
 
 /// The longest single wait of a pause (a `Retry-After` beyond it is read as
@@ -169,7 +170,7 @@ pub(super) async fn forward(
         let answer = match route.client.request(outgoing).await {
             Ok(answer) => answer,
             Err(e) => {
-                let why = describe(&e);
+                let why = error_chain(&e);
                 if let Some(rec) = &mut recording {
                     rec.ended(End::Upstream(why.clone()));
                 }
