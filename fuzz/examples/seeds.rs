@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use grpc_frame::frame;
 use http_answer::join;
-use otlp::{attr, request, s, span_between};
 use oclagl::agl::index::{summarize, Change, Index};
 use oclagl::agl::view::build_trace_file;
 use oclagl::store::Pos;
@@ -36,6 +35,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use otlp::{attr, request, s, span_between};
 use prost::Message;
 use serde_json::json;
 use tonic_types::StatusExt;
@@ -133,7 +133,10 @@ fn genai_trace() -> ExportTraceServiceRequest {
                         Value::ArrayValue(ArrayValue {
                             values: vec![AnyValue {
                                 value: Some(Value::KvlistValue(KeyValueList {
-                                    values: vec![attr("type", s("text")), attr("content", s("hi ✓"))],
+                                    values: vec![
+                                        attr("type", s("text")),
+                                        attr("content", s("hi ✓")),
+                                    ],
                                 })),
                             }],
                         }),
@@ -142,7 +145,13 @@ fn genai_trace() -> ExportTraceServiceRequest {
             })),
         }],
     });
-    let mut root = span(2, 1, None, "invoke_agent", vec![attr("session.id", s("s-1"))]);
+    let mut root = span(
+        2,
+        1,
+        None,
+        "invoke_agent",
+        vec![attr("session.id", s("s-1"))],
+    );
     root.status = Some(Status {
         code: 2,
         message: "boom".into(),
@@ -746,6 +755,55 @@ fn main() {
     forward_seeds(&root.join("forward_answers"));
     gateway_seeds(&root.join("gateway_answers"));
     credentials_seed(&root.join("export_read"));
+    agl_v1_seed(&root.join("export_read"));
+}
+
+/// `export_read`: an AGL v1 rollout and its events (two model requests as
+/// its proxy records them, one with a tool call; a reward), as
+/// `export-sft --source <AGL URL>` reads them.
+fn agl_v1_seed(dir: &Path) {
+    let request = |messages: serde_json::Value| {
+        serde_json::json!({"model": "mock-1", "messages": messages, "temperature": 1.0,
+            "return_token_ids": true, "logprobs": true,
+            "tools": [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object"}}}]})
+    };
+    let asked = serde_json::json!([{"role": "system", "content": "be brief"},
+        {"role": "user", "content": "list the folder"}]);
+    let call = serde_json::json!({"id": "call_1", "type": "function",
+        "function": {"name": "ls", "arguments": "{\"path\":\".\"}"}});
+    let answered = serde_json::json!([{"role": "system", "content": "be brief"},
+        {"role": "user", "content": "list the folder"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "a.txt"}]);
+    let response = |message: serde_json::Value, finish: &str| {
+        serde_json::json!({"id": "c-1", "model": "mock-1", "prompt_token_ids": [1, 2, 3],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "token_ids": [4, 5],
+                "logprobs": {"content": [{"token": "a", "logprob": -0.5}]}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+    };
+    let event = |t: f64, request: serde_json::Value, response: serde_json::Value| {
+        serde_json::json!({"event_type": "model_request", "rollout_id": "r-1", "attempt_id": "0",
+            "timestamp": t, "data": {"model": "mock-1", "model_version": 1, "request": request,
+            "response": response, "latency_ms": 120.5, "http_status": 200, "status": "ok",
+            "retry_count": 0, "finish_reason": "stop"}})
+    };
+    let answers = serde_json::json!({
+        "rollout": {"rollout_id": "r-1", "input": {"prompt": "list the folder", "data_id": "t-1"},
+            "is_train": true, "config": {"timeout_seconds": 3600}, "metadata": {},
+            "status": {"state": "succeeded", "last_attempt_id": "0", "version": 3,
+                "created_at": 1_770_000_000.0, "updated_at": 1_770_000_002.0}},
+        "events": [
+            event(1_770_000_000.5, request(asked), response(serde_json::json!({"role": "assistant", "content": null, "tool_calls": [call]}), "tool_calls")),
+            event(1_770_000_001.5, request(answered), response(serde_json::json!({"role": "assistant", "content": "a.txt"}), "stop")),
+            {"event_type": "reward", "rollout_id": "r-1", "attempt_id": "0", "timestamp": 1_770_000_002.0,
+             "data": {"value": 1.0, "source": "agent"}},
+        ],
+    });
+    write(
+        dir,
+        "agl-v1-rollout.json",
+        &serde_json::to_vec_pretty(&answers).expect("serialises"),
+    );
 }
 
 /// `export_read`: a trace file whose conversation holds made-up credentials

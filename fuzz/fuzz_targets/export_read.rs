@@ -2,19 +2,23 @@
 //! the rollout reader, the conversation readers of every span convention,
 //! redaction (every rule: `--redact pii`) and every output format, as
 //! `export` runs them on one file; and, with its last message changed, the
-//! conversation as a preference pair against itself (`--format dpo`).
+//! conversation as a preference pair against itself (`--format dpo`). A
+//! JSON object with `events` is first what an AGL v1 server answered (its
+//! `rollout` and `events`), made into a trace file as `--source <AGL URL>`
+//! does.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use oclagl::conversation::Conversation;
-use oclagl::export::read::{self, trace_file::Doc};
 use oclagl::export::group::shared_prompt;
+use oclagl::export::read::{self, agl_v1, trace_file::Doc};
 use oclagl::export::redact::{Counts, Level, Redactor};
 use oclagl::export::stats::Stats;
 use oclagl::export::write::dpo::write_pair;
 use oclagl::export::write::{write_row, Format, TrainOn};
+use serde_json::Value;
 
 const OUTPUTS: [(Format, TrainOn); 4] = [
     (Format::Messages, TrainOn::All),
@@ -35,8 +39,23 @@ fn json_arguments(c: &Conversation) -> Vec<bool> {
         .collect()
 }
 
+/// The trace file an AGL v1 server's answers make, if `data` is one.
+fn from_agl_v1(data: &[u8]) -> Option<Vec<u8>> {
+    let answers: Value = serde_json::from_slice(data).ok()?;
+    let events = answers.get("events")?.as_array()?;
+    let doc = agl_v1::trace_file(&answers["rollout"], events, "http://agl:8080");
+    Some(doc.to_string().into_bytes())
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(doc) = Doc::parse(data) else {
+    let converted = from_agl_v1(data);
+    if let Some(bytes) = &converted {
+        assert!(
+            Doc::parse(bytes).is_ok(),
+            "AGL v1 answers make a trace file"
+        );
+    }
+    let Ok(doc) = Doc::parse(converted.as_deref().unwrap_or(data)) else {
         return;
     };
     let Ok(rollout) = read::rollout(&doc, "ro-fuzz") else {

@@ -235,8 +235,10 @@ fn task_of(input: &Value) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// A rollout and its events as the trace file the sidecar writes.
-fn trace_file(rollout: &Value, events: &[Value], server: &str) -> Value {
+/// A rollout (`GET /api/rollouts/{id}`'s `rollout`) and its events as the
+/// trace file the sidecar writes; `server` names the AGL server as the
+/// calls' upstream.
+pub fn trace_file(rollout: &Value, events: &[Value], server: &str) -> Value {
     let id = rollout
         .get("rollout_id")
         .and_then(Value::as_str)
