@@ -194,26 +194,28 @@ async fn agl_v1_runs_openclaw_rollouts_through_oclagl_and_gets_their_model_calls
     assert_eq!(agl.events("oc-4", "model_request").await.len(), 3);
     assert_eq!(agl.events("oc-4", "reward").await.len(), 1);
 
-    // A wrong key, or a rollout AGL does not know: one clear line, a
-    // failed exit, and the gateway never runs the task.
+    // A wrong key, a rollout AGL does not know, a gateway mode that does
+    // not pass traceparent: one clear line, a failed exit, and the gateway
+    // never runs the task.
     let before = vllm.calls.lock().unwrap().len();
     let gateway_url = gw.url();
     let common = [
         ("OCLAGL_RUN_PROMPT", "Task 9: use the ls tool."),
-        ("OCLAGL_GATEWAY", "ws"),
         ("OCLAGL_GATEWAY_URL", gateway_url.as_str()),
         ("OCLAGL_TOKEN", TOKEN),
         ("OCLAGL_DATA_DIR", data.as_str()),
         ("OCLAGL_TRACES_DIR", traces.as_str()),
     ];
     let events_url = agl.url("/api/rollouts/oc-1/attempt/0/events");
-    for (rollout, key, want) in [
-        ("oc-1", "wrong-key", "AGL refused the key"),
-        ("not-there", KEY, "AGL does not know the rollout"),
+    for (rollout, key, mode, want) in [
+        ("oc-1", "wrong-key", "ws", "AGL refused the key"),
+        ("not-there", KEY, "ws", "AGL does not know the rollout"),
+        ("oc-1", KEY, "openai", "needs --gateway ws"),
     ] {
         let base = agl.base_url(rollout);
         let mut env = envs(&common);
         env.extend(envs(&[
+            ("OCLAGL_GATEWAY", mode),
             ("AGL_OPENAI_BASE_URL", &base),
             ("AGL_EVENT_URL", &events_url),
             ("AGL_KEY", key),
