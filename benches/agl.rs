@@ -18,7 +18,9 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use common::{env_or, field, levels, oclagl_bin, pct, spawn_ready};
+use common::{
+    compared, env_or, latency_client, levels, serve_llm_proxy, serve_local, sorted_latencies,
+};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -114,16 +116,7 @@ async fn drive(
             lat
         }));
     }
-    let mut all = [Vec::new(), Vec::new()];
-    for w in workers {
-        let [a, b] = w.await.expect("worker");
-        all[0].extend(a);
-        all[1].extend(b);
-    }
-    for l in &mut all {
-        l.sort();
-    }
-    all
+    sorted_latencies(workers).await
 }
 
 /// Starts the AGL v1 server on a free port; its address.
@@ -175,19 +168,9 @@ async fn ok(request: reqwest::RequestBuilder) {
 async fn main() {
     let n: usize = env_or("REQUESTS", 1000);
     let levels = levels("1,64");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let upstream = listener.local_addr().expect("addr");
-    let app = Router::new().route("/v1/chat/completions", post(model));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("model server") });
+    let upstream = serve_local(Router::new().route("/v1/chat/completions", post(model))).await;
 
-    let client = reqwest::Client::builder()
-        .no_gzip()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
-        .build()
-        .expect("client");
+    let client = latency_client();
     let (mut agl, agl_url, _agl_dir) = start_agl();
     ok(client
         .post(format!("{agl_url}/api/models"))
@@ -202,22 +185,8 @@ async fn main() {
     let base_url = format!("{agl_url}/proxy/rollout/{ROLLOUT}/attempt/0/mode/train/openai/v1");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut oclagl, ready) = spawn_ready(
-        Command::new(oclagl_bin())
-            .current_dir(dir.path())
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--llm-proxy", "127.0.0.1:0", "--llm-upstream"])
-            .arg(format!("http://{upstream}/v1"))
-            .env("OCLAGL_LOG", "warn,oclagl::serve=info"),
-        "oclagl serve ready",
-    );
-    let (http, proxy) = (field(&ready, "http"), field(&ready, "llm_proxy"));
+    let (mut oclagl, http, proxy) =
+        serve_llm_proxy(dir.path(), upstream, "warn,oclagl::serve=info");
     let most = levels.iter().copied().max().unwrap_or(1);
     for worker in 0..most {
         ok(client
@@ -257,15 +226,7 @@ async fn main() {
             ("streamed via oclagl (de-streamed), full answer", &streamed),
         ] {
             let [d, p] = drive(&client, targets, n, c).await;
-            println!(
-                "| {label} | {c} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} |",
-                pct(&d, 0.5),
-                pct(&d, 0.99),
-                pct(&p, 0.5),
-                pct(&p, 0.99),
-                pct(&p, 0.5) - pct(&d, 0.5),
-                pct(&p, 0.99) - pct(&d, 0.99)
-            );
+            println!("| {label} | {c} | {} |", compared(&d, &p));
         }
     }
     for child in [&mut oclagl, &mut agl] {
