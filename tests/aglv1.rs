@@ -3,7 +3,8 @@
 //! OpenClaw gateway and a scripted vLLM-like model server behind AGL:
 //! AGL's controller starts `oclagl run` through the Python harness class,
 //! the rollout is bound at the sidecar, its model calls reach AGL's
-//! per-rollout proxy de-streamed, pauses are waited out, rewards reach AGL.
+//! per-rollout proxy de-streamed, pauses are waited out, rewards reach AGL;
+//! and AGL's Kubernetes runner renders the Job template of `deploy/`.
 
 mod support;
 
@@ -382,4 +383,48 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
     assert!(!disk_contains(&server.traces_dir(), KEY));
     assert!(!disk_contains(&dir.path().join("data/wal"), KEY));
     assert!(Path::new(&dir.path().join("data/agl-bindings.jsonl")).exists());
+}
+
+/// AGL v1's Kubernetes runner (its own `build_job_spec`) renders the Job
+/// template of `deploy/` into one Job that runs `oclagl run` with the task
+/// and AGL's variables.
+#[test]
+fn agl_v1_renders_the_harness_job_template_into_a_job_running_oclagl_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prompt = "say \"hi\": {x} & y";
+    let out = Command::new(support::agl::venv_bin("python"))
+        .arg(support::py_script("agl1_render_job.py"))
+        .arg(root.join("deploy/k8s/agl-harness-job.yaml.j2"))
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["metadata"]["name"], "agl-rollout-r-1");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], json!(["run"]));
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {container:#}"))
+    };
+    assert_eq!(env("OCLAGL_RUN_PROMPT"), prompt);
+    assert_eq!(env("OCLAGL_GATEWAY"), "ws");
+    assert_eq!(
+        env("AGL_OPENAI_BASE_URL"),
+        "http://agl:8080/proxy/rollout/r-1/attempt/0/mode/train/openai/v1"
+    );
+    assert_eq!(
+        env("AGL_EVENT_URL"),
+        "http://agl:8080/api/rollouts/r-1/attempt/0/events"
+    );
+    assert_eq!(env("AGL_KEY"), "agl-key");
 }
