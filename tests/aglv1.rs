@@ -283,6 +283,8 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
         "127.0.0.1:0",
         "--llm-upstream",
         vllm_url.as_str(),
+        "--llm-agl-max-pause",
+        "1s",
     ];
     let server = Server::start_in(dir.path(), &args);
     let bound = bind(
@@ -294,6 +296,8 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
     assert!(bound.status().is_success(), "{:?}", bound.text().await);
     let unknown = json!({"base_url": agl.base_url("not-there"), "key": KEY});
     assert!(bind(&server, 8, unknown).await.status().is_success());
+    let wrong_key = json!({"base_url": agl.base_url("bound-1"), "key": "not-the-key"});
+    assert!(bind(&server, 5, wrong_key).await.status().is_success());
     let refused = bind(&server, 6, json!({"base_url": "ftp://agl/v1"})).await;
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("http(s)"));
@@ -359,6 +363,16 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
     let missing = chat(proxy, 8, &streaming_request()).await;
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("Rollout not found"));
+    assert_eq!(chat(proxy, 5, &streaming_request()).await.status(), 401);
+    // Paused past --llm-agl-max-pause (1s here): the client gets AGL's 429.
+    agl.post("/proxy/pause", json!({"retry_after_seconds": 1}))
+        .await;
+    let paused = chat(proxy, 7, &streaming_request()).await;
+    assert_eq!(paused.status(), 429);
+    assert_eq!(paused.headers()["x-agl-paused"], "true");
+    let past = "AGL stayed paused past --llm-agl-max-pause";
+    wait_for_log("give-up line", past, || server.log()).await;
+    agl.post("/proxy/resume", json!({})).await;
 
     // A trace no rollout is bound to goes to the default upstream as is.
     let mut plain = streaming_request();
