@@ -25,7 +25,10 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use common::{env_or, field, levels, oclagl_bin, pct, spawn_ready};
+use common::{
+    compared, env_or, field, latency_client, levels, serve_llm_proxy, serve_local,
+    sorted_latencies, spawn_ready,
+};
 
 use std::convert::Infallible;
 use std::process::Command;
@@ -164,16 +167,7 @@ async fn drive(
             lat
         }));
     }
-    let mut all = [Vec::new(), Vec::new()];
-    for w in workers {
-        let [a, b] = w.await.expect("worker");
-        all[0].extend(a);
-        all[1].extend(b);
-    }
-    for l in &mut all {
-        l.sort();
-    }
-    all
+    sorted_latencies(workers).await
 }
 
 /// The floor: a bare TCP relay to `upstream` in a process of its own (this
@@ -227,15 +221,7 @@ async fn pass(
             let [d, p] = drive(client, &targets, body, n, c, stream, stagger).await;
             let rate = (2 * n) as f64 / started.elapsed().as_secs_f64();
             calls += n;
-            println!(
-                "| {label} | {c} | {rate:.0} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} |",
-                pct(&d, 0.5),
-                pct(&d, 0.99),
-                pct(&p, 0.5),
-                pct(&p, 0.99),
-                pct(&p, 0.5) - pct(&d, 0.5),
-                pct(&p, 0.99) - pct(&d, 0.99)
-            );
+            println!("| {label} | {c} | {rate:.0} | {} |", compared(&d, &p));
         }
     }
     calls
@@ -248,30 +234,10 @@ async fn main() {
     }
     let n: usize = env_or("REQUESTS", 4000);
     let levels = levels("1,64");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let upstream = listener.local_addr().expect("addr");
-    let app = Router::new().route("/v1/chat/completions", post(provider));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("provider") });
+    let upstream = serve_local(Router::new().route("/v1/chat/completions", post(provider))).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, ready) = spawn_ready(
-        Command::new(oclagl_bin())
-            .current_dir(dir.path())
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--llm-proxy", "127.0.0.1:0", "--llm-upstream"])
-            .arg(format!("http://{upstream}/v1"))
-            .env("OCLAGL_LOG", "info"),
-        "oclagl serve ready",
-    );
-    let (http, proxy) = (field(&ready, "http"), field(&ready, "llm_proxy"));
+    let (mut child, http, proxy) = serve_llm_proxy(dir.path(), upstream, "info");
     let (mut relay, relay_ready) = spawn_ready(
         Command::new(std::env::current_exe().expect("this program"))
             .env("PROXY_BENCH_RELAY_TO", upstream.to_string()),
@@ -279,13 +245,7 @@ async fn main() {
     );
     let relayed = field(&relay_ready, "addr");
     let url = |addr: &dyn std::fmt::Display| format!("http://{addr}/v1/chat/completions");
-    // One client for the whole run, so every row finds its connections open.
-    let client = reqwest::Client::builder()
-        .no_gzip()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
-        .build()
-        .expect("client");
+    let client = latency_client();
     let staggered =
         env_or("STAGGER", 1u8) == 1 && !latency().is_zero() && levels.iter().any(|&c| c > 1);
 

@@ -3,7 +3,8 @@
 //! OpenClaw gateway and a scripted vLLM-like model server behind AGL:
 //! AGL's controller starts `oclagl run` through the Python harness class,
 //! the rollout is bound at the sidecar, its model calls reach AGL's
-//! per-rollout proxy de-streamed, pauses are waited out, rewards reach AGL.
+//! per-rollout proxy de-streamed, pauses are waited out, rewards reach AGL;
+//! and AGL's Kubernetes runner renders the Job template of `deploy/`.
 
 mod support;
 
@@ -194,26 +195,28 @@ async fn agl_v1_runs_openclaw_rollouts_through_oclagl_and_gets_their_model_calls
     assert_eq!(agl.events("oc-4", "model_request").await.len(), 3);
     assert_eq!(agl.events("oc-4", "reward").await.len(), 1);
 
-    // A wrong key, or a rollout AGL does not know: one clear line, a
-    // failed exit, and the gateway never runs the task.
+    // A wrong key, a rollout AGL does not know, a gateway mode that does
+    // not pass traceparent: one clear line, a failed exit, and the gateway
+    // never runs the task.
     let before = vllm.calls.lock().unwrap().len();
     let gateway_url = gw.url();
     let common = [
         ("OCLAGL_RUN_PROMPT", "Task 9: use the ls tool."),
-        ("OCLAGL_GATEWAY", "ws"),
         ("OCLAGL_GATEWAY_URL", gateway_url.as_str()),
         ("OCLAGL_TOKEN", TOKEN),
         ("OCLAGL_DATA_DIR", data.as_str()),
         ("OCLAGL_TRACES_DIR", traces.as_str()),
     ];
     let events_url = agl.url("/api/rollouts/oc-1/attempt/0/events");
-    for (rollout, key, want) in [
-        ("oc-1", "wrong-key", "AGL refused the key"),
-        ("not-there", KEY, "AGL does not know the rollout"),
+    for (rollout, key, mode, want) in [
+        ("oc-1", "wrong-key", "ws", "AGL refused the key"),
+        ("not-there", KEY, "ws", "AGL does not know the rollout"),
+        ("oc-1", KEY, "openai", "needs --gateway ws"),
     ] {
         let base = agl.base_url(rollout);
         let mut env = envs(&common);
         env.extend(envs(&[
+            ("OCLAGL_GATEWAY", mode),
             ("AGL_OPENAI_BASE_URL", &base),
             ("AGL_EVENT_URL", &events_url),
             ("AGL_KEY", key),
@@ -280,6 +283,8 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
         "127.0.0.1:0",
         "--llm-upstream",
         vllm_url.as_str(),
+        "--llm-agl-max-pause",
+        "1s",
     ];
     let server = Server::start_in(dir.path(), &args);
     let bound = bind(
@@ -291,6 +296,8 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
     assert!(bound.status().is_success(), "{:?}", bound.text().await);
     let unknown = json!({"base_url": agl.base_url("not-there"), "key": KEY});
     assert!(bind(&server, 8, unknown).await.status().is_success());
+    let wrong_key = json!({"base_url": agl.base_url("bound-1"), "key": "not-the-key"});
+    assert!(bind(&server, 5, wrong_key).await.status().is_success());
     let refused = bind(&server, 6, json!({"base_url": "ftp://agl/v1"})).await;
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("http(s)"));
@@ -356,6 +363,16 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
     let missing = chat(proxy, 8, &streaming_request()).await;
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("Rollout not found"));
+    assert_eq!(chat(proxy, 5, &streaming_request()).await.status(), 401);
+    // Paused past --llm-agl-max-pause (1s here): the client gets AGL's 429.
+    agl.post("/proxy/pause", json!({"retry_after_seconds": 1}))
+        .await;
+    let paused = chat(proxy, 7, &streaming_request()).await;
+    assert_eq!(paused.status(), 429);
+    assert_eq!(paused.headers()["x-agl-paused"], "true");
+    let past = "AGL stayed paused past --llm-agl-max-pause";
+    wait_for_log("give-up line", past, || server.log()).await;
+    agl.post("/proxy/resume", json!({})).await;
 
     // A trace no rollout is bound to goes to the default upstream as is.
     let mut plain = streaming_request();
@@ -380,4 +397,48 @@ async fn a_bound_trace_goes_to_its_agl_rollout_de_streamed_across_a_restart_and_
     assert!(!disk_contains(&server.traces_dir(), KEY));
     assert!(!disk_contains(&dir.path().join("data/wal"), KEY));
     assert!(Path::new(&dir.path().join("data/agl-bindings.jsonl")).exists());
+}
+
+/// AGL v1's Kubernetes runner (its own `build_job_spec`) renders the Job
+/// template of `deploy/` into one Job that runs `oclagl run` with the task
+/// and AGL's variables.
+#[test]
+fn agl_v1_renders_the_harness_job_template_into_a_job_running_oclagl_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prompt = "say \"hi\": {x} & y";
+    let out = Command::new(support::agl::venv_bin("python"))
+        .arg(support::py_script("agl1_render_job.py"))
+        .arg(root.join("deploy/k8s/agl-harness-job.yaml.j2"))
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["metadata"]["name"], "agl-rollout-r-1");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], json!(["run"]));
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {container:#}"))
+    };
+    assert_eq!(env("OCLAGL_RUN_PROMPT"), prompt);
+    assert_eq!(env("OCLAGL_GATEWAY"), "ws");
+    assert_eq!(
+        env("AGL_OPENAI_BASE_URL"),
+        "http://agl:8080/proxy/rollout/r-1/attempt/0/mode/train/openai/v1"
+    );
+    assert_eq!(
+        env("AGL_EVENT_URL"),
+        "http://agl:8080/api/rollouts/r-1/attempt/0/events"
+    );
+    assert_eq!(env("AGL_KEY"), "agl-key");
 }

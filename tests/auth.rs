@@ -84,6 +84,11 @@ async fn every_endpoint_but_health_needs_one_of_the_tokens() {
         let resp = http.post(server.url(path)).body("{}").send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path}");
     }
+    // Binding a rollout to AGL v1 (its model calls and key) too.
+    let binding = server.url(&format!("/v1/agl/bindings/{}", "ab".repeat(16)));
+    let body = r#"{"base_url": "http://127.0.0.1:9/v1", "key": "k"}"#;
+    let resp = http.put(&binding).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "binding without a token");
     let page = http
         .get(server.url("/metrics"))
         .bearer_auth(TOKEN_NEW)

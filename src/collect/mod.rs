@@ -576,6 +576,12 @@ pub async fn run(
         std::slice::from_ref(&task),
     )?;
     let agl = harness::Harness::new(&args.agl, &args.local)?;
+    if agl.is_some() && cfg.mode != Mode::Ws {
+        return Err(CollectError::Config(format!(
+            "as AGL's harness, run needs --gateway ws (OCLAGL_GATEWAY=ws), the mode that passes the rollout's traceparent to its model calls, not {}",
+            cfg.mode.as_str()
+        )));
+    }
     preflight(&cfg).await?;
     if let Some(agl) = &agl {
         agl.check().await?;

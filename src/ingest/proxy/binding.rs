@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::gateway::Secret;
 use crate::ingest::http::json_error;
-use crate::util::fs::write_atomic;
 
 /// The file of the data folder that holds the bindings.
 pub const BINDINGS_FILE: &str = "agl-bindings.jsonl";
@@ -91,6 +90,17 @@ fn append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Replaces `path` whole with `bytes`: written under a temporary name,
+/// owner-only from the start, synced, then renamed over it.
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = append(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
 impl Bindings {
     /// Reads the bindings kept in `data_dir` (a line that cannot be read is
     /// skipped: a torn last write), writes them back compacted, and keeps
@@ -127,10 +137,7 @@ impl Bindings {
         }
         if lines > live.len() {
             let text: String = live.iter().map(|(t, b)| line_of(t, Some(b))).collect();
-            write_atomic(data_dir, BINDINGS_FILE, text.as_bytes()).map_err(io(&path))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io(&path))?;
+            replace(&path, text.as_bytes()).map_err(io(&path))?;
         }
         let file = append(&path).map_err(io(&path))?;
         Ok(Bindings {
