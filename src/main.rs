@@ -30,6 +30,8 @@ enum Command {
     Run(oclagl::collect::RunArgs),
     /// Serve web UI chat for the fork gateway (gateway.agl.bridgeUrl), one rollout per message.
     Bridge(oclagl::bridge::BridgeArgs),
+    /// Import OpenClaw's recorded runs (trajectory bundles, legacy files, or --sessions) as rollouts.
+    Import(oclagl::import::ImportArgs),
     /// Build an SFT dataset (JSONL) from trace files or the store.
     ExportSft(oclagl::export::ExportArgs),
     /// Reward a rollout (an AGL reward span): `oclagl reward ro-… 1.0 --name exact_match`.
@@ -171,6 +173,22 @@ async fn run(command: Command) -> anyhow::Result<i32> {
                 130
             } else {
                 i32::from(summary.failed + summary.score_errors > 0)
+            })
+        }
+        Command::Import(args) => {
+            let json = args.json;
+            let summary = oclagl::import::run(args, shutdown_signal()).await?;
+            for line in &summary.skipped {
+                eprintln!("oclagl import: skipped {line}");
+            }
+            eprintln!("{}", summary.line());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            Ok(if summary.interrupted {
+                130
+            } else {
+                i32::from(!summary.skipped.is_empty())
             })
         }
         Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),

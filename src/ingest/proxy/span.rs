@@ -389,24 +389,30 @@ impl Call {
             ..Default::default()
         }];
         spans.extend(children);
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", text("oclagl"))],
+        export_of(spans, "oclagl.llm_proxy")
+    }
+}
+
+/// An export of `spans` from oclagl (`service.name`), in instrumentation
+/// scope `scope`.
+pub fn export_of(spans: Vec<Span>, scope: &str) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", text("oclagl"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: scope.into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "oclagl.llm_proxy".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                }],
+                spans,
                 ..Default::default()
             }],
-        }
+            ..Default::default()
+        }],
     }
 }
 
