@@ -1,0 +1,390 @@
+//! `oclagl import`: OpenClaw's trajectory bundles become rollouts. The
+//! fixtures in `tests/data/trajectory` are bundles the real CLI exported
+//! (`openclaw sessions export-trajectory`, OpenClaw 2026.9.6) from runs of
+//! the real gateway against the scripted provider of `support::gateway`;
+//! the last test makes new ones the same way and compares what the import
+//! holds with what that provider received and answered.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+use support::gateway::{start_provider, Gateway, ProviderCall, FAIL, TWO_TOOLS};
+use support::trace_files;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/trajectory")
+}
+
+/// Copies the fixture bundles into `dir/bundles`.
+fn bundles_in(dir: &Path) -> PathBuf {
+    let to = dir.join("bundles");
+    for bundle in ["openclaw-trajectory-two", "openclaw-trajectory-multi"] {
+        copy_dir(&fixtures().join(bundle), &to.join(bundle));
+    }
+    to
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Runs `oclagl` in `dir` with `env` and no OTLP endpoint of the caller's.
+fn oclagl(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(support::BIN)
+        .current_dir(dir)
+        .args(args)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OPENCLAW_BIN")
+        .env_remove("OCLAGL_OPENCLAW_BIN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run oclagl")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// The summary `--json` prints.
+fn summary(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("a JSON summary")
+}
+
+/// The rollout ids of the trace files in `dir`, sorted.
+fn rollout_ids(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = trace_files(dir)
+        .iter()
+        .map(|(_, d)| d["rollout_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn rows(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The runtime events of a bundle: what a legacy `*.trajectory.jsonl` holds.
+fn legacy_of(bundle: &Path) -> String {
+    std::fs::read_to_string(bundle.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"source\":\"runtime\""))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn bundles_folders_and_legacy_files_become_rollouts_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bundles = bundles_in(dir);
+    let two = bundles.join("openclaw-trajectory-two");
+
+    // One bundle: one run.
+    let out = ok(oclagl(
+        dir,
+        &[],
+        &["import", "--json", two.to_str().unwrap()],
+    ));
+    assert_eq!(summary(&out)["imported"], 1, "{}", stderr(&out));
+    let files = trace_files(&dir.join("traces"));
+    assert_eq!(files.len(), 1);
+    let doc = &files[0].1;
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(doc["task_input"]["prompt"], "Please use two tools now");
+    assert_eq!(doc["task_input"]["session"], "agent:main:two");
+    let calls = support::spans_named(doc, |n| n.starts_with("chat"));
+    assert_eq!(calls.len(), 3, "three model calls");
+
+    // The folder of bundles: the other bundle's two runs; the first is in.
+    let out = ok(oclagl(
+        dir,
+        &[],
+        &["import", "--json", bundles.to_str().unwrap()],
+    ));
+    let s = summary(&out);
+    assert_eq!(
+        (s["imported"].clone(), s["already"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(s["sources"], 2);
+    let ids = rollout_ids(&dir.join("traces"));
+    assert_eq!(ids.len(), 3);
+
+    // Again: nothing new, nothing twice.
+    let out = ok(oclagl(
+        dir,
+        &[],
+        &["import", "--json", bundles.to_str().unwrap()],
+    ));
+    assert_eq!(summary(&out)["imported"], 0);
+    assert_eq!(summary(&out)["already"], 3);
+    assert_eq!(rollout_ids(&dir.join("traces")), ids);
+
+    // A legacy runtime file of the same session is the same two runs.
+    let legacy = dir.join("legacy");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(
+        legacy.join("5329d7a2.trajectory.jsonl"),
+        legacy_of(&bundles.join("openclaw-trajectory-multi")),
+    )
+    .unwrap();
+    let out = ok(oclagl(
+        dir,
+        &[],
+        &["import", "--json", legacy.to_str().unwrap()],
+    ));
+    assert_eq!(summary(&out)["already"], 2, "{}", stderr(&out));
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let out = ok(oclagl(
+        &fresh,
+        &[],
+        &["import", "--json", legacy.to_str().unwrap()],
+    ));
+    assert_eq!(summary(&out)["imported"], 2);
+    let from_legacy = rollout_ids(&fresh.join("traces"));
+    assert!(
+        from_legacy.iter().all(|id| ids.contains(id)),
+        "ids derive from session and run: {from_legacy:?} in {ids:?}"
+    );
+
+    // The imported runs are rollouts like any other: ls, show, export-sft.
+    let ls = ok(oclagl(dir, &[], &["ls"]));
+    let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
+    for id in &ids {
+        assert!(ls.contains(id.as_str()), "{ls}");
+    }
+    let show = ok(oclagl(dir, &[], &["show", &ids[0]]));
+    assert!(String::from_utf8_lossy(&show.stdout).contains("chat mock-1"));
+    ok(oclagl(dir, &[], &["reward", &ids[0], "0.75"]));
+    let ls = ok(oclagl(dir, &[], &["ls", "--json"]));
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains("0.75"),
+        "the reward is on the imported rollout"
+    );
+    for format in ["openai", "messages", "trl"] {
+        let out = oclagl(
+            dir,
+            &[],
+            &[
+                "export-sft",
+                "--format",
+                format,
+                "--out",
+                &format!("{format}.jsonl"),
+            ],
+        );
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+    }
+    let openai = rows(&dir.join("openai.jsonl"));
+    assert_eq!(openai.len(), 3);
+    let two_tools = openai
+        .iter()
+        .find(|r| r.to_string().contains("call_read2"))
+        .expect("the two-tool run");
+    let m = &two_tools["messages"];
+    assert_eq!(
+        m[0],
+        json!({"role": "user", "content": "Please use two tools now"})
+    );
+    assert_eq!(m[1]["tool_calls"][0]["id"], "call_ls1");
+    assert_eq!(m[1]["tool_calls"][0]["function"]["name"], "ls");
+    assert_eq!(
+        m[1]["tool_calls"][0]["function"]["arguments"],
+        "{\"path\":\".\"}"
+    );
+    assert_eq!(m[2]["role"], "tool");
+    assert_eq!(m[2]["tool_call_id"], "call_ls1");
+    assert_eq!(m[5]["content"], "Listed the folder and read AGENTS.md.");
+    let multi = openai
+        .iter()
+        .find(|r| r.to_string().contains("call_abc"))
+        .expect("the second turn of the multi-turn session");
+    assert_eq!(
+        multi["messages"][0],
+        json!({"role": "user", "content": "Say hello"}),
+        "the session's earlier turn is the history of the later one"
+    );
+}
+
+#[test]
+fn bad_input_is_skipped_with_one_line_naming_it_and_the_rest_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bundles = bundles_in(dir);
+    let bad = |name: &str, edit: &dyn Fn(&Path)| {
+        let b = bundles.join(format!("openclaw-trajectory-{name}"));
+        copy_dir(&bundles.join("openclaw-trajectory-two"), &b);
+        edit(&b);
+        b
+    };
+    let set_events = |b: &Path, text: &str| {
+        std::fs::write(b.join("events.jsonl"), text).unwrap();
+        // The manifest agrees with the file: only its content is wrong.
+        let mut m: Value =
+            serde_json::from_str(&std::fs::read_to_string(b.join("manifest.json")).unwrap())
+                .unwrap();
+        for c in m["contents"].as_array_mut().unwrap() {
+            if c["path"] == "events.jsonl" {
+                c["bytes"] = json!(text.len());
+            }
+        }
+        std::fs::write(b.join("manifest.json"), m.to_string()).unwrap();
+    };
+    let events =
+        std::fs::read_to_string(bundles.join("openclaw-trajectory-two/events.jsonl")).unwrap();
+    bad("no-manifest", &|b| {
+        std::fs::remove_file(b.join("manifest.json")).unwrap()
+    });
+    bad("missing-file", &|b| {
+        std::fs::remove_file(b.join("tools.json")).unwrap()
+    });
+    bad("cut-short", &|b| {
+        std::fs::write(b.join("events.jsonl"), &events[..events.len() / 2]).unwrap()
+    });
+    bad("corrupt", &|b| {
+        set_events(b, &events.replacen("\"seq\":3,", "\"seq\":3,,", 1))
+    });
+    bad("other-schema", &|b| {
+        set_events(
+            b,
+            &events.replace("openclaw-trajectory", "other-trajectory"),
+        )
+    });
+    bad("version-2", &|b| {
+        set_events(
+            b,
+            &events.replace("\"schemaVersion\":1", "\"schemaVersion\":2"),
+        )
+    });
+    let missing = dir.join("no-such-bundle");
+    let out = oclagl(
+        dir,
+        &[],
+        &[
+            "import",
+            "--json",
+            bundles.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "skipped sources fail the run: {err}"
+    );
+    let s = summary(&out);
+    assert_eq!(s["imported"], 3, "the good bundles still go in: {err}");
+    let skipped: Vec<String> = err
+        .lines()
+        .filter(|l| l.starts_with("oclagl import: skipped"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(skipped.len(), 7, "one line per bad source: {err}");
+    let line = |needle: &str| {
+        skipped
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line for {needle}: {err}"))
+            .clone()
+    };
+    assert!(line("no-manifest").contains("partial bundle: no manifest.json; export it again with `openclaw sessions export-trajectory`"));
+    assert!(line("missing-file").contains("partial bundle: tools.json is missing"));
+    assert!(line("cut-short").contains("partial bundle: events.jsonl has"));
+    assert!(line("corrupt").contains("events.jsonl: corrupt: line 3 is not JSON"));
+    assert!(line("other-schema").contains("traceSchema \"other-trajectory\""));
+    assert!(line("other-schema").contains("upgrade oclagl"));
+    assert!(line("version-2").contains("schemaVersion 2"));
+    assert!(line("no-such-bundle").contains("cannot read"));
+    // Nothing of a bad bundle is in the store.
+    let files = trace_files(&dir.join("traces"));
+    assert_eq!(files.len(), 3);
+    for (_, doc) in &files {
+        let source = doc["spans"][0]["attributes"]["oclagl.import.source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            source.ends_with("-two") || source.ends_with("-multi"),
+            "{source}"
+        );
+    }
+
+    // The openclaw CLI missing, or failing: one line naming the command.
+    let out = oclagl(
+        dir,
+        &[],
+        &[
+            "import",
+            "--sessions",
+            "--openclaw-bin",
+            "/no/such/openclaw",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("skipped `/no/such/openclaw sessions --json --limit all` cannot start")
+            && err.contains("OPENCLAW_BIN"),
+        "{err}"
+    );
+    let out = oclagl(
+        dir,
+        &[("OPENCLAW_BIN", "false")],
+        &["import", "--sessions", "--agent", "ops"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("`false sessions --json --limit all --agent ops` failed (exit status: 1)"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing named at all.
+    let out = oclagl(dir, &[], &["import"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pass --sessions"), "{}", stderr(&out));
+}
+
+#[test]
+fn into_the_sidecar_the_otlp_variables_name() {
+    let (server, _tmp) = support::Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let bundles = bundles_in(tmp.path());
+    let endpoint = format!("http://{}", server.http);
+    let out = ok(oclagl(
+        tmp.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        &["import", "--json", bundles.to_str().unwrap()],
+    ));
+    assert_eq!(summary(&out)["imported"], 3);
+    assert_eq!(
+        summary(&out)["destination"],
+        format!("{endpoint}/v1/traces")
+    );
+    support::wait_for_files(&server.traces_dir(), "three rollouts", |f| f.len() == 3);
+    assert!(
+        trace_files(&tmp.path().join("traces")).is_empty(),
+        "nothing in the local store"
+    );
+}
