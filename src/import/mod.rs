@@ -341,6 +341,13 @@ pub async fn run(
         .data_dir
         .join(format!("import-sessions-{}", std::process::id()));
     if args.sessions.sessions {
+        // openclaw resolves the workspace: it must exist.
+        let workspace = std::fs::create_dir_all(&workspace)
+            .and_then(|()| workspace.canonicalize())
+            .map_err(|error| ImportError::Journal {
+                path: workspace.clone(),
+                error,
+            })?;
         match args.sessions.list().await {
             Ok(keys) => {
                 for key in keys {
