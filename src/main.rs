@@ -156,6 +156,16 @@ fn quiet_if_stdout_closed(e: oclagl::inspect::InspectError, context: &str) -> an
     }
 }
 
+/// A command's summary: its line on stderr, and with `json` the whole of
+/// it on stdout.
+fn report(line: &str, json: bool, summary: &impl serde::Serialize) -> anyhow::Result<()> {
+    eprintln!("{line}");
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    }
+    Ok(())
+}
+
 async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(args) => oclagl::serve::serve(args, shutdown_signal(), |_| {})
@@ -165,10 +175,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Collect(args) => {
             let json = args.json;
             let summary = oclagl::collect::collect(args, shutdown_signal()).await?;
-            eprintln!("{}", summary.line());
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            }
+            report(&summary.line(), json, &summary)?;
             Ok(if summary.interrupted {
                 130
             } else {
@@ -181,10 +188,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
             for line in &summary.skipped {
                 eprintln!("oclagl import: skipped {line}");
             }
-            eprintln!("{}", summary.line());
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            }
+            report(&summary.line(), json, &summary)?;
             Ok(if summary.interrupted {
                 130
             } else {

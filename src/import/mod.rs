@@ -66,10 +66,11 @@ pub enum ImportError {
     /// The local store cannot be opened.
     #[error("cannot open the local store: {0}")]
     Store(#[from] ServeError),
-    /// The journal cannot be read or written.
+    /// The journal, or the folder for exported sessions, cannot be read
+    /// or written.
     #[error("{path}: {error}; check the --data-dir folder")]
-    Journal {
-        /// The journal file.
+    Folder {
+        /// The file or folder.
         path: PathBuf,
         /// The I/O error.
         error: std::io::Error,
@@ -263,26 +264,32 @@ struct Journal {
 impl Journal {
     fn open(data_dir: &Path) -> Result<Journal, ImportError> {
         let path = data_dir.join("import.journal");
-        let err = |error| ImportError::Journal {
+        let err = |error| ImportError::Folder {
             path: path.clone(),
             error,
         };
         std::fs::create_dir_all(data_dir).map_err(err)?;
-        let done = match std::fs::read_to_string(&path) {
+        let (done, torn) = match std::fs::read_to_string(&path) {
             // A line cut short by a crash names no rollout: it is ignored.
-            Ok(text) => text
-                .lines()
-                .filter(|l| l.len() == 15 && l.starts_with("ro-"))
-                .map(str::to_string)
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Ok(text) => (
+                text.lines()
+                    .filter(|l| l.len() == 15 && l.starts_with("ro-"))
+                    .map(str::to_string)
+                    .collect(),
+                !text.is_empty() && !text.ends_with('\n'),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashSet::new(), false),
             Err(e) => return Err(err(e)),
         };
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(err)?;
+        if torn {
+            // The next id starts a line of its own.
+            file.write_all(b"\n").map_err(err)?;
+        }
         Ok(Journal { path, done, file })
     }
 
@@ -298,7 +305,7 @@ impl Journal {
         self.file
             .write_all(text.as_bytes())
             .and_then(|()| self.file.sync_data())
-            .map_err(|error| ImportError::Journal {
+            .map_err(|error| ImportError::Folder {
                 path: self.path.clone(),
                 error,
             })?;
@@ -344,7 +351,7 @@ pub async fn run(
         // openclaw resolves the workspace: it must exist.
         let workspace = std::fs::create_dir_all(&workspace)
             .and_then(|()| workspace.canonicalize())
-            .map_err(|error| ImportError::Journal {
+            .map_err(|error| ImportError::Folder {
                 path: workspace.clone(),
                 error,
             })?;
@@ -446,5 +453,37 @@ fn tick(bar: &Option<indicatif::ProgressBar>, summary: &Summary) {
             summary.imported + summary.already,
             summary.skipped.len()
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_keeps_what_was_acknowledged_and_ignores_a_torn_line() {
+        let dir = std::env::temp_dir().join(format!("oclagl-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut j = Journal::open(&dir).unwrap();
+        j.add(&["ro-aaaaaaaaaaaa".into(), "ro-bbbbbbbbbbbb".into()])
+            .unwrap();
+        drop(j);
+        // A crash in the middle of a write leaves part of a line.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("import.journal"))
+            .unwrap();
+        f.write_all(b"ro-cccc").unwrap();
+        let mut j = Journal::open(&dir).unwrap();
+        let mut done: Vec<_> = j.done.iter().cloned().collect();
+        done.sort();
+        assert_eq!(done, ["ro-aaaaaaaaaaaa", "ro-bbbbbbbbbbbb"]);
+        j.add(&["ro-dddddddddddd".into()]).unwrap();
+        drop(j);
+        assert!(Journal::open(&dir)
+            .unwrap()
+            .done
+            .contains("ro-dddddddddddd"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

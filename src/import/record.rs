@@ -8,14 +8,13 @@
 //! and run ids, so a run imported twice is the same rollout.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status, Span, Status};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::bundle::{Run, RunStatus};
 use crate::conversation::openai::{parse_budget, Api};
-use crate::ingest::proxy::span::{export_of, Call, Captured, End};
+use crate::ingest::proxy::span::{export_of, kv, text, Call, Captured, End};
 use crate::rollout::Task;
 use crate::semconv::{ATTEMPT_ID, ROLLOUT_ID, SESSION_KEY, TASK_INPUT};
 
@@ -77,18 +76,6 @@ impl Ids {
         id[0] |= 1;
         id
     }
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(s: impl Into<String>) -> any_value::Value {
-    any_value::Value::StringValue(s.into())
 }
 
 /// The text of OpenClaw content: a string, or the text of its `text` blocks.

@@ -159,30 +159,30 @@ async fn completions(
     };
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let mut calls = p.calls.lock().unwrap();
-    if prompt_of(&body, &[FAIL, "Say hello", "use the ls tool", TWO_TOOLS]) == Some(FAIL) {
-        let answer =
-            json!({"error": {"message": "scripted failure", "type": "invalid_request_error"}})
-                .to_string();
-        calls.push(ProviderCall {
-            body,
-            request_bytes: raw.len(),
-            answer_bytes: answer.len(),
-            traceparent: h("traceparent"),
-            authorization: h("authorization"),
-        });
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            [("content-type", "application/json")],
-            answer,
-        )
-            .into_response();
-    }
     // Unique per call, as a real provider's are (AGL dedupes by it).
     let id = format!("chatcmpl-mock-{}", calls.len() + 1);
-    let (content_type, answer) = if body["stream"] == true {
-        ("text/event-stream", sse(&body, &id))
+    let failing =
+        prompt_of(&body, &[FAIL, "Say hello", "use the ls tool", TWO_TOOLS]) == Some(FAIL);
+    let (status, content_type, answer) = if failing {
+        let answer =
+            json!({"error": {"message": "scripted failure", "type": "invalid_request_error"}});
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            "application/json",
+            answer.to_string(),
+        )
+    } else if body["stream"] == true {
+        (
+            axum::http::StatusCode::OK,
+            "text/event-stream",
+            sse(&body, &id),
+        )
     } else {
-        ("application/json", json_answer(&body, &id))
+        (
+            axum::http::StatusCode::OK,
+            "application/json",
+            json_answer(&body, &id),
+        )
     };
     calls.push(ProviderCall {
         body,
@@ -191,7 +191,7 @@ async fn completions(
         traceparent: h("traceparent"),
         authorization: h("authorization"),
     });
-    ([("content-type", content_type)], answer).into_response()
+    (status, [("content-type", content_type)], answer).into_response()
 }
 
 fn json_answer(body: &Value, id: &str) -> String {

@@ -74,7 +74,8 @@ pub struct Call {
     pub end: End,
 }
 
-fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
+/// An attribute.
+pub fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
@@ -82,7 +83,8 @@ fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
     }
 }
 
-fn text(v: impl Into<String>) -> any_value::Value {
+/// A string attribute value.
+pub fn text(v: impl Into<String>) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
