@@ -358,6 +358,9 @@ pub async fn run(
         match args.sessions.list().await {
             Ok(keys) => {
                 for key in keys {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     match args.sessions.export(&key, &workspace).await {
                         Ok(source) => sources.push(source),
                         Err(e) => summary.skipped.push(format!("session {key}: {e}")),
@@ -391,6 +394,7 @@ async fn import_all(
     stop: &AtomicBool,
     bar: &Option<indicatif::ProgressBar>,
 ) -> Result<(), ImportError> {
+    let mut batch = Batch::default();
     for source in sources {
         if stop.load(Ordering::SeqCst) {
             summary.interrupted = true;
@@ -420,29 +424,75 @@ async fn import_all(
         };
         summary.sources += 1;
         summary.bytes += read.bytes;
-        let mut done = Vec::new();
         for run in &read.runs {
             let ids = record::Ids::of(&run.session_id, &run.run_id);
-            if journal.done.contains(&ids.rollout_id) {
+            if journal.done.contains(&ids.rollout_id) || batch.has(&ids.rollout_id) {
                 summary.already += 1;
                 continue;
             }
-            if let Err(reason) = sink.send(record::export(run)).await {
-                journal.add(&done)?;
-                return Err(ImportError::Delivery {
-                    destination: summary.destination.clone(),
-                    rollout_id: ids.rollout_id,
-                    source_path: path.display().to_string(),
-                    reason,
-                });
-            }
+            batch.add(record::export(run), ids.rollout_id, &path);
             summary.imported += 1;
-            done.push(ids.rollout_id);
         }
-        journal.add(&done)?;
+        if batch.full() {
+            batch.flush(sink, journal, &summary.destination).await?;
+        }
         tick(bar, summary);
     }
-    Ok(())
+    batch.flush(sink, journal, &summary.destination).await
+}
+
+/// Exports waiting to be sent together: one store write (one `fdatasync`)
+/// for many runs.
+#[derive(Default)]
+struct Batch {
+    request: ExportTraceServiceRequest,
+    /// The rollouts in it, and their sources.
+    rollouts: Vec<(String, PathBuf)>,
+    bytes: usize,
+}
+
+/// A batch is sent once it holds this much (well under a sidecar's
+/// `--max-body`, 16 MiB by default).
+const BATCH_BYTES: usize = 4 << 20;
+
+impl Batch {
+    fn has(&self, rollout_id: &str) -> bool {
+        self.rollouts.iter().any(|(id, _)| id == rollout_id)
+    }
+
+    fn add(&mut self, export: ExportTraceServiceRequest, rollout_id: String, source: &Path) {
+        self.bytes += export.encoded_len();
+        self.request.resource_spans.extend(export.resource_spans);
+        self.rollouts.push((rollout_id, source.to_path_buf()));
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= BATCH_BYTES
+    }
+
+    /// Sends what it holds and, once the destination has it, journals it.
+    async fn flush(
+        &mut self,
+        sink: &Sink,
+        journal: &mut Journal,
+        destination: &str,
+    ) -> Result<(), ImportError> {
+        if self.rollouts.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(self);
+        if let Err(reason) = sink.send(batch.request).await {
+            let (rollout_id, source) = &batch.rollouts[0];
+            return Err(ImportError::Delivery {
+                destination: destination.to_string(),
+                rollout_id: rollout_id.clone(),
+                source_path: source.display().to_string(),
+                reason,
+            });
+        }
+        let ids: Vec<String> = batch.rollouts.into_iter().map(|(id, _)| id).collect();
+        journal.add(&ids)
+    }
 }
 
 fn tick(bar: &Option<indicatif::ProgressBar>, summary: &Summary) {
