@@ -360,6 +360,28 @@ fn bad_input_is_skipped_with_one_line_naming_it_and_the_rest_imported() {
         "{}",
         stderr(&out)
     );
+    // A command that fails, or has nothing to import, makes no folder.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = oclagl(&empty, &[], &["import", "no-such-bundle"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = oclagl(
+        &empty,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+        &["import", bundles.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "OTEL_EXPORTER_OTLP_PROTOCOL \"http/json\": oclagl import sends grpc or http/protobuf"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
     // Nothing named at all.
     let out = oclagl(dir, &[], &["import"]);
     assert_eq!(out.status.code(), Some(2));

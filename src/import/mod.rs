@@ -194,8 +194,13 @@ fn sender(dest: &Destination) -> Result<Sender, ImportError> {
 }
 
 impl Sink {
-    async fn open(local: &LocalStore) -> Result<(Sink, String), ImportError> {
-        if let Some(dest) = otlp_destination().map_err(ImportError::Endpoint)? {
+    /// To `remote` when the OTLP variables name one, else to the local
+    /// store (or the sidecar that holds it).
+    async fn open(
+        remote: Option<Destination>,
+        local: &LocalStore,
+    ) -> Result<(Sink, String), ImportError> {
+        if let Some(dest) = remote {
             let name = dest.url.clone();
             return Ok((Sink::Remote(sender(&dest)?), name));
         }
@@ -341,6 +346,15 @@ pub async fn run(
             Err(e) => summary.skipped.push(e.to_string()),
         }
     }
+    if sources.is_empty() && !args.sessions.sessions {
+        // Nothing to import: no store is opened, no folder made.
+        summary.destination = "nowhere (nothing to import)".into();
+        summary.seconds = started.elapsed().as_secs_f64();
+        watcher.abort();
+        return Ok(summary);
+    }
+    // A bad endpoint is refused before any folder is made.
+    let remote = otlp_destination().map_err(ImportError::Endpoint)?;
     let mut journal = Journal::open(&args.local.data_dir)?;
     // Bundles exported for --sessions live here until imported.
     let workspace = args
@@ -370,7 +384,7 @@ pub async fn run(
             Err(e) => summary.skipped.push(e.to_string()),
         }
     }
-    let (sink, destination) = Sink::open(&args.local).await?;
+    let (sink, destination) = Sink::open(remote, &args.local).await?;
     summary.destination = destination;
     let bar = crate::util::progress::bar(sources.len() as u64);
     let result = import_all(&sources, &sink, &mut journal, &mut summary, &stop, &bar).await;
