@@ -111,6 +111,11 @@ fn bundles_folders_and_legacy_files_become_rollouts_once() {
     assert_eq!(doc["status"], "succeeded");
     assert_eq!(doc["task_input"]["prompt"], "Please use two tools now");
     assert_eq!(doc["task_input"]["session"], "agent:main:two");
+    assert_eq!(
+        doc["spans"][0]["attributes"]["oclagl.import.lacks"],
+        json!(["system_prompt", "tools"]),
+        "OpenClaw's export truncates both"
+    );
     let calls = support::spans_named(doc, |n| n.starts_with("chat"));
     assert_eq!(calls.len(), 3, "three model calls");
 

@@ -8,6 +8,7 @@
 //! and run ids, so a run imported twice is the same rollout.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status, Span, Status};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -22,6 +23,9 @@ use crate::semconv::{ATTEMPT_ID, ROLLOUT_ID, SESSION_KEY, TASK_INPUT};
 pub const MODE: &str = "import";
 /// Root-span attribute naming the bundle or file a rollout came from.
 pub const SOURCE: &str = "oclagl.import.source";
+/// Root-span attribute listing what the record did not hold whole
+/// (`system_prompt`, `tools`), so a row's lack is visible per rollout.
+pub const LACKS: &str = "oclagl.import.lacks";
 /// What the spans of imported calls name as their upstream.
 pub const UPSTREAM: &str = "openclaw-trajectory";
 
@@ -278,6 +282,22 @@ pub fn export(run: &Run) -> ExportTraceServiceRequest {
     if let Some(key) = &run.session_key {
         attributes.push(kv(SESSION_KEY, text(key.clone())));
     }
+    let lacks: Vec<AnyValue> = [
+        ("system_prompt", run.system_prompt.is_none()),
+        ("tools", run.tools.is_empty()),
+    ]
+    .into_iter()
+    .filter(|(_, lacking)| *lacking)
+    .map(|(what, _)| AnyValue {
+        value: Some(text(what)),
+    })
+    .collect();
+    if !lacks.is_empty() {
+        attributes.push(kv(
+            LACKS,
+            any_value::Value::ArrayValue(ArrayValue { values: lacks }),
+        ));
+    }
     let status = match &run.status {
         RunStatus::Succeeded => Status {
             code: status::StatusCode::Ok as i32,
@@ -399,6 +419,7 @@ mod tests {
         let root = flatten_attributes(&spans[0].attributes);
         assert_eq!(root[SESSION_KEY], "agent:main:k");
         assert_eq!(root["oclagl.mode"], "import");
+        assert!(!root.contains_key(LACKS), "the run has both");
         let second = flatten_attributes(&spans[4].attributes);
         let mut expanded = second.clone();
         crate::agl::call::expand(&mut expanded);
@@ -430,10 +451,14 @@ mod tests {
             "errorMessage": "500 boom", "errorCode": "500", "errorBody": "{\"message\":\"boom\"}"}),
         );
         r.status = RunStatus::Failed("500 boom".into());
+        r.system_prompt = None;
+        r.tools.clear();
         let export = export(&r);
         let spans = &export.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 2, "root and the call, no reply");
         assert_eq!(spans[0].status.as_ref().unwrap().message, "500 boom");
+        let root = flatten_attributes(&spans[0].attributes);
+        assert_eq!(root[LACKS], json!(["system_prompt", "tools"]));
         let call = flatten_attributes(&spans[1].attributes);
         assert_eq!(call["error.type"], "500");
         assert_eq!(call["http.response.status_code"], 500);
