@@ -416,6 +416,86 @@ fn into_the_sidecar_the_otlp_variables_name() {
     );
 }
 
+/// An OTLP/HTTP receiver that stores the first export it gets and holds
+/// the second unanswered, telling the test it has it: a destination that
+/// hangs on demand, which the real sidecar cannot be made into.
+async fn holding_receiver() -> (String, tokio::sync::mpsc::Receiver<()>) {
+    use axum::routing::post;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move || {
+            let (tx, seen) = (tx.clone(), seen.clone());
+            async move {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                    let _ = tx.send(()).await;
+                    std::future::pending::<()>().await;
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_import_goes_on_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bundles = bundles_in(dir);
+    let (endpoint, mut held) = holding_receiver().await;
+    // One export per bundle: the first (the two-run session) is taken, the
+    // second hangs, and Ctrl-C comes while it does.
+    let child = Command::new(support::BIN)
+        .current_dir(dir)
+        .args(["import", "--json", bundles.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    held.recv().await.expect("the second export arrives");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(s["interrupted"], true);
+    assert_eq!(s["imported"], 2, "the first bundle's runs: {s}");
+    assert!(stderr(&out).contains("interrupted: run it again to go on"));
+
+    // Run again, into a real sidecar: only what was not taken goes in.
+    let (server, _data) = support::Server::start(&[]);
+    let endpoint = format!("http://{}", server.http);
+    let out = ok(oclagl(
+        dir,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        &["import", "--json", bundles.to_str().unwrap()],
+    ));
+    let s = summary(&out);
+    assert_eq!(
+        (s["imported"].clone(), s["already"].clone()),
+        (json!(1), json!(2))
+    );
+    let files = support::wait_for_files(&server.traces_dir(), "the rest", |f| f.len() == 1);
+    assert_eq!(
+        files[0].1["task_input"]["prompt"],
+        "Please use two tools now"
+    );
+}
+
 /// Runs the `openclaw` CLI of `gateway` (its HOME) in `dir`.
 fn openclaw(wrapper: &Path, dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(wrapper)

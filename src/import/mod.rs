@@ -22,14 +22,13 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::forward::dest::Destination;
 use crate::forward::{Outcome, Sender};
@@ -328,11 +327,10 @@ pub async fn run(
         return Err(ImportError::Nothing);
     }
     let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let (flag, stop) = watch::channel(false);
     let watcher = tokio::spawn(async move {
         interrupt.await;
-        flag.store(true, Ordering::SeqCst);
+        let _ = flag.send(true);
     });
     let mut summary = Summary::default();
     let mut sources = Vec::new();
@@ -372,7 +370,7 @@ pub async fn run(
         match args.sessions.list().await {
             Ok(keys) => {
                 for key in keys {
-                    if stop.load(Ordering::SeqCst) {
+                    if *stop.borrow() {
                         break;
                     }
                     match args.sessions.export(&key, &workspace).await {
@@ -387,7 +385,7 @@ pub async fn run(
     let (sink, destination) = Sink::open(remote, &args.local).await?;
     summary.destination = destination;
     let bar = crate::util::progress::bar(sources.len() as u64);
-    let result = import_all(&sources, &sink, &mut journal, &mut summary, &stop, &bar).await;
+    let result = import_all(&sources, &sink, &mut journal, &mut summary, stop, &bar).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -405,12 +403,12 @@ async fn import_all(
     sink: &Sink,
     journal: &mut Journal,
     summary: &mut Summary,
-    stop: &AtomicBool,
+    mut stop: watch::Receiver<bool>,
     bar: &Option<indicatif::ProgressBar>,
 ) -> Result<(), ImportError> {
     let mut batch = Batch::default();
     for source in sources {
-        if stop.load(Ordering::SeqCst) {
+        if *stop.borrow() {
             summary.interrupted = true;
             break;
         }
@@ -444,15 +442,22 @@ async fn import_all(
                 summary.already += 1;
                 continue;
             }
+            if batch.bytes >= BATCH_BYTES && !batch.flush(sink, journal, summary, &mut stop).await?
+            {
+                summary.interrupted = true;
+                return Ok(());
+            }
             batch.add(record::export(run), ids.rollout_id, &path);
-            summary.imported += 1;
         }
-        if batch.full() {
-            batch.flush(sink, journal, &summary.destination).await?;
+        // A source's runs go in one store write when they fit in one: a
+        // bundle is then in whole or not at all.
+        if !batch.flush(sink, journal, summary, &mut stop).await? {
+            summary.interrupted = true;
+            break;
         }
         tick(bar, summary);
     }
-    batch.flush(sink, journal, &summary.destination).await
+    Ok(())
 }
 
 /// Exports waiting to be sent together: one store write (one `fdatasync`)
@@ -465,8 +470,8 @@ struct Batch {
     bytes: usize,
 }
 
-/// A batch is sent once it holds this much (well under a sidecar's
-/// `--max-body`, 16 MiB by default).
+/// A batch is sent at the end of each source, or before it grows past this
+/// (well under a sidecar's `--max-body`, 16 MiB by default).
 const BATCH_BYTES: usize = 4 << 20;
 
 impl Batch {
@@ -480,32 +485,36 @@ impl Batch {
         self.rollouts.push((rollout_id, source.to_path_buf()));
     }
 
-    fn full(&self) -> bool {
-        self.bytes >= BATCH_BYTES
-    }
-
-    /// Sends what it holds and, once the destination has it, journals it.
+    /// Sends what it holds and, once the destination has it, journals it;
+    /// `false` when `stop` turned true first (then nothing is journaled).
     async fn flush(
         &mut self,
         sink: &Sink,
         journal: &mut Journal,
-        destination: &str,
-    ) -> Result<(), ImportError> {
+        summary: &mut Summary,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, ImportError> {
         if self.rollouts.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let batch = std::mem::take(self);
-        if let Err(reason) = sink.send(batch.request).await {
+        let sent = tokio::select! {
+            sent = sink.send(batch.request) => sent,
+            _ = stop.wait_for(|s| *s) => return Ok(false),
+        };
+        if let Err(reason) = sent {
             let (rollout_id, source) = &batch.rollouts[0];
             return Err(ImportError::Delivery {
-                destination: destination.to_string(),
+                destination: summary.destination.clone(),
                 rollout_id: rollout_id.clone(),
                 source_path: source.display().to_string(),
                 reason,
             });
         }
         let ids: Vec<String> = batch.rollouts.into_iter().map(|(id, _)| id).collect();
-        journal.add(&ids)
+        journal.add(&ids)?;
+        summary.imported += ids.len() as u64;
+        Ok(true)
     }
 }
 
