@@ -7,7 +7,8 @@
 //! [`gateway`] holds the clients for the four ways to run an agent turn,
 //! [`rollout`] records one turn as OTel spans (and rewards), [`local`] runs
 //! the sidecar in the process when no OTLP endpoint is configured, and
-//! [`collect`] runs many turns. On the read side, [`export`] builds datasets
+//! [`collect`] runs many turns; [`import`] turns OpenClaw's own recorded
+//! runs into rollouts. On the read side, [`export`] builds datasets
 //! and [`inspect`] lists and shows rollouts. Underneath lies what every stage
 //! shares: the [`conversation`] model and the readers of each span
 //! convention, the [`reward`] shape, the well-known span and attribute names
@@ -22,7 +23,7 @@
 //! and fails on any `crate::` path that breaks it.
 //!
 //! ```text
-//! bridge collect inspect reward_client   # the commands
+//! bridge collect import inspect reward_client   # the commands
 //! local                                  # the sidecar in this process
 //! serve                                  # the sidecar
 //! export rollout                         # datasets; recording a turn
@@ -43,6 +44,7 @@ pub mod conversation;
 pub mod export;
 pub mod forward;
 pub mod gateway;
+pub mod import;
 pub mod ingest;
 pub mod inspect;
 pub mod local;

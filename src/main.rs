@@ -30,6 +30,8 @@ enum Command {
     Run(oclagl::collect::RunArgs),
     /// Serve web UI chat for the fork gateway (gateway.agl.bridgeUrl), one rollout per message.
     Bridge(oclagl::bridge::BridgeArgs),
+    /// Import OpenClaw's recorded runs (trajectory bundles, legacy files, or --sessions) as rollouts.
+    Import(oclagl::import::ImportArgs),
     /// Build an SFT dataset (JSONL) from trace files or the store.
     ExportSft(oclagl::export::ExportArgs),
     /// Reward a rollout (an AGL reward span): `oclagl reward ro-… 1.0 --name exact_match`.
@@ -154,6 +156,16 @@ fn quiet_if_stdout_closed(e: oclagl::inspect::InspectError, context: &str) -> an
     }
 }
 
+/// A command's summary: its line on stderr, and with `json` the whole of
+/// it on stdout.
+fn report(line: &str, json: bool, summary: &impl serde::Serialize) -> anyhow::Result<()> {
+    eprintln!("{line}");
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    }
+    Ok(())
+}
+
 async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Serve(args) => oclagl::serve::serve(args, shutdown_signal(), |_| {})
@@ -163,14 +175,24 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Collect(args) => {
             let json = args.json;
             let summary = oclagl::collect::collect(args, shutdown_signal()).await?;
-            eprintln!("{}", summary.line());
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            }
+            report(&summary.line(), json, &summary)?;
             Ok(if summary.interrupted {
                 130
             } else {
                 i32::from(summary.failed + summary.score_errors > 0)
+            })
+        }
+        Command::Import(args) => {
+            let json = args.json;
+            let summary = oclagl::import::run(args, shutdown_signal()).await?;
+            for line in &summary.skipped {
+                eprintln!("oclagl import: skipped {line}");
+            }
+            report(&summary.line(), json, &summary)?;
+            Ok(if summary.interrupted {
+                130
+            } else {
+                i32::from(!summary.skipped.is_empty())
             })
         }
         Command::ExportSft(args) => Ok(oclagl::export::run_cli(args, shutdown_signal()).await?),

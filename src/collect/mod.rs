@@ -5,13 +5,12 @@ pub mod harness;
 pub mod prompts;
 pub mod score;
 
-use std::io::IsTerminal;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 
@@ -299,19 +298,6 @@ fn fatal(e: &GatewayError) -> bool {
     )
 }
 
-fn progress(total: usize) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    Some(bar)
-}
-
 /// Runs every prompt of `args.file` as a rollout.
 pub async fn collect(
     args: CollectArgs,
@@ -496,7 +482,7 @@ struct Tally {
 impl Tally {
     fn new(todo: usize) -> Tally {
         Tally {
-            bar: progress(todo),
+            bar: crate::util::progress::bar(todo as u64),
             todo,
             ok: 0,
             failed: 0,

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod fs;
 pub mod ids;
 pub mod percent;
+pub mod progress;
 
 /// `n` and the noun, singular for one: `1 row`, `0 rows`, `2 rows`.
 pub fn count(n: u64, one: &str, many: &str) -> String {

@@ -38,6 +38,14 @@ pub struct Provider {
 
 pub const TOOL_CALL_ID: &str = "call_abc";
 
+/// A prompt the provider answers with two tool calls in turn (`ls`, then
+/// `read`), then text.
+pub const TWO_TOOLS: &str = "use two tools";
+
+/// A prompt the provider fails with HTTP 400 (a failed run; OpenClaw does
+/// not retry a 400, as it does a 500, eight times in 90 s).
+pub const FAIL: &str = "Fail this run";
+
 /// The texts of the request's user messages, in order. (The gateway adds
 /// context around the user's text, and may add user messages after it.)
 pub fn user_texts(body: &Value) -> Vec<String> {
@@ -72,7 +80,7 @@ pub fn prompt_of<'a>(body: &Value, prompts: &[&'a str]) -> Option<&'a str> {
 /// What the provider answers to a request body: text or a tool call.
 pub fn decide(body: &Value) -> Value {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let prompts = ["use the ls tool", "Say hello"];
+    let prompts = ["use the ls tool", "Say hello", TWO_TOOLS];
     // The turn being answered starts at the latest user message holding a
     // test prompt; what came before is the session's history.
     let turn_start = messages
@@ -83,6 +91,20 @@ pub fn decide(body: &Value) -> Value {
         .unwrap_or(0);
     let has_tool_result = messages[turn_start..].iter().any(|m| m["role"] == "tool");
     let asks_for_tool = prompt_of(body, &prompts) == Some("use the ls tool");
+    if prompt_of(body, &prompts) == Some(TWO_TOOLS) {
+        // ls, then read, one call each, then the answer.
+        let results = messages[turn_start..]
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .count();
+        return match results {
+            0 => json!({"tool_calls": [{"index": 0, "id": "call_ls1", "type": "function",
+                   "function": {"name": "ls", "arguments": "{\"path\":\".\"}"}}]}),
+            1 => json!({"tool_calls": [{"index": 0, "id": "call_read2", "type": "function",
+                   "function": {"name": "read", "arguments": "{\"path\":\"AGENTS.md\"}"}}]}),
+            _ => json!({"content": "Listed the folder and read AGENTS.md."}),
+        };
+    }
     if asks_for_tool && !has_tool_result {
         json!({"tool_calls": [{"index": 0, "id": TOOL_CALL_ID, "type": "function",
                "function": {"name": "ls", "arguments": "{\"path\":\".\"}"}}]})
@@ -139,10 +161,28 @@ async fn completions(
     let mut calls = p.calls.lock().unwrap();
     // Unique per call, as a real provider's are (AGL dedupes by it).
     let id = format!("chatcmpl-mock-{}", calls.len() + 1);
-    let (content_type, answer) = if body["stream"] == true {
-        ("text/event-stream", sse(&body, &id))
+    let failing =
+        prompt_of(&body, &[FAIL, "Say hello", "use the ls tool", TWO_TOOLS]) == Some(FAIL);
+    let (status, content_type, answer) = if failing {
+        let answer =
+            json!({"error": {"message": "scripted failure", "type": "invalid_request_error"}});
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            "application/json",
+            answer.to_string(),
+        )
+    } else if body["stream"] == true {
+        (
+            axum::http::StatusCode::OK,
+            "text/event-stream",
+            sse(&body, &id),
+        )
     } else {
-        ("application/json", json_answer(&body, &id))
+        (
+            axum::http::StatusCode::OK,
+            "application/json",
+            json_answer(&body, &id),
+        )
     };
     calls.push(ProviderCall {
         body,
@@ -151,7 +191,7 @@ async fn completions(
         traceparent: h("traceparent"),
         authorization: h("authorization"),
     });
-    ([("content-type", content_type)], answer).into_response()
+    (status, [("content-type", content_type)], answer).into_response()
 }
 
 fn json_answer(body: &Value, id: &str) -> String {

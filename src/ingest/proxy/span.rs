@@ -74,7 +74,8 @@ pub struct Call {
     pub end: End,
 }
 
-fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
+/// An attribute.
+pub fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
@@ -82,7 +83,8 @@ fn kv(key: impl Into<String>, value: any_value::Value) -> KeyValue {
     }
 }
 
-fn text(v: impl Into<String>) -> any_value::Value {
+/// A string attribute value.
+pub fn text(v: impl Into<String>) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
@@ -389,24 +391,30 @@ impl Call {
             ..Default::default()
         }];
         spans.extend(children);
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", text("oclagl"))],
+        export_of(spans, "oclagl.llm_proxy")
+    }
+}
+
+/// An export of `spans` from oclagl (`service.name`), in instrumentation
+/// scope `scope`.
+pub fn export_of(spans: Vec<Span>, scope: &str) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", text("oclagl"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: scope.into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "oclagl.llm_proxy".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                }],
+                spans,
                 ..Default::default()
             }],
-        }
+            ..Default::default()
+        }],
     }
 }
 
