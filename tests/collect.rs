@@ -421,9 +421,7 @@ async fn flaky_collector() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = support::serve_on_loopback(app).await;
     (format!("http://{addr}"), calls)
 }
 
@@ -565,10 +563,7 @@ async fn ctrl_c_flushes_and_records_interrupted_rollouts() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    support::interrupt(child.id());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde_json::{json, Value};
 use support::traces::{qa, write_rollout};
-use support::{kv, request, run_py, run_py_with, span, wait_for_files, Server, BIN};
+use support::{kv, request, rows, run_py, run_py_with, span, wait_for_files, Server, BIN};
 
 /// Runs `oclagl export-sft` in `dir`.
 fn export(dir: &Path, args: &[&str]) -> Output {
@@ -47,15 +47,6 @@ fn assert_ok(out: &Output) {
         stdout(out),
         stderr(out)
     );
-}
-
-/// Rows of a JSONL file, parsed.
-fn rows(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad row {l}: {e}")))
-        .collect()
 }
 
 fn reward(value: f64) -> (&'static str, Value) {
@@ -751,11 +742,7 @@ fn interrupted_export_leaves_the_previous_dataset() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    support::interrupt(child.id());
     std::thread::sleep(Duration::from_millis(200));
     // Unblock the read; the export sees the interruption before the next file.
     std::fs::write(&fifo, "{").unwrap();

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 use support::agl::{start_vllm, Agl, Vllm, ANSWER};
+use support::rows;
 
 const KEY: &str = "agl-test-key-5f1c";
 
@@ -28,14 +29,6 @@ fn ok(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "export-sft failed: {err}");
     err
-}
-
-fn rows(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Runs one rollout as a harness would: its task through AGL's per-rollout

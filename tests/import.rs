@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 use support::gateway::{start_provider, Gateway, ProviderCall, FAIL, TWO_TOOLS};
-use support::trace_files;
+use support::{rows, trace_files};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/trajectory")
@@ -71,14 +71,6 @@ fn rollout_ids(dir: &Path) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-fn rows(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The runtime events of a bundle: what a legacy `*.trajectory.jsonl` holds.
@@ -439,9 +431,7 @@ async fn holding_receiver() -> (String, tokio::sync::mpsc::Receiver<()>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = support::serve_on_loopback(app).await;
     (format!("http://{addr}"), rx)
 }
 
@@ -463,10 +453,7 @@ async fn an_interrupted_import_goes_on_where_it_stopped() {
         .spawn()
         .unwrap();
     held.recv().await.expect("the second export arrives");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    support::interrupt(child.id());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();

@@ -439,9 +439,7 @@ mod fake {
     /// endless answer.
     pub async fn start() -> (std::net::SocketAddr, Arc<Seen>, mpsc::UnboundedReceiver<()>) {
         let (app, seen, rx) = app();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = crate::support::serve_on_loopback(app).await;
         (addr, seen, rx)
     }
 

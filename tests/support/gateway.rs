@@ -219,9 +219,7 @@ pub async fn start_provider() -> (SocketAddr, Arc<Provider>) {
         .route("/v1/chat/completions", post(completions))
         .route("/v1/models", get(models))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = super::serve_on_loopback(app).await;
     (addr, state)
 }
 

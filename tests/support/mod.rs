@@ -23,6 +23,32 @@ pub use otlp::{kv, request, span};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oclagl");
 
+/// Rows of a JSONL file, parsed.
+pub fn rows(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad row {l}: {e}")))
+        .collect()
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to process `pid`.
+pub fn interrupt(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -INT {pid}");
+}
+
+/// Serves `app` on an ephemeral loopback port for the rest of the test.
+pub async fn serve_on_loopback(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 /// A running `oclagl serve` with its own data and traces folders.
 pub struct Server {
     pub child: Child,
