@@ -265,8 +265,7 @@ pub fn http_answer(
 ) -> Outcome {
     let after = retry_after
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(crate::util::retry_after);
     if status.is_success() {
         let rejected = ExportTraceServiceResponse::decode(body).map_or(0, |r| rejected_of(&r));
         return Outcome::Delivered { rejected };

@@ -247,12 +247,7 @@ impl GatewayError {
 /// Parses `Retry-After` (seconds; HTTP dates are treated as one second).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    Some(
-        v.trim()
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(1)),
-    )
+    Some(crate::util::retry_after(v).unwrap_or(Duration::from_secs(1)))
 }
 
 /// Maps an HTTP error status to a gateway error.

@@ -25,8 +25,26 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The wait a `Retry-After` header's value asks for, in seconds (whole or
+/// fractional); `None` for anything else (an HTTP date, a negative number).
+pub fn retry_after(value: &str) -> Option<std::time::Duration> {
+    let seconds = value.trim().parse::<f64>().ok()?;
+    std::time::Duration::try_from_secs_f64(seconds).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_reads_seconds_only() {
+        use std::time::Duration;
+        assert_eq!(super::retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(super::retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(super::retry_after("-1"), None);
+        assert_eq!(super::retry_after("NaN"), None);
+        assert_eq!(super::retry_after("1e300"), None);
+        assert_eq!(super::retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
     #[test]
     fn one_is_singular_and_every_other_count_plural() {
         assert_eq!(super::count(1, "row", "rows"), "1 row");

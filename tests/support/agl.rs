@@ -289,8 +289,6 @@ pub async fn start_vllm() -> (SocketAddr, Arc<Vllm>) {
     let app = Router::new()
         .route("/v1/chat/completions", post(completions))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = super::serve_on_loopback(app).await;
     (addr, state)
 }

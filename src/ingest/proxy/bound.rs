@@ -84,13 +84,12 @@ fn paused<B>(answer: &Response<B>) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     is_paused.then(|| {
-        let seconds = headers
+        headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .unwrap_or(1.0);
-        Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64()))
+            .and_then(crate::util::retry_after)
+            .unwrap_or(Duration::from_secs(1))
+            .min(MAX_RETRY_AFTER)
             .max(Duration::from_millis(100))
     })
 }
